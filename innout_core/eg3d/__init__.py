@@ -1,0 +1,1 @@
+"""innout_core/eg3d."""
