@@ -24,7 +24,7 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade "pip<26.2" 2>/dev/null || true
   "$VENV/bin/pip" install -q -e ".[test]"
   # insightface pins another OpenCV build over cv2; install it without dependencies (its real deps are above).
-  "$VENV/bin/pip" install -q --no-deps "insightface==0.7.3"
+  "$VENV/bin/pip" install -q --no-deps "insightface==2.1"
   rm -f "$VENV"/.innout-setup-*
   touch "$stamp"
 fi
