@@ -1,0 +1,314 @@
+"""The paper's Tables 1–3, rebuilt from the per-video Parquet files alone.
+
+Input: ``runs/<run>/videos/*/metrics.parquet`` (schema in :mod:`innout_core.store`): one row per
+(method, variant, mode, frame, edit). Nothing else in the run directory is read.
+
+Aggregation follows the paper: the mean over a video's frames, then the mean over videos.
+
+* **Table 1** (reconstruction): LPIPS, SSIM, PSNR, identity similarity and time per method, for single images
+  (``mode == "image"``, the first frame) and for videos. Ablation variants are left out (they are Table 3).
+* **Table 2** (identity after editing): ArcFace cosine between the inverted and the edited frame (``id_sim_edit``)
+  per edit, plus the average over edits, for images and videos.
+* **Table 3** (ablation): for In-N-Out variants, reconstruction L2 and LPIPS and the editing identity average.
+  L2 is the mean squared error of images in [0, 1], derived exactly from each frame's PSNR
+  (``psnr`` uses data range 1 on [0, 1] images, so ``mse = 10 ** (-psnr / 10)``).
+
+Each table is written as Markdown (best value in bold), CSV (plain numbers) and LaTeX (best value in \\textbf).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from innout_core.errors import BadInputError
+
+__all__ = [
+    "ABLATION_VARIANTS",
+    "METHOD_LABELS",
+    "Table",
+    "build_tables",
+    "load_metrics",
+    "write_tables",
+    "method_label",
+]
+
+#: Variants that are ablations of In-N-Out (Table 3 only).
+ABLATION_VARIANTS = ("w/o L_b", "w/o L_w")
+#: Display names, in the paper's row order (ours first).
+METHOD_LABELS = {"innout": "In-N-Out", "pti": "PTI", "w+": "W+", "w": "W"}
+_METHOD_ORDER = list(METHOD_LABELS)
+_RECON_METRICS = [("lpips", "LPIPS", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"), ("id_sim", "ID", "max")]
+
+
+@dataclass
+class Table:
+    """One table: a frame of numbers (rows = methods) plus, per column, which direction is better.
+
+    ``columns`` is a list of (group, metric) pairs; ``better[col]`` is ``"min"``, ``"max"`` or ``None`` (no best
+    marking, e.g. a count).
+    """
+
+    name: str
+    title: str
+    data: pd.DataFrame
+    better: dict[tuple[str, str], str | None]
+    notes: list[str] = field(default_factory=list)
+
+    def best(self) -> dict[tuple[str, str], str | None]:
+        """The row label holding the best value of each column (None for empty columns)."""
+        out: dict[tuple[str, str], str | None] = {}
+        for col, how in self.better.items():
+            values = self.data[col].dropna() if col in self.data else pd.Series(dtype=float)
+            if how is None or values.empty:
+                out[col] = None
+            else:
+                out[col] = values.idxmin() if how == "min" else values.idxmax()
+        return out
+
+
+def method_label(method: str, variant: str) -> str:
+    """Human row label, e.g. ``In-N-Out (auto-masks)``."""
+    base = METHOD_LABELS.get(method, method)
+    return f"{base} ({variant})" if variant else base
+
+
+def load_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """All ``videos/*/metrics.parquet`` of a run as one frame (rows of every video)."""
+    run_dir = Path(run_dir)
+    files = sorted((run_dir / "videos").glob("*/metrics.parquet"))
+    if not files:
+        raise BadInputError("no videos/*/metrics.parquet found: has the run finished any video?", run_dir)
+    frames = []
+    for f in files:
+        try:
+            frames.append(pq.read_table(f).to_pandas())
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise BadInputError(f"unreadable Parquet file ({type(err).__name__}: {err})", f) from err
+    return pd.concat(frames, ignore_index=True)
+
+
+def _per_video(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """Mean over frames within each video, then mean over videos, per ``keys``."""
+    per_video = df.groupby(keys + ["video"], dropna=False)[values].mean()
+    return per_video.groupby(level=list(range(len(keys))), dropna=False).mean()
+
+
+def _order_rows(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    def key(mv: tuple[str, str]) -> tuple[int, str]:
+        m, v = mv
+        return (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), v)
+
+    return sorted(labels, key=key)
+
+
+def _table1(df: pd.DataFrame) -> Table:
+    recon = df[(df["edit"] == "") & ~df["variant"].isin(ABLATION_VARIANTS)]
+    values = [m for m, _, _ in _RECON_METRICS] + ["seconds"]
+    rows = _order_rows(sorted({(m, v) for m, v in zip(recon["method"], recon["variant"])}))
+    cols: list[tuple[str, str]] = []
+    better: dict[tuple[str, str], str | None] = {}
+    data: dict[tuple[str, str], list[float]] = {}
+    for mode, group in (("image", "Images"), ("video", "Videos")):
+        sub = recon[recon["mode"] == mode]
+        agg = _per_video(sub, ["method", "variant"], values) if not sub.empty else None
+        for metric, label, how in _RECON_METRICS + [("seconds", "Time (s)", "min")]:
+            col = (group, label)
+            cols.append(col)
+            better[col] = how
+            data[col] = [
+                float(agg.loc[(m, v), metric]) if agg is not None and (m, v) in agg.index else math.nan for m, v in rows
+            ]
+    frame = pd.DataFrame(data, index=[method_label(m, v) for m, v in rows], columns=pd.MultiIndex.from_tuples(cols))
+    notes = [
+        "Mean over frames per video, then over videos. Images = first frame only; Videos = all frames.",
+        "Time = wall seconds of the method per video (inversion and, for In-N-Out, stages A and B).",
+    ]
+    return Table("table1", "Table 1. Reconstruction quality", frame, better, notes)
+
+
+def _table2(df: pd.DataFrame) -> Table:
+    edits_df = df[(df["edit"] != "") & ~df["variant"].isin(ABLATION_VARIANTS)]
+    edits = sorted(e for e in edits_df["edit"].unique() if e)
+    rows = _order_rows(sorted({(m, v) for m, v in zip(edits_df["method"], edits_df["variant"])}))
+    cols: list[tuple[str, str]] = []
+    better: dict[tuple[str, str], str | None] = {}
+    data: dict[tuple[str, str], list[float]] = {}
+    for mode, group in (("image", "Images"), ("video", "Videos")):
+        sub = edits_df[edits_df["mode"] == mode]
+        agg = _per_video(sub, ["method", "variant", "edit"], ["id_sim_edit"]) if not sub.empty else None
+        per_edit: dict[str, list[float]] = {}
+        for edit in edits:
+            col = (group, edit)
+            cols.append(col)
+            better[col] = "max"
+            per_edit[edit] = [
+                float(agg.loc[(m, v, edit), "id_sim_edit"])
+                if agg is not None and (m, v, edit) in agg.index
+                else math.nan
+                for m, v in rows
+            ]
+            data[col] = per_edit[edit]
+        col = (group, "average")
+        cols.append(col)
+        better[col] = "max"
+        data[col] = [_nanmean([per_edit[e][i] for e in edits]) for i in range(len(rows))]
+    frame = pd.DataFrame(data, index=[method_label(m, v) for m, v in rows], columns=pd.MultiIndex.from_tuples(cols))
+    notes = ["Identity similarity (ArcFace cosine) between the inverted and the edited frame; higher is better."]
+    return Table("table2", "Table 2. Identity preservation after editing", frame, better, notes)
+
+
+def _table3(df: pd.DataFrame) -> Table:
+    ours = df[df["method"] == "innout"].copy()
+    ours["l2"] = np.power(10.0, -ours["psnr"].astype(float) / 10.0)
+    variants = sorted(ours["variant"].unique(), key=lambda v: (v not in ABLATION_VARIANTS, v))
+    recon = ours[ours["edit"] == ""]
+    edits = ours[ours["edit"] != ""]
+    vids = recon[recon["mode"] == "video"]
+    agg_r = _per_video(vids, ["variant"], ["l2", "lpips"]) if not vids.empty else None
+    ed = edits[edits["mode"] == "video"]
+    agg_e = _per_video(ed, ["variant", "edit"], ["id_sim_edit"]) if not ed.empty else None
+    cols = [("Inversion", "L2"), ("Inversion", "LPIPS"), ("Editing", "ID similarity")]
+    better = {cols[0]: "min", cols[1]: "min", cols[2]: "max"}
+    data: dict[tuple[str, str], list[float]] = {c: [] for c in cols}
+    for v in variants:
+        data[cols[0]].append(float(agg_r.loc[v, "l2"]) if agg_r is not None and v in agg_r.index else math.nan)
+        data[cols[1]].append(float(agg_r.loc[v, "lpips"]) if agg_r is not None and v in agg_r.index else math.nan)
+        if agg_e is not None and v in agg_e.index.get_level_values(0):
+            data[cols[2]].append(float(agg_e.loc[v, "id_sim_edit"].mean()))
+        else:
+            data[cols[2]].append(math.nan)
+    labels = [v if v in ABLATION_VARIANTS else f"Full method ({v})" if v else "Full method" for v in variants]
+    frame = pd.DataFrame(data, index=labels, columns=pd.MultiIndex.from_tuples(cols))
+    notes = [
+        "Videos only. L2 = mean squared error on [0, 1] images, from each frame's PSNR (mse = 10^(-PSNR/10)).",
+        "Editing = identity similarity averaged over the edits.",
+    ]
+    return Table("table3", "Table 3. Ablation", frame, better, notes)
+
+
+def _nanmean(xs: list[float]) -> float:
+    vals = [x for x in xs if not math.isnan(x)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _null_reasons(df: pd.DataFrame) -> list[str]:
+    if "reason" not in df:
+        return []
+    reasons = sorted({r for r in df["reason"].dropna().unique() if r})
+    return [f"Empty cells: {r}" for r in reasons]
+
+
+def build_tables(df: pd.DataFrame) -> list[Table]:
+    """Tables 1–3 from a metrics frame (the concatenated Parquet rows of a run)."""
+    required = {"video", "method", "variant", "mode", "frame", "edit", "lpips", "ssim", "psnr", "id_sim", "seconds"}
+    missing = required - set(df.columns)
+    if missing:
+        raise BadInputError(f"metrics table lacks columns {sorted(missing)}")
+    df = df.copy()
+    df["variant"] = df["variant"].fillna("")
+    df["edit"] = df["edit"].fillna("")
+    if "id_sim_edit" not in df:
+        df["id_sim_edit"] = np.nan
+    for col in ("lpips", "ssim", "psnr", "id_sim", "id_sim_edit", "seconds"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    tables = [_table1(df), _table2(df), _table3(df)]
+    reasons = _null_reasons(df)
+    for t in tables:
+        t.notes.extend(reasons)
+    return tables
+
+
+def _fmt(x: float, metric: str) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if metric.startswith("Time"):
+        return f"{x:.1f}"
+    if metric == "PSNR":
+        return f"{x:.2f}"
+    return f"{x:.4f}"
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown with a two-level header flattened to ``group / metric``; best values in bold."""
+    best = table.best()
+    cols = list(table.data.columns)
+    head = "| method | " + " | ".join(f"{g} {m}" for g, m in cols) + " |"
+    sep = "|---|" + "---:|" * len(cols)
+    lines = [f"### {table.title}", "", head, sep]
+    for label, row in table.data.iterrows():
+        cells = []
+        for col in cols:
+            s = _fmt(row[col], col[1])
+            cells.append(f"**{s}**" if best.get(col) == label and s != "–" else s)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.extend(f"- {n}" for n in table.notes)
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs tabular with the best value of each column in \\textbf."""
+    best = table.best()
+    cols = list(table.data.columns)
+    groups: list[tuple[str, int]] = []
+    for g, _ in cols:
+        if groups and groups[-1][0] == g:
+            groups[-1] = (g, groups[-1][1] + 1)
+        else:
+            groups.append((g, 1))
+    lines = [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule"]
+    lines.append(" & " + " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{_tex_escape(g)}}}" for g, n in groups) + r" \\")
+    lines.append("Method & " + " & ".join(_tex_escape(m) for _, m in cols) + r" \\")
+    lines.append(r"\midrule")
+    for label, row in table.data.iterrows():
+        cells = []
+        for col in cols:
+            s = _fmt(row[col], col[1]).replace("–", "--")
+            cells.append(rf"\textbf{{{s}}}" if best.get(col) == label and s != "--" else s)
+        lines.append(_tex_escape(str(label)) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Plain numbers, one header row ``group/metric``."""
+    flat = table.data.copy()
+    flat.columns = [f"{g}/{m}" for g, m in flat.columns]
+    flat.index.name = "method"
+    return flat.to_csv(float_format="%.6g")
+
+
+def write_tables(run_dir: str | Path) -> dict[str, Path]:
+    """Write Tables 1–3 (md, csv, tex) and the plots into ``run_dir/tables``; returns name -> path.
+
+    Reads only ``run_dir/videos/*/metrics.parquet``.
+    """
+    from innout_core.store import atomic_write_text  # the run store owns atomic writes
+
+    from reports.plots import write_plots
+
+    run_dir = Path(run_dir)
+    df = load_metrics(run_dir)
+    out_dir = run_dir / "tables"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    tables = build_tables(df)
+    for t in tables:
+        for ext, text in (("md", to_markdown(t)), ("csv", to_csv(t)), ("tex", to_latex(t))):
+            path = out_dir / f"{t.name}.{ext}"
+            atomic_write_text(path, text)
+            written[f"{t.name}.{ext}"] = path
+    atomic_write_text(out_dir / "tables.md", "\n".join(to_markdown(t) for t in tables))
+    written["tables.md"] = out_dir / "tables.md"
+    written.update(write_plots(df, out_dir))
+    return written
