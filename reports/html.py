@@ -1,0 +1,293 @@
+"""One static HTML page per run: tables, plots, side-by-side videos, failures.
+
+Built from the run directory alone (``run.yaml``, stage records, ``metrics.parquet`` and media files); no server,
+no network: the page references local files by relative path and carries its CSS/JS inline. Videos load lazily and
+videos are paged, so a run of 100+ videos stays fast.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from reports.tables import Table, build_tables, load_metrics
+
+__all__ = ["VideoEntry", "collect_videos", "render_report", "write_report", "MEDIA_ORDER"]
+
+#: Known media names (stem of files under ``videos/<video>/media/``), in display order, with their captions.
+MEDIA_ORDER: dict[str, str] = {
+    "side_by_side": "input | W+ | PTI | In-N-Out",
+    "input": "input (aligned)",
+    "recon_w": "W",
+    "recon_w+": "W+",
+    "recon_pti": "PTI",
+    "recon_innout": "In-N-Out reconstruction",
+    "remove_ood": "In-N-Out, OOD removed",
+    "blend_map": "OOD blend weight",
+    "novel_view": "novel-view orbit",
+    "gt_mask": "true occluder mask",
+    "gt_clean": "clean frame (ground truth)",
+}
+_MEDIA_EXT = {".mp4": "video", ".webm": "video", ".png": "image", ".jpg": "image", ".gif": "image"}
+PAGE_SIZE = 20
+
+
+@dataclass
+class VideoEntry:
+    """What the report shows for one video."""
+
+    name: str
+    status: str  # done | failed | running | pending
+    media: list[tuple[str, str, str]] = field(default_factory=list)  # (caption, kind, path relative to report/)
+    errors: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _stage_seconds(record: dict) -> float | None:
+    t = record.get("timings") or record.get("seconds")
+    if isinstance(t, (int, float)):
+        return float(t)
+    if isinstance(t, dict):
+        for key in ("seconds", "wall", "total", "duration"):
+            if isinstance(t.get(key), (int, float)):
+                return float(t[key])
+        if isinstance(t.get("started"), (int, float)) and isinstance(t.get("finished"), (int, float)):
+            return float(t["finished"] - t["started"])
+    return None
+
+
+def _error_text(stage: str, record: dict) -> str | None:
+    err = record.get("error")
+    if not err:
+        return None
+    if isinstance(err, dict):
+        parts = [err.get("file") or "", err.get("message") or ""]
+        return f"{err.get('stage') or stage}: " + ": ".join(p for p in parts if p)
+    return f"{stage}: {err}"
+
+
+def _media_caption(stem: str) -> str:
+    if stem in MEDIA_ORDER:
+        return MEDIA_ORDER[stem]
+    if stem.startswith("edit_"):
+        return "edit: " + stem[len("edit_"):].replace("_", " ")
+    return stem.replace("_", " ")
+
+
+def _media_key(stem: str) -> tuple[int, str]:
+    keys = list(MEDIA_ORDER)
+    if stem in MEDIA_ORDER:
+        return (keys.index(stem), stem)
+    return (len(keys) + (0 if stem.startswith("edit_") else 1), stem)
+
+
+def collect_videos(run_dir: Path, report_dir: Path) -> list[VideoEntry]:
+    """One entry per ``videos/<video>/`` directory: status from its stage records, media from ``media/``."""
+    entries = []
+    for vdir in sorted(p for p in (run_dir / "videos").glob("*") if p.is_dir()):
+        records = {p.parent.name: _read_json(p) for p in sorted(vdir.glob("*/stage.json"))}
+        statuses = [r.get("status") for r in records.values()]
+        status = "failed" if "failed" in statuses else "done" if (vdir / "metrics.parquet").exists() else (
+            "running" if "running" in statuses else "pending"
+        )
+        entry = VideoEntry(vdir.name, status)
+        for stage, rec in records.items():
+            if (msg := _error_text(stage, rec)) is not None:
+                entry.errors.append(msg)
+            if (s := _stage_seconds(rec)) is not None:
+                entry.stage_seconds[stage] = s
+        media_dir = vdir / "media"
+        files = [p for p in media_dir.glob("*") if p.suffix.lower() in _MEDIA_EXT] if media_dir.is_dir() else []
+        for p in sorted(files, key=lambda p: _media_key(p.stem)):
+            rel = os.path.relpath(p, report_dir).replace(os.sep, "/")
+            entry.media.append((_media_caption(p.stem), _MEDIA_EXT[p.suffix.lower()], rel))
+        entries.append(entry)
+    return entries
+
+
+def _metric_definitions(run_dir: Path) -> dict[str, str]:
+    for f in sorted((run_dir / "videos").glob("*/metrics.parquet")):
+        meta = pq.read_schema(f).metadata or {}
+        out = {}
+        for k, v in meta.items():
+            key = k.decode(errors="replace")
+            if key in ("pandas", "ARROW:schema"):
+                continue
+            text = v.decode(errors="replace")
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = text
+            if isinstance(parsed, dict):
+                out.update({str(a): str(b) for a, b in parsed.items()})
+            else:
+                out[key] = str(parsed)
+        return out
+    return {}
+
+
+def _fmt(x: float, metric: str) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if metric.startswith("Time"):
+        return f"{x:.1f}"
+    return f"{x:.2f}" if metric == "PSNR" else f"{x:.4f}"
+
+
+def _table_html(table: Table) -> str:
+    best = table.best()
+    cols = list(table.data.columns)
+    groups: list[tuple[str, int]] = []
+    for g, _ in cols:
+        groups = groups[:-1] + [(g, groups[-1][1] + 1)] if groups and groups[-1][0] == g else groups + [(g, 1)]
+    out = [f'<table class="metrics" id="{table.name}"><caption>{html.escape(table.title)}</caption><thead>']
+    out.append("<tr><th></th>" + "".join(f'<th colspan="{n}">{html.escape(g)}</th>' for g, n in groups) + "</tr>")
+    out.append("<tr><th>method</th>" + "".join(f"<th>{html.escape(m)}</th>" for _, m in cols) + "</tr></thead><tbody>")
+    for label, row in table.data.iterrows():
+        cells = []
+        for col in cols:
+            value = row[col]
+            text = _fmt(value, col[1])
+            is_best = best.get(col) == label and text != "–"
+            raw = "" if text == "–" else f' data-value="{float(value)!r}"'
+            cells.append(f'<td class="{"best" if is_best else ""}"{raw}>{text}</td>')
+        out.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(cells)}</tr>")
+    out.append("</tbody></table>")
+    out.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} .muted{color:#666} table.metrics{border-collapse:collapse;margin:1rem 0;font-size:.9rem}
+table.metrics td,table.metrics th{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+table.metrics caption{font-weight:600;text-align:left;padding:.3rem 0} td.best{font-weight:700;background:#e6f4ea}
+table.info td,table.info th{text-align:left;padding:.15rem .6rem} .notes{font-size:.8rem;color:#555}
+.media{display:flex;flex-wrap:wrap;gap:.8rem} figure{margin:0} figcaption{font-size:.8rem;color:#444}
+video,img.m{max-width:280px;border:1px solid #ddd;background:#000} img.plot{max-width:100%}
+details{border:1px solid #ddd;border-radius:6px;padding:.4rem .8rem;margin:.4rem 0}
+summary{cursor:pointer;font-weight:600} .failed{color:#b00020} .done{color:#1b7f3b}
+#pager button{margin:0 .15rem}
+"""
+
+_JS = """
+(function(){
+  var items = Array.prototype.slice.call(document.querySelectorAll('.video-entry'));
+  var size = %d, pages = Math.max(1, Math.ceil(items.length / size)), pager = document.getElementById('pager');
+  function show(p){
+    items.forEach(function(el, i){ el.style.display = (Math.floor(i / size) === p) ? '' : 'none'; });
+    Array.prototype.forEach.call(pager.querySelectorAll('button'), function(b, i){ b.disabled = (i === p); });
+  }
+  if (pages > 1) {
+    for (var p = 0; p < pages; p++) {
+      var b = document.createElement('button'); b.textContent = String(p + 1);
+      b.addEventListener('click', (function(k){ return function(){ show(k); }; })(p)); pager.appendChild(b);
+    }
+  }
+  show(0);
+})();
+""" % PAGE_SIZE
+
+
+def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> str:
+    """The HTML text of the run report (paths relative to ``report_dir``, default ``run_dir/report``)."""
+    run_dir = Path(run_dir)
+    report_dir = Path(report_dir) if report_dir is not None else run_dir / "report"
+    run_meta = {}
+    if (run_dir / "run.yaml").exists():
+        try:
+            run_meta = yaml.safe_load((run_dir / "run.yaml").read_text()) or {}
+        except yaml.YAMLError:
+            run_meta = {}
+    videos = collect_videos(run_dir, report_dir)
+    body = [f"<h1>innout run <code>{html.escape(run_dir.name)}</code></h1>"]
+    body.append(f"<p class='muted'>report built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the run directory</p>")
+    info_keys = ("preset", "code_version", "checkpoint", "checkpoint_sha256", "created", "device", "manifest",
+                 "manifest_hash", "generator")
+    info = {k: run_meta[k] for k in info_keys if k in run_meta and not isinstance(run_meta[k], (dict, list))}
+    for k, v in run_meta.items():
+        if k not in info and isinstance(v, (str, int, float)) and len(info) < 14:
+            info[k] = v
+    body.append("<h2>Run</h2><table class='info'>" + "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in info.items()
+    ) + f"<tr><th>videos</th><td>{sum(v.status == 'done' for v in videos)} done, "
+        f"{sum(v.status == 'failed' for v in videos)} failed, {len(videos)} total</td></tr></table>")
+    stage_totals: dict[str, float] = {}
+    for v in videos:
+        for s, sec in v.stage_seconds.items():
+            stage_totals[s] = stage_totals.get(s, 0.0) + sec
+    if stage_totals:
+        body.append("<h3>Wall time per stage (sum over videos)</h3><table class='info'>" + "".join(
+            f"<tr><th>{html.escape(s)}</th><td>{sec:.1f} s</td></tr>" for s, sec in stage_totals.items()
+        ) + "</table>")
+    failed = [v for v in videos if v.status == "failed"]
+    if failed:
+        body.append("<h2 class='failed'>Failures</h2><ul id='failures'>" + "".join(
+            f"<li><b>{html.escape(v.name)}</b>: {html.escape('; '.join(v.errors) or 'failed')}</li>" for v in failed
+        ) + "</ul>")
+    try:
+        df = load_metrics(run_dir)
+    except Exception:  # no finished video yet: the page still renders
+        df = None
+    if df is not None:
+        defs = _metric_definitions(run_dir)
+        body.append("<h2>Tables</h2>")
+        for t in build_tables(df):
+            body.append(_table_html(t))
+        if defs:
+            body.append("<h3>Metric definitions</h3><ul class='notes' id='definitions'>" + "".join(
+                f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in sorted(defs.items())
+            ) + "</ul>")
+    plots = sorted((run_dir / "tables" / "plots").glob("*.png")) if (run_dir / "tables" / "plots").is_dir() else []
+    if plots:
+        body.append("<h2>Plots</h2>")
+        for p in plots:
+            rel = os.path.relpath(p, report_dir).replace(os.sep, "/")
+            body.append(f"<p><img class='plot' loading='lazy' src='{html.escape(rel)}' alt='{html.escape(p.stem)}'></p>")
+    body.append(f"<h2>Videos ({len(videos)})</h2><div id='pager'></div>")
+    for v in videos:
+        figs = []
+        for caption, kind, rel in v.media:
+            src = html.escape(rel)
+            if kind == "video":
+                el = f"<video src='{src}' muted loop autoplay playsinline controls preload='none'></video>"
+            else:
+                el = f"<img class='m' loading='lazy' src='{src}' alt='{html.escape(caption)}'>"
+            figs.append(f"<figure>{el}<figcaption>{html.escape(caption)}</figcaption></figure>")
+        errs = "".join(f"<p class='failed'>{html.escape(e)}</p>" for e in v.errors)
+        body.append(
+            f"<details class='video-entry' {'open' if len(videos) <= 5 else ''}><summary>{html.escape(v.name)} "
+            f"<span class='{v.status}'>{v.status}</span></summary>{errs}<div class='media'>{''.join(figs)}</div></details>"
+        )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>innout report: {html.escape(run_dir.name)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report/index.html`` atomically and return its path."""
+    from innout_core.store import atomic_write_text
+
+    run_dir = Path(run_dir)
+    out = run_dir / "report" / "index.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, render_report(run_dir, out.parent))
+    return out
