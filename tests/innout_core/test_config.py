@@ -1,0 +1,88 @@
+"""Pipeline config: presets, YAML round trip, clear errors; manifests: validation errors name manifest and entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from innout_core.config import PRESETS, PipelineConfig, load_config, load_manifest
+from innout_core.errors import BadInputError
+
+
+def test_presets_have_descriptions_and_validate():
+    assert set(PRESETS) == {"paper", "official", "fast", "tiny-demo"}
+    for name, info in PRESETS.items():
+        assert len(info.description) > 40
+        cfg = PipelineConfig.from_preset(name)
+        assert cfg.preset == name
+    tiny = PipelineConfig.from_preset("tiny-demo")
+    assert tiny.generator == "tiny" and tiny.face["backend"] == "given" and "image" in tiny.modes
+
+
+def test_yaml_roundtrip_and_overrides(tmp_path):
+    cfg = PipelineConfig.from_preset("fast", seed=7, dask={"workers": 3}, joint={"steps": 5})
+    assert cfg.dask.workers == 3 and cfg.dask.cluster == "local" and cfg.video.max_frames == 32
+    p = tmp_path / "c.yaml"
+    p.write_text(cfg.to_yaml())
+    again = load_config(p)
+    assert again == cfg
+    # --preset on the command line wins over the file's preset, file values still apply
+    other = load_config(p, preset="paper")
+    assert other.preset == "paper" and other.seed == 7 and other.joint == {"steps": 5}
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("seed: [1", "not valid YAML"),
+        ("- 1\n- 2", "must be a YAML mapping"),
+        ("preset: nope", "unknown preset 'nope'"),
+        ("methods: [w, e4e]", "methods.1"),
+        ("dask: {workers: 0}", "dask.workers"),
+        ("colour: red", "colour: Extra inputs"),
+    ],
+)
+def test_config_errors_name_file_and_field(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(BadInputError, match=match) as info:
+        load_config(p)
+    assert str(p) in str(info.value)
+
+
+def test_manifest_resolves_relative_paths(tmp_path):
+    (tmp_path / "data").mkdir()
+    m = tmp_path / "data" / "set.yaml"
+    m.write_text(yaml.safe_dump({"name": "set", "videos": [
+        {"id": "a", "path": "a.mp4", "frame_range": [0, 4], "cameras": "a_cams.npy"},
+        {"id": "b", "path": "/abs/b.mp4"}]}))
+    man = load_manifest(m)
+    assert man.name == "set" and [v.id for v in man.videos] == ["a", "b"]
+    assert man.resolve(man.videos[0].path) == (tmp_path / "data" / "a.mp4").resolve()
+    assert man.resolve(man.videos[1].path) == Path("/abs/b.mp4")
+    assert man.videos[0].frame_range == (0, 4) and man.video("b").masks is None
+
+
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        ({"name": "s", "videos": [{"id": "a", "path": "a.mp4"}, {"id": "b"}]}, r"videos\[1\]\.path \(video 'b'\)"),
+        ({"name": "s", "videos": [{"id": "a", "path": "a.mp4", "frame_range": [5, 2]}]}, "frame_range"),
+        ({"name": "s", "videos": [{"id": "a", "path": "x"}, {"id": "a", "path": "y"}]}, "duplicate video id 'a'"),
+        ({"name": "s", "videos": [{"id": "a b", "path": "x"}]}, r"videos\[0\]\.id"),
+        ({"name": "s", "videos": []}, "videos"),
+    ],
+)
+def test_manifest_errors_name_manifest_and_entry(tmp_path, doc, match):
+    m = tmp_path / "bad.yaml"
+    m.write_text(yaml.safe_dump(doc))
+    with pytest.raises(BadInputError, match=match) as info:
+        load_manifest(m)
+    assert str(info.value).startswith(str(m))
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(BadInputError, match="cannot read manifest"):
+        load_manifest(tmp_path / "none.yaml")
