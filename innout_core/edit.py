@@ -1,0 +1,448 @@
+"""Editing after reconstruction: InterfaceGAN directions, StyleCLIP latent mappers, OOD removal, novel views and
+causal temporal smoothing, all rendered through the composite renderer (`joint.render_composite_video`).
+
+Official behaviour followed (spec `in-n-out-official-code.md` §5):
+
+* InterfaceGAN (§5.2): ``w' = w + f * d``; a ``[1, 512]`` boundary is broadcast to all 14 style vectors; f = 2.2.
+* StyleCLIP (§5.1): ``w' = w + s * M(w)`` with the official ``LevelsMapper`` (coarse 0-3, medium 4-7, fine 8-13,
+  each PixelNorm + 4 x EqualLinear(512, 512, lr_mul 0.01, fused leaky ReLU)); s = 0.04 (``run_test_styleclip.sh``).
+* OOD removal (§5.4): delegated to the composite renderer (``remove_ood=True``).
+* Novel views (§5.6): one frame's w+ and phi rendered along ``eg3d.camera.orbit_labels``.
+* Smoothing (§5.5): causal 3-tap kernel [0.125, 0.375, 0.5] on w+, phi and the SR block0 features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from innout_core.errors import BadInputError, CheckpointError
+
+__all__ = [
+    "InterfaceGANEdit",
+    "StyleCLIPEdit",
+    "NovelViewConfig",
+    "SmoothConfig",
+    "EditConfig",
+    "OFFICIAL_SMOOTH_KERNEL",
+    "load_direction",
+    "apply_interfacegan",
+    "PixelNorm",
+    "EqualLinear",
+    "Mapper",
+    "StyleCLIPMapper",
+    "load_styleclip_mapper",
+    "apply_styleclip",
+    "causal_smooth",
+    "smooth_sr_block0",
+    "run_edits",
+]
+
+#: Causal weights for frames (t-2, t-1, t): [0.25, 0.75, 1] normalised (``test_outdomain.py:123-125``).
+OFFICIAL_SMOOTH_KERNEL: tuple[float, float, float] = (0.125, 0.375, 0.5)
+
+#: StyleCLIP LevelsMapper level boundaries over the 14 EG3D style vectors (``latent_mappers.py:60-62``).
+_LEVELS: dict[str, slice] = {"course": slice(0, 4), "medium": slice(4, 8), "fine": slice(8, None)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------------
+class InterfaceGANEdit(BaseModel):
+    """One InterfaceGAN edit: ``w' = w + strength * d`` on the chosen style vectors."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="edit name; output key of run_edits (e.g. 'smile')")
+    path: Path = Field(description="boundary .npy of shape [512], [1,512] or [14,512] (user-supplied)")
+    strength: float = Field(2.2, description="step f along the direction (official vid_edit.py default 2.2)")
+    layers: list[int] | None = Field(None, description="style-vector indices to edit (0..13); None = all 14")
+
+
+class StyleCLIPEdit(BaseModel):
+    """One StyleCLIP latent-mapper edit: ``w' = w + strength * M(w)``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="edit name; output key of run_edits (e.g. 'eyeglasses')")
+    path: Path = Field(description="mapper checkpoint (best_model.pt with 'state_dict', or a bare state dict)")
+    strength: float = Field(0.04, description="factor_step s (official run_test_styleclip.sh uses 0.04)")
+
+
+class NovelViewConfig(BaseModel):
+    """Camera orbit around one frame (official ``gen_3d.py``: amplitude 0.15 rad yaw and pitch)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(False, description="render the 'novel_view' output")
+    frame: int = Field(0, ge=0, description="index of the frame whose w+ and phi are shown")
+    n_frames: int = Field(60, ge=1, description="number of views along the orbit (official w_frames 60)")
+    yaw_range: float = Field(0.15, description="yaw amplitude, radians")
+    pitch_range: float = Field(0.15, description="pitch amplitude, radians")
+
+
+class SmoothConfig(BaseModel):
+    """Causal temporal smoothing at render time (official ``--smooth_out``; not in the paper)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ws: float = Field(0.0, ge=0.0, le=1.0, description="factor for w+ (0 = off, 1 = the official 3-tap kernel)")
+    phi: float = Field(0.0, ge=0.0, le=1.0, description="factor for the per-frame OOD code phi (0 = off, 1 = official)")
+    sr: float = Field(0.0, ge=0.0, le=1.0, description="factor for SR block0 features (0 = off, 1 = official)")
+
+    @classmethod
+    def official(cls) -> "SmoothConfig":
+        """``--smooth_out=True`` as in ``run_test_styleclip.sh``: full kernel on w+, phi and SR block0."""
+        return cls(ws=1.0, phi=1.0, sr=1.0)
+
+
+class EditConfig(BaseModel):
+    """What `run_edits` renders. Defaults: no semantic edit, OOD removal on, no novel view, no smoothing."""
+
+    model_config = ConfigDict(extra="forbid")
+    interfacegan: list[InterfaceGANEdit] = Field(default_factory=list, description="InterfaceGAN edits")
+    styleclip: list[StyleCLIPEdit] = Field(default_factory=list, description="StyleCLIP mapper edits")
+    novel_view: NovelViewConfig = Field(default_factory=NovelViewConfig, description="orbit settings")
+    remove_ood: bool = Field(True, description="render the 'remove_ood' output (OOD blend weights set to 0)")
+    smooth: SmoothConfig = Field(default_factory=SmoothConfig, description="causal smoothing factors")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# InterfaceGAN
+# ---------------------------------------------------------------------------------------------------------------
+def load_direction(path: str | Path, w_dim: int = 512, n_ws: int = 14) -> Tensor:
+    """Load an InterfaceGAN boundary.
+
+    Args:
+        path: ``.npy`` of shape ``[w_dim]``, ``[1, w_dim]`` or ``[n_ws, w_dim]``.
+    Returns:
+        float32 ``[n_ws, w_dim]`` (a single direction is repeated on every style vector).
+    Raises:
+        BadInputError: missing/unreadable file, non-finite values, or a wrong shape (message names both shapes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError("InterfaceGAN direction not found; pass an existing .npy boundary file", path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any numpy read failure is a bad input
+        raise BadInputError(f"cannot read InterfaceGAN direction as .npy ({type(exc).__name__}: {exc})", path) from exc
+    shape = tuple(arr.shape)
+    if shape in ((w_dim,), (1, w_dim)):
+        d = torch.from_numpy(np.asarray(arr, dtype=np.float32).reshape(1, w_dim)).repeat(n_ws, 1)
+    elif shape == (n_ws, w_dim):
+        d = torch.from_numpy(np.asarray(arr, dtype=np.float32).copy())
+    else:
+        raise BadInputError(
+            f"InterfaceGAN direction has shape {list(shape)}, expected [{w_dim}], [1, {w_dim}] or [{n_ws}, {w_dim}]",
+            path,
+        )
+    if not torch.isfinite(d).all():
+        raise BadInputError("InterfaceGAN direction contains NaN or infinite values", path)
+    return d
+
+
+def apply_interfacegan(ws: Tensor, direction: Tensor, strength: float, layers: Sequence[int] | None = None) -> Tensor:
+    """``w' = w + strength * d`` on the chosen style vectors (``latent_editor.py:36-53``).
+
+    Args:
+        ws: ``[T, n_ws, w_dim]`` latents.
+        direction: ``[w_dim]``, ``[1, w_dim]`` or ``[n_ws, w_dim]``.
+        strength: step along the direction (official default 2.2).
+        layers: style-vector indices to edit; None = all.
+    Returns:
+        ``[T, n_ws, w_dim]``, same dtype/device as ``ws``; unselected style vectors are unchanged.
+    """
+    if ws.ndim != 3:
+        raise BadInputError(f"ws must be [T, n_ws, w_dim], got {list(ws.shape)}")
+    n_ws, w_dim = ws.shape[1:]
+    d = direction.to(ws)
+    if d.ndim == 1:
+        d = d[None]
+    if d.shape[-1] != w_dim or d.shape[0] not in (1, n_ws):
+        raise BadInputError(f"direction shape {list(direction.shape)} does not fit ws shape {list(ws.shape)}")
+    d = d.expand(n_ws, w_dim)
+    sel = torch.ones(n_ws, 1, dtype=ws.dtype, device=ws.device)
+    if layers is not None:
+        bad = [i for i in layers if not 0 <= int(i) < n_ws]
+        if bad:
+            raise BadInputError(f"InterfaceGAN layers {bad} out of range 0..{n_ws - 1}")
+        sel = torch.zeros_like(sel)
+        sel[list(int(i) for i in layers)] = 1
+    return ws + float(strength) * (d * sel)[None]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# StyleCLIP latent mapper (official architecture, state-dict names of LevelsMapper)
+# ---------------------------------------------------------------------------------------------------------------
+class PixelNorm(nn.Module):
+    """StyleGAN2 (rosinality) PixelNorm: ``x * rsqrt(mean(x^2, dim=1) + 1e-8)``.
+
+    Faithful to the official code: for the mapper's ``[N, k, 512]`` input, dim 1 is the *style-vector* axis (the
+    k vectors of one level are normalised jointly per channel), not the channel axis.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """rosinality EqualLinear with ``activation='fused_lrelu'``: ``lrelu(x W^T * scale + b * lr_mul, 0.2) * sqrt 2``.
+
+    ``weight`` ``[out, in]`` stored as ``N(0,1) / lr_mul``; ``scale = lr_mul / sqrt(in)``. For 3-D inputs the bias is
+    added on the last axis (StyleCLIP's ``fused_leaky_relu`` CPU path).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, lr_mul: float = 0.01, bias_init: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.linear(x, self.weight * self.scale)
+        return F.leaky_relu(out + self.bias * self.lr_mul, negative_slope=0.2) * math.sqrt(2.0)
+
+
+class Mapper(nn.Module):
+    """PixelNorm + 4 x EqualLinear(512, 512, lr_mul 0.01, fused lrelu), as ``latent_mappers.Mapper``."""
+
+    def __init__(self, w_dim: int = 512, n_layers: int = 4) -> None:
+        super().__init__()
+        self.mapping = nn.Sequential(PixelNorm(), *[EqualLinear(w_dim, w_dim, lr_mul=0.01) for _ in range(n_layers)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mapping(x)
+
+
+class StyleCLIPMapper(nn.Module):
+    """The official ``LevelsMapper``: per-level mappers for style vectors 0-3, 4-7 and 8-13; a disabled level
+    outputs zeros. State-dict keys match the official checkpoint after stripping ``mapper.`` (e.g.
+    ``course_mapping.mapping.1.weight`` -- "course" is the official spelling).
+
+    Forward: ``[N, 14, 512]`` -> ``[N, 14, 512]`` residual ``M(w)``.
+    """
+
+    def __init__(self, coarse: bool = True, medium: bool = True, fine: bool = True, w_dim: int = 512) -> None:
+        super().__init__()
+        self.w_dim = w_dim
+        self.levels = {"course": coarse, "medium": medium, "fine": fine}
+        for name, on in self.levels.items():
+            if on:
+                self.add_module(f"{name}_mapping", Mapper(w_dim))
+
+    def forward(self, ws: Tensor) -> Tensor:
+        outs = []
+        for name, sl in _LEVELS.items():
+            part = ws[:, sl, :]
+            outs.append(getattr(self, f"{name}_mapping")(part) if self.levels[name] else torch.zeros_like(part))
+        return torch.cat(outs, dim=1)
+
+
+def load_styleclip_mapper(path: str | Path) -> StyleCLIPMapper:
+    """Load a StyleCLIP mapper checkpoint (official ``best_model.pt``: ``{'state_dict': {'mapper.*': ...}, 'opts':
+    ...}``, or a bare state dict with or without the ``mapper.`` prefix). Which levels exist is read from the keys
+    (the official script's run-twice ``--no_fine_mapper`` dance is not needed). Loaded with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: unreadable/unsafe file, no mapper keys, or wrong shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("StyleCLIP mapper checkpoint not found; pass the mapper's best_model.pt", path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"cannot read StyleCLIP mapper checkpoint safely ({type(exc).__name__})", path) from exc
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        raise CheckpointError("StyleCLIP mapper checkpoint holds no state dict", path)
+    if any(k.startswith("mapper.") for k in sd):
+        sd = {k[len("mapper."):]: v for k, v in sd.items() if k.startswith("mapper.")}
+    levels = {name: any(k.startswith(f"{name}_mapping.") for k in sd) for name in _LEVELS}
+    if not any(levels.values()):
+        raise CheckpointError("no StyleCLIP mapper weights (expected keys like 'mapper.course_mapping.*')", path)
+    w_key = next(k for k in sd if k.endswith("mapping.1.weight"))
+    w_dim = int(sd[w_key].shape[1])
+    mapper = StyleCLIPMapper(coarse=levels["course"], medium=levels["medium"], fine=levels["fine"], w_dim=w_dim)
+    try:
+        mapper.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        msg = str(exc).replace("\n", " ")
+        raise CheckpointError(f"StyleCLIP mapper does not match the official architecture: {msg[:300]}", path) from exc
+    return mapper.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def apply_styleclip(ws: Tensor, mapper: StyleCLIPMapper, strength: float) -> Tensor:
+    """``w' = w + strength * M(w)`` (``inference_eg3d.py:111-120``). ws ``[T, 14, 512]`` -> ``[T, 14, 512]``."""
+    if ws.ndim != 3 or ws.shape[1] < 9 or ws.shape[2] != mapper.w_dim:
+        raise BadInputError(f"StyleCLIP mapper needs ws [T, 14, {mapper.w_dim}], got {list(ws.shape)}")
+    mapper = mapper.to(ws.device)
+    return ws + float(strength) * mapper(ws.float()).to(ws.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Causal smoothing
+# ---------------------------------------------------------------------------------------------------------------
+def causal_smooth(x: Tensor, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL) -> Tensor:
+    """Causal temporal smoothing along dim 0 (official ``--smooth_out``, §5.5).
+
+    ``y_t = (1 - factor) * x_t + factor * sum_j kernel[j] * x_{t-K+1+j}`` for ``t >= K-1``, where the sum uses the
+    *unsmoothed* inputs; the first ``K-1`` frames are returned as is. ``factor = 1`` is the official kernel,
+    ``factor = 0`` the identity.
+
+    Args:
+        x: ``[T, ...]`` any float tensor (w+ ``[T,14,512]``, phi ``[T,32]``, features ``[T,C,H,W]``).
+        factor: in [0, 1].
+        kernel: weights for frames (t-K+1, ..., t), summing to 1.
+    Returns:
+        Tensor of the same shape and dtype.
+    """
+    if not 0.0 <= factor <= 1.0:
+        raise BadInputError(f"smoothing factor must be in [0, 1], got {factor}")
+    k = torch.as_tensor(list(kernel), dtype=x.dtype, device=x.device)
+    K = k.numel()
+    T = x.shape[0]
+    if factor == 0.0 or T < K:
+        return x.clone()
+    stacked = torch.stack([x[j : T - K + 1 + j] for j in range(K)], dim=0)  # [K, T-K+1, ...]
+    smoothed = torch.tensordot(k, stacked, dims=([0], [0]))
+    out = x.clone()
+    out[K - 1 :] = (1.0 - factor) * x[K - 1 :] + factor * smoothed
+    return out
+
+
+class _CausalBuffer:
+    """Running causal smoother for frames that arrive one batch at a time (in frame order)."""
+
+    def __init__(self, factor: float, kernel: Sequence[float]) -> None:
+        self.factor = factor
+        self.kernel = list(kernel)
+        self.history: list[Tensor] = []
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = []
+        K = len(self.kernel)
+        for i in range(x.shape[0]):
+            cur = x[i]
+            self.history = (self.history + [cur.detach()])[-K:]
+            if len(self.history) == K:
+                sm = sum(w * h for w, h in zip(self.kernel, self.history))
+                cur = (1.0 - self.factor) * cur + self.factor * sm
+            out.append(cur)
+        return torch.stack(out, dim=0)
+
+
+@contextmanager
+def smooth_sr_block0(G: nn.Module, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL) -> Iterator[None]:
+    """Within the context, causally smooth SR block0 features over successive frames (official §5.5).
+
+    Official code keeps running buffers of block0's conv output (before toRGB) and of its upsampled skip RGB and
+    replaces each by the 3-tap weighted sum once three entries exist. Equivalent hooks here: the skip RGB entering
+    block0 (upsampling is linear and identical per frame, so smoothing before or after it is the same) and the output
+    of ``block0.conv1`` (the conv output that feeds toRGB and block1). Frames must be rendered in order.
+    """
+    if factor == 0.0:
+        yield
+        return
+    block0 = G.superresolution.block0
+    img_buf, x_buf = _CausalBuffer(factor, kernel), _CausalBuffer(factor, kernel)
+
+    def pre_hook(_module: nn.Module, args: tuple, kwargs: dict):
+        args = list(args)
+        if len(args) >= 2 and args[1] is not None:
+            args[1] = img_buf(args[1])
+        elif kwargs.get("img") is not None:
+            kwargs["img"] = img_buf(kwargs["img"])
+        return tuple(args), kwargs
+
+    def conv_hook(_module: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
+        return x_buf(out)
+
+    handles = [
+        block0.register_forward_pre_hook(pre_hook, with_kwargs=True),
+        block0.conv1.register_forward_hook(conv_hook),
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering edits through the composite renderer
+# ---------------------------------------------------------------------------------------------------------------
+def run_edits(
+    G: nn.Module,
+    stage_a,
+    cameras: Tensor,
+    cfg: EditConfig,
+    generator: torch.Generator,
+    *,
+    sr_state: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Render every configured edit through the composite renderer.
+
+    Args:
+        G: frozen TriPlaneGenerator.
+        stage_a: ``joint.StageAResult`` (its ``ws`` [T,14,512] and ``phi`` [T,32] are the edited quantities).
+        cameras: ``[T, 25]`` EG3D labels.
+        cfg: what to render.
+        generator: RNG for the renderer's stratified/importance samples (re-seeded copy per output, so every edit
+            sees the same ray samples as the reconstruction).
+        sr_state: fine-tuned SR state dict from stage B.
+    Returns:
+        ``{name: frames [T', 3, H, W] in [-1, 1]}`` with one entry per InterfaceGAN/StyleCLIP edit name,
+        ``"remove_ood"`` and ``"novel_view"`` (T' = ``cfg.novel_view.n_frames``) when enabled.
+    """
+    from innout_core.eg3d.camera import orbit_labels
+    from innout_core.joint import render_composite_video
+
+    names = [e.name for e in cfg.interfacegan] + [e.name for e in cfg.styleclip]
+    reserved = {"remove_ood", "novel_view"}
+    dup = {n for n in names if names.count(n) > 1 or n in reserved}
+    if dup:
+        raise BadInputError(f"edit names must be unique and not {sorted(reserved)}: {sorted(dup)}")
+    T = stage_a.ws.shape[0]
+    if cameras.shape[0] != T:
+        raise BadInputError(f"cameras [{cameras.shape[0]}, 25] do not match {T} frames of stage A")
+
+    base = stage_a
+    if cfg.smooth.phi > 0:
+        base = dataclasses.replace(base, phi=causal_smooth(base.phi, cfg.smooth.phi))
+    ws0 = causal_smooth(base.ws, cfg.smooth.ws) if cfg.smooth.ws > 0 else base.ws
+    seed_state = generator.get_state()
+
+    def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False) -> Tensor:
+        generator.set_state(seed_state)
+        with torch.no_grad(), smooth_sr_block0(G, cfg.smooth.sr):
+            out = render_composite_video(G, sa, cams, generator, sr_state=sr_state, remove_ood=remove_ood,
+                                         ws_override=ws)
+        return out.image.clamp(-1, 1)
+
+    results: dict[str, Tensor] = {}
+    for e in cfg.interfacegan:
+        d = load_direction(e.path, w_dim=ws0.shape[2], n_ws=ws0.shape[1])
+        results[e.name] = render(base, cameras, apply_interfacegan(ws0, d, e.strength, e.layers))
+    for e in cfg.styleclip:
+        mapper = load_styleclip_mapper(e.path)
+        results[e.name] = render(base, cameras, apply_styleclip(ws0, mapper, e.strength))
+    if cfg.remove_ood:
+        results["remove_ood"] = render(base, cameras, ws0, remove_ood=True)
+    nv = cfg.novel_view
+    if nv.enabled:
+        if nv.frame >= T:
+            raise BadInputError(f"novel_view.frame {nv.frame} out of range for {T} frames")
+        cams = orbit_labels(nv.n_frames, nv.yaw_range, nv.pitch_range).to(cameras)
+        idx = torch.full((nv.n_frames,), nv.frame, dtype=torch.long)
+        sa = dataclasses.replace(base, phi=base.phi[idx], ws=ws0[idx])
+        results["novel_view"] = render(sa, cams, ws0[idx])
+    return results
