@@ -1,0 +1,633 @@
+"""Video in and out through ffmpeg (ffmpeg-python builds the commands; the system ``ffmpeg``/``ffprobe`` run them).
+
+- :func:`probe` reads a file's frame count, frame rate, display size, rotation and whether its frame rate varies,
+  and turns every kind of unusable input (missing, empty, corrupt, not a media file, audio only, undecodable) into
+  a one-line :class:`~innout_core.errors.BadInputError` naming the file.
+- :func:`extract_frames` decodes every frame exactly once (``-fps_mode passthrough``, rotation applied), keeps the
+  frames selected by a :class:`FrameSelection` and writes them as lossless PNGs named by their **source index**
+  (``frame_000123.png``; the number widens past six digits, there is no digit limit). It returns the source index
+  with each path, and that index is the frame id for the whole pipeline.
+- :func:`encode_video` writes H.264 mp4 (yuv420p, ``+faststart``) from a tensor ``[T, 3, H, W]`` in [-1, 1], uint8
+  arrays ``[T, H, W, 3]`` or a list of image paths. yuv420p needs even sizes: by default an odd width/height is
+  **padded** by one replicated edge pixel on the right/bottom (no image pixel is lost; the top-left ``H x W`` of the
+  decoded video is the input); ``even="crop"`` drops the last column/row instead. Encodes go to a temporary file in
+  the destination folder and are moved into place with :func:`os.replace`, so a failed encode leaves no file.
+- :func:`side_by_side` builds comparison frames (input | reconstruction | edit, with optional labels).
+
+Frame selection never duplicates frames: an fps above the source rate keeps every frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import ffmpeg
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from innout_core.errors import BadInputError, InnoutError, StageError
+
+__all__ = [
+    "VideoInfo",
+    "FrameSelection",
+    "ExtractedFrame",
+    "EncodeConfig",
+    "ffmpeg_exe",
+    "ffprobe_exe",
+    "probe",
+    "iter_frames",
+    "select_indices",
+    "extract_frames",
+    "list_frames",
+    "frame_name",
+    "read_frames",
+    "write_frames",
+    "to_uint8_frames",
+    "encode_video",
+    "side_by_side",
+    "encode_side_by_side",
+]
+
+FRAME_PREFIX = "frame_"
+_FRAME_RE = re.compile(r"^frame_(\d+)\.png$")
+
+
+# ------------------------------------------------------------------------------------------------ tools
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ``ffmpeg`` binary: ``$INNOUT_FFMPEG``, else ``ffmpeg`` on PATH, else imageio-ffmpeg's bundled one."""
+    env = os.environ.get("INNOUT_FFMPEG")
+    if env:
+        return env
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # imageio-ffmpeg raises RuntimeError when it has no binary for this platform
+        raise InnoutError(
+            f"ffmpeg not found on PATH and imageio-ffmpeg has none ({exc}): install ffmpeg (e.g. apt install ffmpeg)"
+        ) from exc
+
+
+def ffprobe_exe() -> str:
+    """Path of the ``ffprobe`` binary: ``$INNOUT_FFPROBE``, else ``ffprobe`` on PATH (imageio-ffmpeg ships none)."""
+    env = os.environ.get("INNOUT_FFPROBE")
+    if env:
+        return env
+    found = shutil.which("ffprobe")
+    if not found:
+        raise InnoutError("ffprobe not found on PATH: install ffmpeg (e.g. apt install ffmpeg), which provides it")
+    return found
+
+
+def _last_line(stderr: bytes | str | None) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+# ------------------------------------------------------------------------------------------------ probe
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` found. Sizes are the *display* size (rotation applied), which is what frames decode to."""
+
+    path: Path
+    width: int
+    height: int
+    frame_count: int
+    fps: float
+    fps_fraction: str
+    duration: float | None
+    rotation: int
+    variable_frame_rate: bool
+    codec: str
+    pix_fmt: str
+    has_audio: bool
+    frame_times: tuple[float, ...]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of decoded frames."""
+        return self.height, self.width
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise BadInputError("file not found", path)
+    if path.is_dir():
+        raise BadInputError("is a directory, not a video file", path)
+    if not os.access(path, os.R_OK):
+        raise BadInputError("cannot be read (permission denied): check the file's permissions", path)
+    if path.stat().st_size == 0:
+        raise BadInputError("file is empty (0 bytes): re-copy or re-download the video", path)
+
+
+def _rotation(stream: dict) -> int:
+    rot = 0.0
+    tags = stream.get("tags") or {}
+    if "rotate" in tags:
+        try:
+            rot = float(tags["rotate"])
+        except ValueError:
+            rot = 0.0
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            # The display matrix rotation is counter-clockwise; the legacy tag is clockwise.
+            rot = -float(side["rotation"])
+    return int(round(rot)) % 360
+
+
+def _fraction(text: str | None) -> Fraction | None:
+    if not text or text in ("0/0", "N/A"):
+        return None
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
+
+
+def probe(path: str | Path, vfr_tolerance: float = 0.02) -> VideoInfo:
+    """Probe a video file with ffprobe (demux only, no decoding).
+
+    The frame count and per-frame presentation times come from the video stream's packets (sorted by pts), so they
+    are exact for files whose header lacks ``nb_frames``. ``variable_frame_rate`` is True when the frame intervals
+    differ from their median by more than ``vfr_tolerance`` (relative) or ffprobe's real and average rates disagree.
+
+    Raises:
+        BadInputError: missing, empty, unreadable, corrupt or non-media file, or a file with no video stream.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        meta = ffmpeg.probe(str(path), cmd=ffprobe_exe())
+    except ffmpeg.Error as exc:
+        raise BadInputError(
+            f"ffprobe cannot read it as a video ({_last_line(exc.stderr)}): the file is corrupt or not a media file",
+            path,
+        ) from None
+    streams = meta.get("streams") or []
+    video = [s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get(
+        "attached_pic")]
+    has_audio = any(s.get("codec_type") == "audio" for s in streams)
+    if not video:
+        kinds = sorted({f"{s.get('codec_type')} ({s.get('codec_name')})" for s in streams}) or ["no streams"]
+        what = "audio only" if has_audio else "no video stream"
+        raise BadInputError(f"has no video stream ({what}: {', '.join(kinds)}); give a video file", path)
+    stream = video[0]
+    codec = stream.get("codec_name") or "unknown"
+    if codec in ("unknown", "none") or not stream.get("width"):
+        raise BadInputError(f"video stream codec '{codec}' is not supported by this ffmpeg build", path)
+
+    # Packet timestamps: exact frame count and the frame-time grid (for fps selection and VFR detection).
+    try:
+        out = subprocess.run(
+            [ffprobe_exe(), "-v", "error", "-select_streams", f"{stream['index']}", "-show_entries", "packet=pts_time,flags",
+               "-of", "json", str(path)],
+            capture_output=True,
+            check=True,
+        ).stdout
+        packets = json.loads(out or b"{}").get("packets") or []
+    except (subprocess.CalledProcessError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"ffprobe cannot list its video packets ({exc}): the file is corrupt", path) from None
+    times = sorted(float(p["pts_time"]) for p in packets if p.get("pts_time") not in (None, "N/A"))
+    count = len(packets)
+    if count == 0:
+        nb = stream.get("nb_frames")
+        count = int(nb) if nb and str(nb).isdigit() else 0
+    if count == 0:
+        raise BadInputError("video stream has no frames: the file is truncated or corrupt", path)
+
+    avg = _fraction(stream.get("avg_frame_rate"))
+    real = _fraction(stream.get("r_frame_rate"))
+    rate = avg or real
+    if rate is None and len(times) > 1 and times[-1] > times[0]:
+        rate = Fraction((len(times) - 1) / (times[-1] - times[0])).limit_denominator(1001)
+    rate = rate or Fraction(25)
+    vfr = False
+    if len(times) > 2:
+        deltas = np.diff(np.asarray(times))
+        med = float(np.median(deltas))
+        if med > 0:
+            vfr = bool(np.max(np.abs(deltas - med)) > vfr_tolerance * med + 1e-6)
+    if avg is not None and real is not None and abs(float(avg) - float(real)) > vfr_tolerance * float(real):
+        vfr = True
+    rotation = _rotation(stream)
+    w, h = int(stream["width"]), int(stream["height"])
+    if rotation in (90, 270):
+        w, h = h, w
+    duration = stream.get("duration") or (meta.get("format") or {}).get("duration")
+    if len(times) != count:
+        times = [i / float(rate) for i in range(count)]
+    return VideoInfo(
+        path=path,
+        width=w,
+        height=h,
+        frame_count=count,
+        fps=float(rate),
+        fps_fraction=f"{rate.numerator}/{rate.denominator}",
+        duration=float(duration) if duration not in (None, "N/A") else None,
+        rotation=rotation,
+        variable_frame_rate=vfr,
+        codec=codec,
+        pix_fmt=stream.get("pix_fmt") or "unknown",
+        has_audio=has_audio,
+        frame_times=tuple(times),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ decode
+
+
+class FrameSelection(BaseModel):
+    """Which source frames to keep. Applied in this order: index range, then fps, then max_frames."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(0, ge=0, description="first source frame index kept (0-based, inclusive)")
+    end: int | None = Field(None, ge=0, description="source frame index where selection stops (exclusive); None = end")
+    fps: float | None = Field(
+        None, gt=0, description="target rate in frames/s; keeps the first frame of each 1/fps slot, never duplicates"
+    )
+    max_frames: int | None = Field(None, ge=1, description="keep at most this many frames (the first ones)")
+
+
+@dataclass(frozen=True)
+class ExtractedFrame:
+    """One extracted frame: its source index (decode order, 0-based), time in seconds and PNG path."""
+
+    index: int
+    time: float
+    path: Path
+
+
+def select_indices(info: VideoInfo, selection: FrameSelection | None = None) -> list[int]:
+    """Source frame indices a :class:`FrameSelection` keeps for a probed video (sorted, unique)."""
+    sel = selection or FrameSelection()
+    end = info.frame_count if sel.end is None else min(sel.end, info.frame_count)
+    indices = list(range(min(sel.start, end), end))
+    if sel.fps is not None and indices:
+        t0 = info.frame_times[indices[0]]
+        kept: list[int] = []
+        last_slot = -1
+        for i in indices:
+            slot = math.floor((info.frame_times[i] - t0) * sel.fps + 1e-6)
+            if slot > last_slot:
+                kept.append(i)
+                last_slot = slot
+        indices = kept
+    if sel.max_frames is not None:
+        indices = indices[: sel.max_frames]
+    return indices
+
+
+def iter_frames(path: str | Path, info: VideoInfo | None = None, stop: int | None = None) -> Iterator[
+        tuple[int, np.ndarray]]:
+    """Decode a video frame by frame: yields ``(source_index, rgb)`` with ``rgb`` uint8 ``[H, W, 3]``.
+
+    Every decoded frame is yielded exactly once in presentation order (``-fps_mode passthrough``), rotation
+    metadata applied. ``stop`` ends decoding before that source index.
+
+    Raises:
+        BadInputError: the stream cannot be decoded (corrupt data or an unsupported codec).
+    """
+    path = Path(path)
+    info = info or probe(path)
+    h, w = info.height, info.width
+    frame_bytes = h * w * 3
+    args = (
+        ffmpeg.input(str(path))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", an=None, sn=None, dn=None)
+        .global_args("-nostdin", "-v", "error")
+        .compile(cmd=ffmpeg_exe())
+    )
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        n = 0
+        stopped = False
+        try:
+            while stop is None or n < stop:
+                buf = proc.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    break
+                yield n, np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+                n += 1
+            else:
+                stopped = True
+        finally:
+            proc.stdout.close()
+            if stopped or proc.poll() is None:
+                proc.kill()
+            rc = proc.wait()
+        if not stopped and n == 0:
+            err.seek(0)
+            raise BadInputError(
+                f"no frame could be decoded ({_last_line(err.read())}): corrupt data or codec '{info.codec}' "
+                "unsupported by this ffmpeg",
+                path,
+            )
+        if not stopped and rc != 0 and n < info.frame_count:
+            err.seek(0)
+            raise BadInputError(
+                f"decoding stopped after {n} of {info.frame_count} frames ({_last_line(err.read())}): the file is "
+                "truncated or corrupt",
+                path,
+            )
+
+
+def frame_name(index: int) -> str:
+    """PNG name for a source frame index: ``frame_000123.png`` (six digits minimum, widens past 999999)."""
+    return f"{FRAME_PREFIX}{index:06d}.png"
+
+
+def _atomic_imwrite(path: Path, rgb: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+            raise StageError("OpenCV could not write the PNG (disk full or bad folder?)", path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def extract_frames(
+    path: str | Path, out_dir: str | Path, selection: FrameSelection | None = None
+) -> list[ExtractedFrame]:
+    """Decode ``path`` and write the selected frames to ``out_dir`` as lossless RGB PNGs (atomic per file).
+
+    Returns:
+        one :class:`ExtractedFrame` per kept frame, in source order, carrying the **source index** (the frame id
+        used by every later stage) and its presentation time in seconds.
+    """
+    info = probe(path)
+    wanted = select_indices(info, selection)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted_set = set(wanted)
+    result: list[ExtractedFrame] = []
+    stop = (wanted[-1] + 1) if wanted else 0
+    if not wanted:
+        return result
+    for index, rgb in iter_frames(path, info, stop=stop):
+        if index in wanted_set:
+            target = out / frame_name(index)
+            _atomic_imwrite(target, rgb)
+            result.append(ExtractedFrame(index=index, time=info.frame_times[index], path=target))
+    return result
+
+
+def list_frames(folder: str | Path) -> list[tuple[int, Path]]:
+    """``(source_index, path)`` of every ``frame_<index>.png`` in ``folder``, sorted numerically by index."""
+    found = []
+    for p in Path(folder).iterdir():
+        m = _FRAME_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+# ------------------------------------------------------------------------------------------------ frames <-> tensors
+
+
+def _imread_rgb(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise BadInputError("image not found", path)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise BadInputError("cannot be decoded as an image (corrupt or unsupported format)", path)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_frames(paths: Sequence[str | Path]) -> Tensor:
+    """Load images as one float32 tensor ``[T, 3, H, W]`` in [-1, 1] (RGB; all images must share one size)."""
+    if not paths:
+        raise BadInputError("read_frames got an empty list of paths")
+    arrays = []
+    for p in paths:
+        arr = _imread_rgb(Path(p))
+        if arrays and arr.shape != arrays[0].shape:
+            raise BadInputError(f"size {arr.shape[1]}x{arr.shape[0]} differs from the first frame's "
+                                f"{arrays[0].shape[1]}x{arrays[0].shape[0]}", p)
+        arrays.append(arr)
+    stack = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+    return stack / 127.5 - 1.0
+
+
+def to_uint8_frames(frames: Tensor | np.ndarray | Sequence[np.ndarray] | Sequence[str | Path]) -> np.ndarray:
+    """Normalise frames to uint8 RGB ``[T, H, W, 3]``.
+
+    Accepts a float tensor ``[T, 3, H, W]`` in [-1, 1] (clamped, rounded), a uint8 array/tensor ``[T, H, W, 3]``, a
+    list of uint8 ``[H, W, 3]`` arrays, or a list of image paths.
+    """
+    if isinstance(frames, Tensor):
+        t = frames.detach().cpu()
+        if t.ndim != 4:
+            raise BadInputError(f"frames tensor must be 4-D, got shape {tuple(t.shape)}")
+        if t.dtype == torch.uint8:
+            arr = t.numpy()
+        else:
+            if t.shape[1] != 3:
+                raise BadInputError(f"float frames must be [T, 3, H, W] in [-1, 1], got shape {tuple(t.shape)}")
+            arr = ((t.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    elif isinstance(frames, np.ndarray):
+        arr = frames
+    else:
+        items = list(frames)
+        if not items:
+            raise BadInputError("no frames given")
+        if isinstance(items[0], (str, Path)):
+            arr = np.stack([_imread_rgb(Path(p)) for p in items])  # type: ignore[arg-type]
+        else:
+            arr = np.stack([np.asarray(a) for a in items])
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise BadInputError(f"frames must be uint8 [T, H, W, 3], got {arr.dtype} {tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise BadInputError("no frames given")
+    return np.ascontiguousarray(arr)
+
+
+def write_frames(
+    frames: Tensor | np.ndarray | Sequence[np.ndarray],
+    out_dir: str | Path,
+    indices: Sequence[int] | None = None,
+) -> list[Path]:
+    """Write frames as ``frame_<index>.png`` (lossless, atomic per file); ``indices`` default to 0..T-1."""
+    arr = to_uint8_frames(frames)
+    idx = list(range(len(arr))) if indices is None else list(indices)
+    if len(idx) != len(arr):
+        raise BadInputError(f"{len(arr)} frames but {len(idx)} indices")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, rgb in zip(idx, arr):
+        p = out / frame_name(i)
+        _atomic_imwrite(p, rgb)
+        paths.append(p)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ encode
+
+
+class EncodeConfig(BaseModel):
+    """H.264 mp4 encoding settings for result and comparison videos."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor (0 lossless luma, 18 visually lossless)")
+    preset: str = Field("medium", description="x264 speed/size preset (ultrafast ... veryslow)")
+    even: Literal["pad", "crop"] = Field(
+        "pad", description="odd width/height: 'pad' replicates the last column/row, 'crop' drops it"
+    )
+
+
+def _make_even(arr: np.ndarray, mode: str) -> np.ndarray:
+    _, h, w, _ = arr.shape
+    if h % 2 == 0 and w % 2 == 0:
+        return arr
+    if mode == "crop":
+        if h < 2 or w < 2:
+            raise BadInputError(f"frames {w}x{h} are too small to crop to an even size")
+        return np.ascontiguousarray(arr[:, : h - h % 2, : w - w % 2])
+    return np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def encode_video(
+    frames: Tensor | np.ndarray | Sequence[np.ndarray] | Sequence[str | Path],
+    out_path: str | Path,
+    fps: float | str | Fraction,
+    config: EncodeConfig | None = None,
+) -> Path:
+    """Encode frames to an H.264 mp4 (yuv420p) at the source frame rate, atomically.
+
+    Args:
+        frames: float tensor ``[T, 3, H, W]`` in [-1, 1], uint8 ``[T, H, W, 3]``, list of uint8 arrays or of paths.
+        out_path: destination ``.mp4``; only ever appears complete.
+        fps: frame rate (float or an exact fraction such as ``"30000/1001"`` from :attr:`VideoInfo.fps_fraction`).
+        config: crf, preset and the odd-size policy (default: pad right/bottom by one replicated pixel).
+
+    Returns:
+        ``out_path``. Raises :class:`StageError` naming the file when ffmpeg fails; no partial file is left.
+    """
+    cfg = config or EncodeConfig()
+    arr = _make_even(to_uint8_frames(frames), cfg.even)
+    t, h, w, _ = arr.shape
+    rate = Fraction(str(fps)) if not isinstance(fps, Fraction) else fps
+    if rate <= 0:
+        raise BadInputError(f"fps must be positive, got {fps}", out_path)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp.mp4", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    args = (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=str(rate))
+        .output(str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=cfg.crf, preset=cfg.preset,
+                movflags="+faststart", r=str(rate), fps_mode="passthrough")
+        .global_args("-nostdin", "-v", "error", "-y")
+        .compile(cmd=ffmpeg_exe())
+    )
+    try:
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=err)
+            assert proc.stdin is not None
+            try:
+                for frame in arr:
+                    proc.stdin.write(frame.tobytes())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            rc = proc.wait()
+            if rc != 0:
+                err.seek(0)
+                raise StageError(f"ffmpeg failed to encode {t} frames {w}x{h} ({_last_line(err.read())})", out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _label_strip(text: str, width: int, height: int) -> np.ndarray:
+    strip = np.zeros((height, width, 3), np.uint8)
+    scale = height / 40.0
+    thickness = max(1, int(round(scale * 1.5)))
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    while tw > width - 4 and scale > 0.2:
+        scale *= 0.85
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    org = (max(2, (width - tw) // 2), (height + th) // 2)
+    cv2.putText(strip, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return strip
+
+
+def side_by_side(
+    columns: Sequence[Tensor | np.ndarray | Sequence[np.ndarray] | Sequence[str | Path]],
+    labels: Sequence[str] | None = None,
+    label_height: int | None = None,
+) -> np.ndarray:
+    """Put equally long frame sequences next to each other (e.g. input | reconstruction | edit).
+
+    Each column is resized (area/bilinear) to the first column's height keeping its aspect ratio. With ``labels``
+    a black strip of ``label_height`` pixels (default: 1/8 of the height, at least 16) with centred white text is
+    added on top of each column.
+
+    Returns:
+        uint8 ``[T, H (+ label_height), sum of widths, 3]``.
+    """
+    if not columns:
+        raise BadInputError("side_by_side needs at least one column")
+    cols = [to_uint8_frames(c) for c in columns]
+    t, h = cols[0].shape[0], cols[0].shape[1]
+    for i, c in enumerate(cols):
+        if c.shape[0] != t:
+            raise BadInputError(f"column {i} has {c.shape[0]} frames, column 0 has {t}")
+    if labels is not None and len(labels) != len(cols):
+        raise BadInputError(f"{len(labels)} labels for {len(cols)} columns")
+    resized = []
+    for c in cols:
+        if c.shape[1] != h:
+            w = max(1, int(round(c.shape[2] * h / c.shape[1])))
+            interp = cv2.INTER_AREA if c.shape[1] > h else cv2.INTER_LINEAR
+            c = np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in c])
+        resized.append(c)
+    if labels is not None:
+        lh = label_height or max(16, h // 8)
+        resized = [
+            np.concatenate([np.broadcast_to(_label_strip(lab, c.shape[2], lh), (t, lh, c.shape[2], 3)), c], axis=1)
+            for lab, c in zip(labels, resized)
+        ]
+    return np.ascontiguousarray(np.concatenate(resized, axis=2))
+
+
+def encode_side_by_side(
+    columns: Sequence[Tensor | np.ndarray | Sequence[np.ndarray] | Sequence[str | Path]],
+    out_path: str | Path,
+    fps: float | str | Fraction,
+    labels: Sequence[str] | None = None,
+    config: EncodeConfig | None = None,
+) -> Path:
+    """:func:`side_by_side` then :func:`encode_video` (atomic H.264 mp4 at ``fps``)."""
+    return encode_video(side_by_side(columns, labels), out_path, fps, config)
