@@ -1,0 +1,54 @@
+"""OSGDecoder: the EG3D tri-plane feature decoder (official `triplane.py:112-135`, spec §7), official names
+``net.0`` / ``net.2`` so the released state dict loads as ``decoder.net.0.weight`` etc."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from innout_core.eg3d.mapping import FullyConnectedLayer
+
+__all__ = ["OSGDecoder"]
+
+
+class OSGDecoder(nn.Module):
+    """Mean of the three plane features -> FC(C->64) -> Softplus -> FC(64->1+out) -> (rgb, sigma).
+
+    Args:
+        n_features: C, channels per plane (32 in EG3D).
+        hidden_dim: hidden width (64).
+        decoder_output_dim: feature channels out (32; the first 3 are the raw image).
+        decoder_lr_mul: equalised-learning-rate multiplier of both FCs (``rendering_kwargs['decoder_lr_mul']``).
+    """
+
+    def __init__(self, n_features: int, hidden_dim: int = 64, decoder_output_dim: int = 32,
+                 decoder_lr_mul: float = 1.0) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.hidden_dim = hidden_dim
+        self.decoder_output_dim = decoder_output_dim
+        self.net = nn.Sequential(
+            FullyConnectedLayer(n_features, hidden_dim, lr_multiplier=decoder_lr_mul),
+            nn.Softplus(),
+            FullyConnectedLayer(hidden_dim, 1 + decoder_output_dim, lr_multiplier=decoder_lr_mul),
+        )
+
+    def forward(self, sampled_features: Tensor, ray_directions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Decode tri-plane samples.
+
+        Args:
+            sampled_features: [N, 3, P, C] float (any strides, e.g. the view `sample_from_planes` returns).
+            ray_directions: ignored (the official decoder is view-independent); accepted for signature parity.
+        Returns:
+            rgb [N, P, decoder_output_dim] = sigmoid(o[..., 1:]) * 1.002 - 0.001, in (-0.001, 1.001);
+            sigma [N, P, 1] = o[..., 0:1], raw (the marcher applies softplus(sigma - 1)).
+        """
+        if sampled_features.dim() != 4 or sampled_features.shape[-1] != self.n_features:
+            raise ValueError(f"OSGDecoder: sampled_features must be [N,planes,P,{self.n_features}], "
+                             f"got {list(sampled_features.shape)}")
+        n, _, p, c = sampled_features.shape
+        x = sampled_features.mean(1).reshape(n * p, c)
+        x = self.net(x).view(n, p, -1)
+        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
+        sigma = x[..., 0:1]
+        return rgb, sigma
