@@ -1,0 +1,125 @@
+"""Losses of stage A / stage B: pixel L2, LPIPS, blend entropy, blend area, latent (L_w) and delta (L_Delta) terms.
+
+All pixel inputs are float tensors in [-1, 1]. Reductions are means (the official code's convention; the paper's
+Eq. 5 sums, which only rescales the weights). See ``spec/in-n-out-official-code.md`` §3.6–3.7 and paper §4.1–4.4.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from innout_core.errors import BadInputError
+
+__all__ = [
+    "l2_loss",
+    "masked_l2_loss",
+    "lpips_loss",
+    "blend_entropy_loss",
+    "blend_area_loss",
+    "latent_reg_loss",
+    "delta_reg_loss",
+    "load_lpips",
+]
+
+
+class LPIPSModel(Protocol):
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+
+def l2_loss(x: Tensor, y: Tensor) -> Tensor:
+    """Mean squared error over every element. x, y: same shape, any range. Returns a scalar."""
+    if x.shape != y.shape:
+        raise BadInputError(f"l2_loss: shapes differ {tuple(x.shape)} vs {tuple(y.shape)}")
+    return (x - y).square().mean()
+
+
+def masked_l2_loss(x: Tensor, y: Tensor, region: Tensor, eps: float = 0.0) -> Tensor:
+    """Official RAW_L2_O: ``sum((region*(x-y))^2) / sum(region broadcast to x)``.
+
+    Args:
+        x, y: [N,C,H,W].
+        region: [N,1,H,W] in [0,1], 1 = pixel counted (for RAW_L2_O: the OOD region = 1 - mask).
+        eps: added to the denominator; the official code uses 0 (NaN when the region is empty). With ``eps = 0`` an
+            empty region returns exactly 0 instead of NaN.
+    """
+    r = region.expand_as(x)
+    num = (r * (x - y)).square().sum()
+    den = r.sum()
+    if eps == 0.0 and float(den) == 0.0:
+        return num * 0.0
+    return num / (den + eps)
+
+
+def lpips_loss(model: LPIPSModel, x: Tensor, y: Tensor) -> Tensor:
+    """Mean of the LPIPS map (official: ``lpips.LPIPS(net='vgg', spatial=True)(x, y).mean()``). x, y: [N,3,H,W] in [-1,1]."""
+    return model(x, y).mean()
+
+
+def load_lpips(net: str = "vgg", spatial: bool = True, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The frozen LPIPS model from ``innout_core.weights`` (raises MissingWeightsError if its backbone is absent)."""
+    from innout_core.weights import load_lpips_model
+
+    model = load_lpips_model(net, spatial)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def blend_entropy_loss(blend: Tensor, skew: float = 2.0) -> Tensor:
+    """Official BLENDW_LOSS: binary entropy of ``b**skew``, averaged over every sample.
+
+    ``p = clamp(b^skew, 1e-19, 1 - 1e-19)``, ``q = max(1 - p, 1e-19)``, ``H = -(p ln p + q ln q)``.
+    (fp32 rounds ``1 - 1e-19`` to 1, exactly as the release does on GPU.) skew 2 = official, skew 1 = the paper's
+    intended binary entropy of b. blend: any shape, values in [0, 1]. Returns a scalar in [0, ln 2].
+    """
+    p = blend.pow(skew).clamp(1e-19, 1 - 1e-19)
+    q = (1 - p).clamp(min=1e-19)
+    return -(p * p.log() + q * q.log()).mean()
+
+
+def blend_area_loss(blend: Tensor, is_coarse: Tensor | None = None) -> Tensor:
+    """Official BLENDW_AREA_LOSS (from D²NeRF): mean over rays of ``(max_k b_k)^2``.
+
+    Args:
+        blend: [N,M,S,1] per-sample blend weight in [0,1].
+        is_coarse: [N,M,S,1] bool; when given, the coarse and fine sample sets are reduced separately and the two
+            results averaged (the release's form); None = one set.
+    """
+    b = blend.squeeze(-1)
+    if is_coarse is None:
+        return b.amax(dim=-1).square().mean()
+    c = is_coarse.squeeze(-1)
+    coarse = torch.where(c, b, torch.zeros_like(b)).amax(dim=-1).square().mean()
+    fine = torch.where(~c, b, torch.zeros_like(b)).amax(dim=-1).square().mean()
+    return 0.5 * (coarse + fine)
+
+
+def latent_reg_loss(ws: Tensor, w_avg: Tensor, squared: bool = True) -> Tensor:
+    """L_w: ``||w_t - w_avg||`` per frame (Frobenius over [14,512]), averaged over frames.
+
+    Args:
+        ws: [T,14,512]. w_avg: [512] or [14,512] or [1,14,512] (broadcast).
+        squared: True = paper Eq. 1 (squared norm); False = the mask-free release script (plain norm).
+    """
+    d = (ws - w_avg).flatten(1)
+    if squared:
+        return d.square().sum(dim=1).mean()
+    return torch.linalg.vector_norm(d, dim=1).mean()  # subgradient 0 at d = 0 (no NaN)
+
+
+def delta_reg_loss(ws: Tensor, n_deltas: int = 13, squared: bool = True) -> Tensor:
+    """L_Delta: ``sum_{i=1..n_deltas} ||w_i - w_0||`` per frame, averaged over frames.
+
+    Args:
+        ws: [T,L,512] with L > n_deltas. n_deltas: 13 = paper (all deltas), 12 = release (``range(1, 13)``).
+        squared: True = paper (squared norms), False = release (plain norms).
+    """
+    if ws.shape[1] <= n_deltas:
+        raise BadInputError(f"delta_reg_loss: need more than {n_deltas} style vectors, got {ws.shape[1]}")
+    d = ws[:, 1 : n_deltas + 1] - ws[:, :1]
+    per = d.square().sum(dim=-1) if squared else torch.linalg.vector_norm(d, dim=-1)
+    return per.sum(dim=1).mean()

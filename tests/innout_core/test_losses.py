@@ -1,0 +1,102 @@
+"""Losses against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from innout_core.errors import BadInputError
+from innout_core.losses import (
+    blend_area_loss,
+    blend_entropy_loss,
+    delta_reg_loss,
+    l2_loss,
+    latent_reg_loss,
+    lpips_loss,
+    masked_l2_loss,
+)
+
+
+def test_l2_hand() -> None:
+    x = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
+    y = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    assert l2_loss(x, y).item() == pytest.approx((1 + 1 + 0.25 + 0) / 4)
+    with pytest.raises(BadInputError):
+        l2_loss(x, y[:1])
+
+
+def test_masked_l2_hand() -> None:
+    x = torch.zeros(1, 3, 1, 2)
+    y = torch.zeros(1, 3, 1, 2)
+    x[0, :, 0, 0] = torch.tensor([1.0, 2.0, 3.0])
+    x[0, :, 0, 1] = 10.0
+    region = torch.tensor([[[[1.0, 0.0]]]])  # only pixel 0 counted, 3 channels
+    assert masked_l2_loss(x, y, region).item() == pytest.approx((1 + 4 + 9) / 3)
+    assert masked_l2_loss(x, y, torch.zeros_like(region)).item() == 0.0  # empty region: 0, not NaN
+
+
+def test_blend_entropy_hand() -> None:
+    b = torch.tensor([0.5, 1.0, 0.0, 0.3])
+    def h(p):
+        p = min(max(p, 1e-19), 1.0)
+        q = max(1 - p, 1e-19)
+        return -(p * math.log(p) + q * math.log(q))
+    expect2 = sum(h(v**2) for v in b.tolist()) / 4
+    expect1 = sum(h(v) for v in b.tolist()) / 4
+    assert blend_entropy_loss(b, skew=2.0).item() == pytest.approx(expect2, rel=1e-6)
+    assert blend_entropy_loss(b, skew=1.0).item() == pytest.approx(expect1, rel=1e-6)
+    # b^2 = 0.5 maximises the skew-2 entropy at ln 2
+    assert blend_entropy_loss(torch.tensor([math.sqrt(0.5)])).item() == pytest.approx(math.log(2), rel=1e-6)
+    bb = torch.tensor([0.0, 1.0, 0.4], requires_grad=True)
+    blend_entropy_loss(bb).backward()
+    assert torch.isfinite(bb.grad).all()
+
+
+def test_blend_area_hand() -> None:
+    b = torch.tensor([0.1, 0.9, 0.3, 0.2, 0.0, 0.4]).reshape(1, 2, 3, 1)
+    # one set: ray maxima 0.9, 0.4 -> mean of squares
+    assert blend_area_loss(b).item() == pytest.approx((0.81 + 0.16) / 2)
+    coarse = torch.tensor([True, False, True, False, True, True]).reshape(1, 2, 3, 1)
+    # coarse maxima: ray0 max(0.1, 0.3)=0.3, ray1 max(0.0, 0.4)=0.4; fine: ray0 0.9, ray1 0.2
+    expect = 0.5 * ((0.09 + 0.16) / 2 + (0.81 + 0.04) / 2)
+    assert blend_area_loss(b, coarse).item() == pytest.approx(expect)
+
+
+def test_latent_reg_hand() -> None:
+    ws = torch.zeros(2, 14, 512)
+    ws[0, 0, 0] = 3.0
+    ws[0, 1, 1] = 4.0  # frame 0: ||d|| = 5
+    ws[1, 5, 7] = 2.0  # frame 1: ||d|| = 2
+    w_avg = torch.zeros(512)
+    assert latent_reg_loss(ws, w_avg, squared=True).item() == pytest.approx((25 + 4) / 2)
+    assert latent_reg_loss(ws, w_avg, squared=False).item() == pytest.approx((5 + 2) / 2)
+    w = torch.zeros(1, 14, 512, requires_grad=True)
+    latent_reg_loss(w, w_avg, squared=False).backward()
+    assert torch.isfinite(w.grad).all()
+
+
+def test_delta_reg_hand() -> None:
+    ws = torch.zeros(1, 14, 512)
+    ws[0, 0, 0] = 1.0  # w0
+    ws[0, 13, 0] = 4.0  # delta 13 = 3 (only counted by the paper's 13 deltas)
+    # deltas 1..12: each = -w0 -> norm 1
+    assert delta_reg_loss(ws, 13, squared=True).item() == pytest.approx(12 * 1 + 9)
+    assert delta_reg_loss(ws, 12, squared=False).item() == pytest.approx(12.0)
+    assert delta_reg_loss(ws, 13, squared=False).item() == pytest.approx(15.0)
+    with pytest.raises(BadInputError):
+        delta_reg_loss(torch.zeros(1, 5, 512), 13)
+
+
+def test_lpips_loss_is_map_mean() -> None:
+    import lpips
+
+    torch.manual_seed(0)
+    model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, spatial=True, verbose=False)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    y = torch.rand(1, 3, 32, 32) * 2 - 1
+    m = model(x, y)
+    assert m.shape == (1, 1, 32, 32)
+    assert lpips_loss(model, x, y).item() == pytest.approx(m.mean().item())
+    assert lpips_loss(model, x, x).item() == pytest.approx(0.0, abs=1e-7)
