@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import json
+import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -10,8 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from innout_core.eg3d.checkpoint import OfficialNetwork, read_official_pickle
+from innout_core.eg3d import checkpoint as ck
+from innout_core.eg3d.checkpoint import OfficialNetwork, read_official_pickle, write_official_pickle
 from innout_core.errors import CheckpointError
+
+from . import pickles_hostile as hostile
 
 REF = ("eg3d", "reference")
 
@@ -83,3 +90,199 @@ def test_reader_imports_nothing_from_the_pickle(small_pkl: Path) -> None:
     bad = [m for m in sys.modules if m.split(".")[0] in {"training", "torch_utils", "dnnlib"}
            or m.startswith("_imported_module_")]
     assert bad == []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Hostile pickles: refused, and provably nothing ran.
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "call, qualname",
+    [
+        ("os.system", f"{os.system.__module__}.system"),
+        ("builtins.exec", "builtins.exec"),
+        ("builtins.eval", "builtins.eval"),
+    ],
+)
+def test_code_running_reduce_is_refused(tmp_path: Path, call: str, qualname: str) -> None:
+    marker = tmp_path / "marker"
+    if call == "os.system":
+        func, args = hostile.os_system_call(marker)
+    else:
+        func, args = getattr(builtins, call.split(".")[1]), (hostile.marker_src(marker),)
+    pkl = _write(tmp_path / "evil.pkl", hostile.reduce_pickle(func, args))
+    with pytest.raises(CheckpointError) as exc:
+        read_official_pickle(pkl)
+    msg = str(exc.value)
+    assert msg.startswith(f"{pkl}: ") and "\n" not in msg
+    assert qualname in msg and "allow-list" in msg
+    assert not marker.exists()
+
+
+def test_persistent_object_of_unknown_class_is_refused_and_module_src_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    src = hostile.marker_src(marker)
+    pkl = _write(tmp_path / "canary.pkl", hostile.persistent_pickle("Canary", src))
+    with pytest.raises(CheckpointError, match=r"persistent class 'Canary', .*allow-list") as exc:
+        read_official_pickle(pkl)
+    assert str(exc.value).startswith(f"{pkl}: ")
+    assert not marker.exists()
+    exec(compile(src, "canary", "exec"))  # the canary is real: executing its module_src does create the marker
+    assert marker.exists()
+
+
+def test_hostile_module_src_in_a_valid_network_is_ignored(small_net: OfficialNetwork, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    pkl = write_official_pickle(small_net, tmp_path / "g.pkl", module_src=hostile.marker_src(marker))
+    net = read_official_pickle(pkl)
+    assert not marker.exists()
+    assert list(net.state_dict) == list(small_net.state_dict)
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [("training.networks_stylegan2", "Generator"), ("torch.nn.modules.linear", "Linear"), ("subprocess", "Popen"),
+     ("torch", "load"), ("numpy.core.multiarray", "_reconstruct")],
+)
+def test_any_other_global_is_refused(tmp_path: Path, module: str, name: str) -> None:
+    pkl = _write(tmp_path / "g.pkl", hostile.global_pickle(module, name))
+    with pytest.raises(CheckpointError, match=rf"asks for {module}\.{name},"):
+        read_official_pickle(pkl)
+
+
+def test_hostile_storage_stream_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(hostile._CallOnLoad(*hostile.os_system_call(marker)))  # noqa: SLF001
+    # hand-assemble `_load_from_bytes(payload)` to be sure the stream reaches our storage parser
+    data = (b"\x80\x04" + pickle.SHORT_BINUNICODE + bytes([13]) + b"torch.storage" + pickle.SHORT_BINUNICODE
+            + bytes([16]) + b"_load_from_bytes" + pickle.STACK_GLOBAL + pickle.BINBYTES
+            + len(payload).to_bytes(4, "little") + payload + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
+    pkl = _write(tmp_path / "s.pkl", data)
+    with pytest.raises(CheckpointError, match="unreadable tensor storage"):
+        read_official_pickle(pkl)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("numpy_module", ["numpy.core.multiarray", "numpy._core.multiarray"])
+def test_numpy_scalars_both_spellings(numpy_module: str) -> None:
+    value = np.float64(0.7071067811865476)
+    # scalar(np.dtype('float64'), raw bytes), as numpy pickles its scalars; the argument tuple without PROTO/STOP
+    body = pickle.dumps((value.dtype, value.tobytes()), protocol=2)[2:-1]
+    data = (b"\x80\x04" + pickle.SHORT_BINUNICODE + bytes([len(numpy_module)]) + numpy_module.encode()
+            + pickle.SHORT_BINUNICODE + bytes([6]) + b"scalar" + pickle.STACK_GLOBAL + body + pickle.REDUCE
+            + pickle.STOP)
+    out = ck._SafeUnpickler(io.BytesIO(data)).load()  # noqa: SLF001
+    assert type(out) is np.float64 and out == value
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Broken files: one line naming the file and the problem.
+
+
+def _one_line_error(path: Path, fn=None) -> str:
+    with pytest.raises(CheckpointError) as exc:
+        (fn or read_official_pickle)(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    return msg
+
+
+def test_truncated_empty_and_non_pickle_files(small_pkl: Path, tmp_path: Path) -> None:
+    data = small_pkl.read_bytes()
+    for cut in (1000, len(data) // 2, len(data) - 1):
+        msg = _one_line_error(_write(tmp_path / f"cut{cut}.pkl", data[:cut]))
+        assert "truncated pickle" in msg
+    assert "empty file" in _one_line_error(_write(tmp_path / "empty.pkl", b""))
+    png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    assert "not a network pickle" in _one_line_error(_write(tmp_path / "img.png", png))
+    assert "not a network pickle" in _one_line_error(_write(tmp_path / "notes.pkl", b"hello, world\n"))
+    assert "no such checkpoint" in _one_line_error(tmp_path / "missing.pkl")
+    garbage = b"\x80\x04" + bytes(range(256)) * 4
+    assert "not a readable network pickle" in _one_line_error(_write(tmp_path / "garbage.pkl", garbage))
+
+
+def test_pickle_without_g_ema(tmp_path: Path) -> None:
+    pkl = _write(tmp_path / "d.pkl", pickle.dumps({"G": None, "D": None, "augment_pipe": None}, protocol=4))
+    assert "no 'G_ema' network (keys: D, G, augment_pipe)" in _one_line_error(pkl)
+    pkl = _write(tmp_path / "l.pkl", pickle.dumps([1, 2, 3], protocol=4))
+    assert "G_ema is a list, expected an EG3D TriPlaneGenerator" in _one_line_error(pkl)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Round trips (no generator needed).
+
+
+def _assert_same_network(a: OfficialNetwork, b: OfficialNetwork) -> None:
+    assert list(a.state_dict) == list(b.state_dict)
+    for k in a.state_dict:
+        x, y = a.state_dict[k], b.state_dict[k]
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert torch.equal(x.view(torch.int32), y.view(torch.int32)), k  # bit-identical, NaN-safe
+    assert a.kinds == b.kinds
+    assert a.init_kwargs == b.init_kwargs and a.rendering_kwargs == b.rendering_kwargs
+    assert a.neural_rendering_resolution == b.neural_rendering_resolution
+
+
+class _RecordingUnpickler(ck._SafeUnpickler):  # noqa: SLF001
+    def __init__(self, f) -> None:
+        super().__init__(f)
+        self.seen: set[str] = set()
+
+    def find_class(self, module: str, name: str):
+        self.seen.add(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _tree(node, path: str = "") -> list[tuple[str, str]]:
+    """(module path, class) for every module of a record tree, in registration order."""
+    cls = node.class_name if isinstance(node, ck.PersistentRecord) else node.qualname
+    rows = [(path, cls)]
+    for key, child in node.state["_modules"].items():
+        rows += _tree(child, f"{path}.{key}" if path else key)
+    return rows
+
+
+def _load_records(path: Path) -> tuple[dict, set[str]]:
+    with path.open("rb") as f:
+        u = _RecordingUnpickler(f)
+        return u.load(), u.seen
+
+
+def test_official_pickle_round_trip_is_bit_identical(small_pkl: Path, small_net: OfficialNetwork,
+                                                     tmp_path: Path) -> None:
+    out = write_official_pickle(small_net, tmp_path / "rt.pkl")
+    _assert_same_network(read_official_pickle(out), small_net)
+    # Same layout as the official file: the same globals, the same module tree and classes, EasyDict kwargs.
+    ours, ours_globals = _load_records(out)
+    ref, ref_globals = _load_records(small_pkl)
+    # (the official file also holds numpy scalar gains, attributes we recompute instead of writing)
+    assert ours_globals == ref_globals - {"numpy.dtype", "numpy._core.multiarray.scalar"}
+    assert _tree(ours["G_ema"]) == _tree(ref["G_ema"])
+    for key in ("mapping_kwargs", "sr_kwargs"):
+        assert type(ours["G_ema"].state["_init_kwargs"][key]) is ck.EasyDictRecord
+    assert ours["G_ema"].state["neural_rendering_resolution"] == 32
+    assert not list(tmp_path.glob(".rt.pkl.tmp-*"))  # atomic write left no temp file
+
+
+def test_safetensors_dir_round_trip_and_integrity(small_net: OfficialNetwork, tmp_path: Path) -> None:
+    out = ck.save_network(small_net, tmp_path / "ckpt")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["format_version"] == ck.FORMAT_VERSION and len(cfg["weights"]["sha256"]) == 64
+    _assert_same_network(ck.read_network(out), small_net)
+    ck.save_network(small_net, out)  # overwriting an existing checkpoint directory works
+    _assert_same_network(ck.read_network(out), small_net)
+    # corruption is caught by the sha256 in config.json
+    weights = out / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    msg = _one_line_error(weights, fn=lambda _: ck.read_network(out))
+    assert "do not match the sha256" in msg
+    (out / "config.json").unlink()
+    assert "no config.json" in _one_line_error(out, fn=ck.read_network)
