@@ -172,7 +172,7 @@ def test_hostile_storage_stream_is_refused(tmp_path: Path) -> None:
 def test_numpy_scalars_both_spellings(numpy_module: str) -> None:
     value = np.float64(0.7071067811865476)
     # scalar(np.dtype('float64'), raw bytes), as numpy pickles its scalars; the argument tuple without PROTO/STOP
-    body = pickle.dumps((value.dtype, value.tobytes()), protocol=2)[2:-1]
+    body = pickle.dumps((value.dtype, value.tobytes()), protocol=3)[2:-1]
     data = (b"\x80\x04" + pickle.SHORT_BINUNICODE + bytes([len(numpy_module)]) + numpy_module.encode()
             + pickle.SHORT_BINUNICODE + bytes([6]) + b"scalar" + pickle.STACK_GLOBAL + body + pickle.REDUCE
             + pickle.STOP)
