@@ -1,0 +1,232 @@
+"""One video through face preprocessing: detect → track → fill short gaps → smooth → 68→5 → official crop →
+camera label. Nothing is dropped: every input frame gets a crop, a camera and a status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from innout_core.errors import BadInputError
+
+from .align import OUTPUT_SIZE, align_crop, official_crop_params
+from .backends import Detection, FaceBackend
+from .given import GivenBackend
+from .landmarks import landmarks68_to_5
+from .pose import estimate_labels
+from .smoothing import SmoothingConfig, smooth_landmarks
+from .track import TrackingConfig, track_target
+
+__all__ = ["FaceConfig", "TrackResult", "PreprocessResult", "make_backend", "track_video", "fill_gaps",
+           "preprocess_video"]
+
+Status = Literal["ok", "no_face", "filled"]
+
+
+class FaceConfig(BaseModel):
+    """Face preprocessing stage: backend, tracking, gap filling, smoothing, camera source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["insightface", "dlib", "given"] = Field(
+        "insightface", description="landmark source: insightface pack (real use), dlib (offline), given (manifest)")
+    insightface_root: Path | None = Field(
+        None, description="directory holding the insightface pack (default $INNOUT_INSIGHTFACE_ROOT or "
+                          "~/.insightface/models)")
+    insightface_pack: str = Field("buffalo_l", description="insightface model pack name")
+    det_threshold: float | None = Field(
+        None, description="minimum detection score (insightface probability, default 0.5; dlib HOG margin, "
+                          "default 0.0)")
+    det_size: int = Field(640, gt=0, description="insightface detector input size, pixels")
+    dlib_upsample: int = Field(0, ge=0, description="dlib: upsampling passes before detection (finds faces "
+                                                    "< 80 px, 4x slower each)")
+    descriptors: bool = Field(True, description="compute identity descriptors for tracking")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="target selection and following")
+    max_gap: int = Field(3, ge=0, description="longest run of frames without the face filled from neighbours "
+                                              "(frames); longer runs fail the video")
+    smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig, description="temporal landmark smoothing")
+    camera: Literal["estimate", "given"] = Field(
+        "estimate", description="camera labels: fitted from landmarks, or read from the manifest (given backend)")
+
+
+def make_backend(cfg: FaceConfig, given: GivenBackend | None = None) -> FaceBackend:
+    """Build the configured backend; `given` must be supplied for `backend='given'`."""
+    if cfg.backend == "given":
+        if given is None:
+            raise BadInputError("face.backend=given needs landmarks from the manifest, and none were given")
+        return given
+    if cfg.backend == "dlib":
+        from .dlib_backend import DlibBackend
+
+        thr = 0.0 if cfg.det_threshold is None else cfg.det_threshold
+        return DlibBackend(upsample=cfg.dlib_upsample, score_threshold=thr, descriptors=cfg.descriptors)
+    from .insightface_backend import InsightfaceBackend
+
+    thr = 0.5 if cfg.det_threshold is None else cfg.det_threshold
+    return InsightfaceBackend(cfg.insightface_root, cfg.insightface_pack, det_threshold=thr, det_size=cfg.det_size,
+                              descriptors=cfg.descriptors)
+
+
+@dataclass
+class TrackResult:
+    """The target per frame before gap filling: `detections[t]` is None exactly where `status[t] == 'no_face'`."""
+
+    detections: list[Detection | None]
+    status: list[Status]
+    n_faces: list[int]  # faces found per frame (all people)
+
+
+@dataclass
+class PreprocessResult:
+    """Per-frame outputs, T = number of input frames (none dropped).
+
+    Attributes:
+        crops: [T, 3, 512, 512] uint8 RGB official crops (to [-1, 1] with x / 127.5 - 1).
+        cameras: [T, 25] float32 EG3D labels (cam2world row-major + normalised K).
+        landmarks: [T, K, 2] float32 smoothed (and filled) landmarks, frame pixel-index coords, K = 68 or 5.
+        raw_landmarks: [T, K, 2] float32 detected landmarks, NaN where no face was found.
+        crop_landmarks: [T, K, 2] float32 smoothed landmarks in crop pixel-index coords.
+        quads: [T, 4, 2] float32 crop corners (TL, TR, BR, BL) in frame pixel coords, for pasting back.
+        status: per frame 'ok' (detected) or 'filled' (no face found, landmarks filled from neighbours).
+        pose_rms_px: [T] float32 reprojection RMS of the camera fit, crop pixels (NaN for given cameras).
+    """
+
+    crops: torch.Tensor
+    cameras: torch.Tensor
+    landmarks: torch.Tensor
+    raw_landmarks: torch.Tensor
+    crop_landmarks: torch.Tensor
+    quads: torch.Tensor
+    status: list[Status]
+    pose_rms_px: torch.Tensor
+
+
+def _frame(frames, t: int) -> np.ndarray:
+    f = frames[t]
+    if isinstance(f, torch.Tensor):
+        f = f.detach().cpu()
+        f = f.permute(1, 2, 0) if f.dim() == 3 and f.shape[0] == 3 and f.shape[-1] != 3 else f
+        f = f.numpy()
+    return np.ascontiguousarray(f)
+
+
+def track_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backend: FaceBackend,
+                cfg: FaceConfig) -> TrackResult:
+    """Detect every frame and follow the target (frames: T x [H, W, 3] uint8 RGB, or a [T, 3, H, W] uint8 tensor)."""
+    dets = [backend.detect(_frame(frames, t), t) for t in range(len(frames))]
+    shape = _frame(frames, 0).shape[:2] if len(frames) else (0, 0)
+    target = track_target(dets, backend, cfg.tracking, shape)
+    status: list[Status] = ["ok" if d is not None else "no_face" for d in target]
+    return TrackResult(target, status, [len(d) for d in dets])
+
+
+def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str | Path) -> np.ndarray:
+    """Fill runs of frames without a face: linear interpolation between the neighbours inside the video, the
+    nearest detected frame at the ends.
+
+    Args:
+        landmarks: [T, K, 2] (rows where `found` is False are ignored).
+        found: [T] bool.
+        max_gap: longest run that may be filled.
+        name: the video, named in errors.
+    Raises:
+        BadInputError: no face at all, or a run longer than `max_gap` (naming the frames).
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).copy()
+    found = np.asarray(found, dtype=bool)
+    t_all = len(found)
+    if not found.any():
+        raise BadInputError(f"no face found in any of its {t_all} frames; check the video or lower "
+                            f"face.det_threshold", name)
+    t = 0
+    while t < t_all:
+        if found[t]:
+            t += 1
+            continue
+        end = t
+        while end < t_all and not found[end]:
+            end += 1
+        if end - t > max_gap:
+            raise BadInputError(f"no face in frames {t}-{end - 1} ({end - t} consecutive frames), longer than "
+                                f"face.max_gap={max_gap}; trim the video or raise face.max_gap", name)
+        if t == 0:
+            lm[t:end] = lm[end]
+        elif end == t_all:
+            lm[t:end] = lm[t - 1]
+        else:
+            w = (np.arange(t, end) - (t - 1)) / (end - (t - 1))
+            lm[t:end] = (1 - w)[:, None, None] * lm[t - 1] + w[:, None, None] * lm[end]
+        t = end
+    return lm
+
+
+def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backend: FaceBackend,
+                     cfg: FaceConfig, name: str | Path = "video") -> PreprocessResult:
+    """Detect, track, fill, smooth, crop (official geometry) and estimate cameras for one video.
+
+    Args:
+        frames: T frames, each [H, W, 3] uint8 RGB (a list, a [T, H, W, 3] array, or a [T, 3, H, W] uint8 tensor).
+        backend: a `FaceBackend` (see `make_backend`).
+        cfg: `FaceConfig`.
+        name: the video (named in errors).
+    Raises:
+        BadInputError: empty video, frames of different sizes, no face, or a gap longer than `cfg.max_gap`.
+    """
+    n = len(frames)
+    if n == 0:
+        raise BadInputError("video has no frames", name)
+    tr = track_video(frames, backend, cfg)
+    ks = {d.landmarks.shape for d in tr.detections if d is not None}
+    if len(ks) > 1:
+        raise BadInputError(f"backend returned mixed landmark layouts {sorted(ks)}", name)
+    k = ks.pop()[0] if ks else 68
+    raw = np.full((n, k, 2), np.nan)
+    for t, d in enumerate(tr.detections):
+        if d is not None:
+            raw[t] = d.landmarks
+    found = np.array([d is not None for d in tr.detections])
+    filled = fill_gaps(raw, found, cfg.max_gap, name)
+    smooth = smooth_landmarks(filled, cfg.smoothing)
+    lm5 = landmarks68_to_5(smooth) if k == 68 else smooth
+
+    crops = np.empty((n, OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8)
+    crop_lm = np.empty_like(smooth)
+    quads = np.empty((n, 4, 2))
+    size = None
+    for t in range(n):
+        frame = _frame(frames, t)
+        if size is None:
+            size = frame.shape
+        elif frame.shape != size:
+            raise BadInputError(f"frame {t} is {frame.shape}, frame 0 is {size}; frames must share one size", name)
+        params = official_crop_params(lm5[t], frame.shape[1], frame.shape[0])
+        crops[t] = align_crop(frame, params)
+        crop_lm[t] = params.to_crop(smooth[t])
+        quads[t] = params.quad()
+
+    if cfg.camera == "given":
+        cams = getattr(backend, "cameras", None)
+        if cams is None:
+            raise BadInputError("face.camera=given but the backend has no cameras (use the given backend with "
+                                "cameras in the manifest)", name)
+        cameras = torch.from_numpy(np.asarray(cams, np.float32)[:n].copy())
+        rms = torch.full((n,), float("nan"))
+    else:
+        cameras, poses = estimate_labels(crop_lm)
+        rms = torch.tensor([p.rms_px for p in poses], dtype=torch.float32)
+    status: list[Status] = ["ok" if f else "filled" for f in found]
+    return PreprocessResult(
+        crops=torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(),
+        cameras=cameras.float(),
+        landmarks=torch.from_numpy(smooth).float(),
+        raw_landmarks=torch.from_numpy(raw).float(),
+        crop_landmarks=torch.from_numpy(crop_lm).float(),
+        quads=torch.from_numpy(quads).float(),
+        status=status,
+        pose_rms_px=rms,
+    )
