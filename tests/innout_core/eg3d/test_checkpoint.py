@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +287,78 @@ def test_safetensors_dir_round_trip_and_integrity(small_net: OfficialNetwork, tm
     assert "do not match the sha256" in msg
     (out / "config.json").unlink()
     assert "no config.json" in _one_line_error(out, fn=ck.read_network)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Building a generator: error messages (test-only fake architecture, so these do not depend on generator.py).
+
+
+class FakeTriPlaneGenerator(torch.nn.Module):
+    """Test-only stand-in for generator_from_kwargs: a module tree with the reference TSV's names and shapes."""
+
+    def __init__(self, rows: list[list[str]], init_kwargs: dict, rendering_kwargs: dict, nrr: int) -> None:
+        super().__init__()
+        self.init_kwargs, self.neural_rendering_resolution = init_kwargs, nrr
+        self.rendering_kwargs = rendering_kwargs
+        for name, shape, _, kind in rows:
+            *mods, leaf = name.split(".")
+            node: torch.nn.Module = self
+            for m in mods:
+                if not hasattr(node, m):
+                    node.add_module(m, torch.nn.Module())
+                node = getattr(node, m)
+            t = torch.zeros(json.loads(shape))
+            if kind == "param":
+                node.register_parameter(leaf, torch.nn.Parameter(t))
+            else:
+                node.register_buffer(leaf, t)
+
+
+@pytest.fixture()
+def fake_arch(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _tsv_rows(shared_dir)
+    monkeypatch.setattr(ck, "_build_generator", lambda ik, rk, nrr: FakeTriPlaneGenerator(rows, ik, rk, nrr))
+
+
+def _variant(net: OfficialNetwork, **changes) -> OfficialNetwork:
+    state = OrderedDict(net.state_dict)
+    kinds = dict(net.kinds)
+    for name, value in changes.items():
+        name = name.replace("__", ".")
+        if value is None:
+            del state[name], kinds[name]
+        else:
+            state[name] = value
+            kinds.setdefault(name, "param")
+    return OfficialNetwork(net.init_kwargs, net.rendering_kwargs, net.neural_rendering_resolution, state, kinds)
+
+
+def test_load_generator_with_fake_architecture_is_bit_identical(fake_arch, small_net, small_pkl, tmp_path) -> None:
+    g = ck.load_generator(small_pkl)
+    assert not g.training and not any(p.requires_grad for p in g.parameters())
+    for k, v in g.state_dict().items():
+        assert torch.equal(v, small_net.state_dict[k]), k
+    out = ck.convert_checkpoint(small_pkl, tmp_path / "conv")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["source"]["file"] == "small-G_ema.pkl" and len(cfg["source"]["sha256"]) == 64
+    _assert_same_network(ck.read_network(out), small_net)
+
+
+def test_wrong_shape_missing_and_unknown_tensors(fake_arch, small_net: OfficialNetwork, tmp_path: Path) -> None:
+    bad = _variant(small_net, decoder__net__0__weight=torch.zeros(64, 31))
+    pkl = write_official_pickle(bad, tmp_path / "shape.pkl")
+    msg = _one_line_error(pkl, fn=ck.load_generator)
+    assert "tensor decoder.net.0.weight has shape [64, 31] in the checkpoint but the model expects [64, 32]" in msg
+    d = ck.save_network(bad, tmp_path / "shape_dir")
+    assert "has shape [64, 31]" in _one_line_error(d, fn=ck.load_generator)
+    missing = write_official_pickle(_variant(small_net, backbone__mapping__w_avg=None), tmp_path / "missing.pkl")
+    assert "lacks 1 tensor(s) the model needs (first: backbone.mapping.w_avg)" in _one_line_error(
+        missing, fn=ck.load_generator)
+    extra = _variant(small_net, **{"superresolution__block1__extra": torch.ones(2)})
+    pkl = write_official_pickle(extra, tmp_path / "extra.pkl")
+    assert "1 tensor(s) the model does not know (first: superresolution.block1.extra)" in _one_line_error(
+        pkl, fn=ck.load_generator)
+    assert not (tmp_path / "conv").exists()
+    with pytest.raises(CheckpointError):
+        ck.convert_checkpoint(tmp_path / "shape.pkl", tmp_path / "conv")
+    assert not (tmp_path / "conv").exists()  # nothing is written for a checkpoint that does not fit
