@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,13 +20,23 @@ class Detection:
         score: detector confidence (backend-specific scale; dlib HOG margin, insightface probability).
         landmarks: [68, 2] or [5, 2] float64 (5-point order: eye image-left, eye image-right, nose, mouth
             image-left, mouth image-right).
-        descriptor: [D] float32 identity descriptor, or None when the backend has none.
+        descriptor: [D] float32 identity descriptor, or None when the backend has none or has not computed it yet.
+        describe: computes the descriptor on demand (backends with costly descriptors set this instead of
+            `descriptor`; use `get_descriptor()`).
     """
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     descriptor: np.ndarray | None = None
+    describe: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def get_descriptor(self) -> np.ndarray | None:
+        """The identity descriptor, computed (once) on first use; None when the backend has none."""
+        if self.descriptor is None and self.describe is not None:
+            self.descriptor = np.asarray(self.describe(), dtype=np.float32)
+            self.describe = None
+        return self.descriptor
 
     @property
     def area(self) -> float:

@@ -4,6 +4,7 @@ shipped by the `face_recognition_models` package."""
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ class DlibBackend(FaceBackend):
         upsample: times the frame is upsampled before detection (each doubles the smallest detectable face,
             ~80 px at 0, and costs ~4x time).
         score_threshold: minimum HOG detection margin (dlib `adjust_threshold`; 0 = dlib's default).
-        descriptors: compute identity descriptors (used by tracking; ~10 ms per face).
+        descriptors: offer identity descriptors (computed lazily, only when tracking needs them: ~0.1-0.3 s per
+            face on a CPU).
     """
 
     name = "dlib"
@@ -63,9 +65,9 @@ class DlibBackend(FaceBackend):
         for rect, score in zip(rects, scores):
             shape = self._predictor(frame, rect)
             lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-            desc = None
+            describe = None
             if self._recognizer is not None:
-                desc = np.asarray(self._recognizer.compute_face_descriptor(frame, shape), dtype=np.float32)
+                describe = partial(self._recognizer.compute_face_descriptor, frame, shape)
             box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
-            out.append(Detection(box=box, score=float(score), landmarks=lm, descriptor=desc))
+            out.append(Detection(box=box, score=float(score), landmarks=lm, describe=describe))
         return sorted(out, key=lambda d: -d.score)

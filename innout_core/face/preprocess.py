@@ -166,7 +166,8 @@ def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str 
 
 
 def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backend: FaceBackend,
-                     cfg: FaceConfig, name: str | Path = "video") -> PreprocessResult:
+                     cfg: FaceConfig, name: str | Path = "video", tracked: TrackResult | None = None
+                     ) -> PreprocessResult:
     """Detect, track, fill, smooth, crop (official geometry) and estimate cameras for one video.
 
     Args:
@@ -174,13 +175,17 @@ def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, b
         backend: a `FaceBackend` (see `make_backend`).
         cfg: `FaceConfig`.
         name: the video (named in errors).
+        tracked: the result of `track_video` on these frames, to reuse detections (e.g. when trying several
+            smoothing settings); detected again when None.
     Raises:
         BadInputError: empty video, frames of different sizes, no face, or a gap longer than `cfg.max_gap`.
     """
     n = len(frames)
     if n == 0:
         raise BadInputError("video has no frames", name)
-    tr = track_video(frames, backend, cfg)
+    tr = track_video(frames, backend, cfg) if tracked is None else tracked
+    if len(tr.detections) != n:
+        raise BadInputError(f"tracking result has {len(tr.detections)} frames, the video {n}", name)
     ks = {d.landmarks.shape for d in tr.detections if d is not None}
     if len(ks) > 1:
         raise BadInputError(f"backend returned mixed landmark layouts {sorted(ks)}", name)

@@ -39,9 +39,11 @@ def track_target(detections: Sequence[Sequence[Detection]], backend: FaceBackend
                  frame_shape: tuple[int, int]) -> list[Detection | None]:
     """Pick the target in the first frame with faces and follow it.
 
-    A candidate continues the track when (identity available and used) its descriptor is within the backend's
-    `identity_threshold` of the target's mean descriptor — the closest box (highest IoU, then smallest identity
-    distance) wins; otherwise when its IoU with the last accepted box is >= `min_iou` (highest IoU wins).
+    A frame with a single face overlapping the last accepted box (IoU >= `min_iou`) continues the track without
+    computing descriptors (they are lazy and costly). Otherwise a candidate continues the track when (identity
+    available and used) its descriptor is within the backend's `identity_threshold` of the target's mean
+    descriptor — the closest box (highest IoU, then smallest identity distance) wins — or, without identity,
+    when its IoU with the last accepted box is >= `min_iou` (highest IoU wins).
 
     Args:
         detections: per frame, every face found.
@@ -57,14 +59,25 @@ def track_target(detections: Sequence[Sequence[Detection]], backend: FaceBackend
     target = _select_first(detections[start], cfg.select, frame_shape)
     out[start] = target
     last_box = target.box
-    descs = [target.descriptor] if target.descriptor is not None else []
+    descs: list[np.ndarray] = []
+    first_desc = target.get_descriptor() if cfg.use_identity else None
+    if first_desc is not None:
+        descs.append(first_desc)
     for t in range(start + 1, len(detections)):
+        cands = detections[t]
+        if len(cands) == 1 and box_iou(last_box, cands[0].box) >= cfg.min_iou:
+            out[t] = cands[0]
+            last_box = cands[0].box
+            if cands[0].descriptor is not None:
+                descs.append(cands[0].descriptor)
+            continue
         ref = np.mean(descs, axis=0) if descs else None
         best: tuple[float, float] | None = None
-        for det in detections[t]:
+        for det in cands:
             iou = box_iou(last_box, det.box)
-            if cfg.use_identity and ref is not None and det.descriptor is not None:
-                dist = backend.identity_distance(ref, det.descriptor)
+            desc = det.get_descriptor() if cfg.use_identity and ref is not None else None
+            if desc is not None:
+                dist = backend.identity_distance(ref, desc)
                 ok = dist <= backend.identity_threshold
             else:
                 dist, ok = 0.0, iou >= cfg.min_iou

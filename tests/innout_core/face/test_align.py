@@ -40,7 +40,7 @@ def test_dlib_finds_one_face_with_68_landmarks(astronaut_detection):
     img, dets = astronaut_detection
     assert len(dets) == 1
     d = dets[0]
-    assert d.landmarks.shape == (68, 2) and d.descriptor.shape == (128,)
+    assert d.landmarks.shape == (68, 2) and d.get_descriptor().shape == (128,)
     # landmarks inside the box; image-left eye left of image-right eye, nose between eyes and mouth
     x0, y0, x1, y1 = d.box
     assert (d.landmarks[:, 0] > x0 - 10).all() and (d.landmarks[:, 0] < x1 + 10).all()
