@@ -138,6 +138,7 @@ _PERSISTENT_CLASSES = frozenset(
         "MinibatchStdLayer",
         "SingleDiscriminator",
         "MaskDualDiscriminatorV2",
+        "AugmentPipe",
     }
 )
 
@@ -173,32 +174,42 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
     return PersistentRecord(str(class_name), int(version), state, len(src) if isinstance(src, str) else 0)
 
 
-def _load_from_bytes(data: Any) -> Any:
-    """Stand-in for ``torch.storage._load_from_bytes``: parse the legacy ``torch.save`` stream, weights only."""
+def _load_from_bytes(data: Any) -> Tensor:
+    """Stand-in for ``torch.storage._load_from_bytes``: parse the legacy ``torch.save`` stream, weights only.
+
+    Returns the storage as a flat 1-D CPU tensor of its dtype (what :func:`_rebuild_tensor_v2` views).
+    """
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError(f"tensor storage payload is a {type(data).__name__}, expected bytes")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # TypedStorage deprecation notices
             storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt streams
+            if isinstance(storage, torch.TypedStorage):
+                return torch.empty(0, dtype=storage.dtype).set_(storage.untyped())
+    except Exception as err:  # torch raises several types for corrupt or hostile streams
         raise pickle.UnpicklingError(f"unreadable tensor storage ({type(err).__name__}: {_first_line(err)})") from err
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
-        raise pickle.UnpicklingError(f"tensor storage payload holds a {type(storage).__name__}, not a storage")
-    return storage
+    if isinstance(storage, torch.UntypedStorage):
+        return torch.empty(0, dtype=torch.uint8).set_(storage)
+    raise pickle.UnpicklingError(f"tensor storage payload holds a {type(storage).__name__}, not a storage")
 
 
 def _rebuild_tensor_v2(
-    storage: Any, storage_offset: int, size: Any, stride: Any, requires_grad: Any = False, backward_hooks: Any = None,
+    storage: Any,
+    storage_offset: int,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
     metadata: Any = None,
 ) -> Tensor:
-    """Stand-in for ``torch._utils._rebuild_tensor_v2``: a bounds-checked strided copy of the storage."""
-    if isinstance(storage, torch.TypedStorage):
-        flat = torch.empty(0, dtype=storage.dtype).set_(storage._untyped_storage)  # noqa: SLF001
-    elif isinstance(storage, torch.UntypedStorage):
-        flat = torch.empty(0, dtype=torch.uint8).set_(storage)
-    else:
+    """Stand-in for ``torch._utils._rebuild_tensor_v2``: a bounds-checked strided copy of the storage.
+
+    ``storage`` is the flat tensor :func:`_load_from_bytes` returned.
+    """
+    if not isinstance(storage, Tensor) or storage.ndim != 1:
         raise pickle.UnpicklingError(f"tensor built from a {type(storage).__name__}, expected a storage")
+    flat = storage
     if backward_hooks:
         raise pickle.UnpicklingError("tensor carries backward hooks; refusing to restore them")
     if not (isinstance(storage_offset, int) and all(isinstance(v, int) for v in (*size, *stride))):

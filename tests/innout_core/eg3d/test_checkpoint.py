@@ -362,3 +362,4 @@ def test_wrong_shape_missing_and_unknown_tensors(fake_arch, small_net: OfficialN
     with pytest.raises(CheckpointError):
         ck.convert_checkpoint(tmp_path / "shape.pkl", tmp_path / "conv")
     assert not (tmp_path / "conv").exists()  # nothing is written for a checkpoint that does not fit
+
