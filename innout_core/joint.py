@@ -1,0 +1,564 @@
+"""Stage A: joint optimisation of the OOD field (tri-plane, decoder, per-frame phi) and the per-frame w+.
+
+Follows ``spec/in-n-out-official-code.md`` §3.5–3.7 and paper §4.2–4.4. One frame per step (batch 1, as the
+release), frames visited in an epoch-wise random order drawn from the caller's ``torch.Generator``; every random draw
+(stratified / importance samples, frame order, initialisation) comes from that generator, so a run resumed from a
+checkpoint ends with bitwise the same parameters as an uninterrupted one (same device).
+
+Losses (each weight configurable; 0 skips the term): raw L2 and LPIPS of the composite at the neural resolution,
+masked OOD-only raw L2 (needs masks), SR L2 through the frozen SR, blend entropy of ``b**skew``, blend area
+``(max b)^2``, latent regulariser L_w and delta regulariser L_Delta. Reductions are means (see ``losses.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
+from innout_core.composite import render_composite
+from innout_core.errors import BadInputError, CheckpointError
+from innout_core.losses import (
+    blend_area_loss,
+    blend_entropy_loss,
+    delta_reg_loss,
+    l2_loss,
+    latent_reg_loss,
+    load_lpips,
+    lpips_loss,
+    masked_l2_loss,
+)
+from innout_core.ood import OODField
+
+__all__ = [
+    "LossWeights",
+    "AutoMaskConfig",
+    "JointConfig",
+    "StageAResult",
+    "CompositeFrames",
+    "ProgressFn",
+    "run_stage_a",
+    "stage_a_fingerprint",
+    "auto_masks",
+    "render_composite_video",
+    "validate_inputs",
+]
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+class LossWeights(BaseModel):
+    """Stage-A loss weights (0 disables a term and skips its computation)."""
+
+    model_config = ConfigDict(extra="forbid")
+    l2: float = Field(1.0, ge=0, description="RAW_L2_FULL: mean squared error of the raw composite vs the target")
+    l2_ood: float = Field(1.0, ge=0, description="RAW_L2_O: OOD-only raw render vs target inside the OOD mask")
+    lpips: float = Field(1.0, ge=0, description="RAW_LPIPS_FULL: LPIPS map mean at the neural resolution")
+    sr_l2: float = Field(1.0, ge=0, description="SR_FULL: L2 of SR(composite) vs the full-resolution frame")
+    blend_entropy: float = Field(1.0, ge=0, description="L_b: binary entropy of b**skew, mean over samples")
+    blend_area: float = Field(1.0, ge=0, description="blend area (max_k b_k)^2 mean over rays (D2NeRF)")
+    latent: float = Field(0.0, ge=0, description="L_w: ||w_t - w_avg|| (squared per latent_squared)")
+    delta: float = Field(0.0, ge=0, description="L_Delta: sum_i ||w_i - w_0|| over delta_count deltas")
+
+
+class AutoMaskConfig(BaseModel):
+    """Automatic OOD masks from the W+ reconstruction error (no face-parsing model needed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    k_mad: float = Field(3.0, gt=0, description="threshold = median + k_mad * 1.4826 * MAD of the error map")
+    min_error: float = Field(0.15, ge=0, description="absolute threshold floor, mean |error| over RGB in [-1,1] units")
+    blur: int = Field(3, ge=1, description="box blur of the error map before thresholding, pixels (odd)")
+    open_size: int = Field(5, ge=1, description="morphological opening kernel (removes specks), pixels (odd)")
+    close_size: int = Field(9, ge=1, description="morphological closing kernel (fills holes), pixels (odd)")
+    dilate: int = Field(1, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
+
+
+class JointConfig(BaseModel):
+    """Stage A configuration. Presets: :meth:`preset` (``paper``, ``official``, ``fast``, ``tiny-demo``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(10_000, ge=0, description="optimisation steps, one frame each")
+    lr: float = Field(5e-3, gt=0, description="Adam lr of OOD tri-plane, decoder and phi")
+    lr_w: float = Field(5e-5, ge=0, description="Adam lr of the per-frame w+ (0 freezes w+)")
+    weights: LossWeights = Field(default_factory=LossWeights, description="loss weights")
+    blend_entropy_skew: float = Field(2.0, gt=0, description="entropy of b**skew; 2 = release, 1 = paper")
+    latent_squared: bool = Field(True, description="L_w squared (paper) or plain norm (release _auto script)")
+    delta_count: int = Field(13, ge=1, le=13, description="deltas in L_Delta: 13 paper, 12 release (capped at num_ws - 1)")
+    delta_squared: bool = Field(True, description="L_Delta squared norms (paper) or plain (release)")
+    lpips_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone (release: vgg)")
+    mask_mode: Literal["none", "auto", "user"] = Field("none", description="OOD masks: none, automatic, user")
+    auto_mask: AutoMaskConfig = Field(default_factory=AutoMaskConfig, description="automatic mask settings")
+    composite_form: Literal["official", "paper"] = Field("official", description="composite transmittance form")
+    release_sample_order: bool = Field(False, description="reproduce the release's OOD ordering defect (parity)")
+    ood_resolution: int = Field(256, ge=2, description="OOD tri-plane side, texels")
+    ood_channels: int = Field(32, ge=3, description="OOD tri-plane channels (= feature channels)")
+    phi_dim: int = Field(32, ge=1, description="per-frame code size")
+    neural_resolution: int | None = Field(None, ge=4, description="raw render side; None = the generator's")
+    clamp_raw: bool = Field(True, description="clamp raw and SR RGB to [-1,1] before losses (release)")
+    plane_cache_mb: float = Field(1024.0, ge=0, description="with lr_w = 0: cache face tri-planes up to this size, MB")
+    checkpoint_every: int = Field(2000, ge=0, description="steps between checkpoints (0 = only the final one)")
+    seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator (release value)")
+
+    @classmethod
+    def preset(cls, name: str) -> "JointConfig":
+        """Named presets.
+
+        * ``official``: the released default script (§3.6): user masks, no L_w / L_Delta, w+ at lr/100,
+          entropy of b², area loss, SR L2, 10 000 steps.
+        * ``paper``: paper Eq. 5–8: no masks, L2 + LPIPS + L_b (entropy of b) + L_w (squared, λ=1) + L_Delta (13
+          squared, λ=1e-3), paper Eq. 4 transmittance, 10 000 steps at 5e-3; w+ lr 5e-4 (the paper does not give
+          it; the mask-free release script's value).
+        * ``fast``: the official losses with automatic masks and 2 000 steps (quick real runs).
+        * ``tiny-demo``: seconds on a CPU with the ``tiny`` generator; no LPIPS (weight 0, needs no weights).
+        """
+        if name == "official":
+            return cls(mask_mode="user", weights=LossWeights(), latent_squared=False, delta_count=12,
+                       delta_squared=False)
+        if name == "paper":
+            return cls(
+                lr_w=5e-4, mask_mode="none", composite_form="paper", blend_entropy_skew=1.0,
+                weights=LossWeights(l2=1, l2_ood=0, lpips=1, sr_l2=0, blend_entropy=1, blend_area=0, latent=1,
+                                    delta=1e-3),
+            )
+        if name == "fast":
+            return cls(steps=2000, mask_mode="auto", checkpoint_every=500, ood_resolution=128)
+        if name == "tiny-demo":
+            return cls(steps=40, mask_mode="auto", checkpoint_every=20, ood_resolution=32, ood_channels=32,
+                       lr=2e-2, weights=LossWeights(lpips=0.0))
+        raise BadInputError(f"unknown JointConfig preset {name!r}; choose paper, official, fast or tiny-demo")
+
+
+@dataclass
+class StageAResult:
+    """What stage A learned (CPU tensors)."""
+
+    ood_state: dict[str, Tensor]  # OOD tri-plane + decoder (OODField.ood_state())
+    phi: Tensor  # [T, phi_dim] per-frame codes
+    ws: Tensor  # [T, 14, 512] refined w+
+    losses: list[dict]  # one dict of floats per step
+    seconds: float  # wall time of this call (excludes time before a resume)
+    masks: Tensor | None = None  # [T,1,H,W] masks used (user or automatic), 1 = face
+    form: str = "official"  # composite form to render with
+    release_sample_order: bool = False
+    neural_resolution: int | None = None
+
+
+@dataclass
+class CompositeFrames:
+    """A rendered composite video."""
+
+    image: Tensor  # [T,3,H,W] SR composite in [-1,1]
+    image_raw: Tensor  # [T,3,R,R] raw composite RGB in [-1,1]
+    blend_map: Tensor  # [T,1,R,R] OOD share of each pixel's composite opacity, [0,1]
+    ood_opacity: Tensor  # [T,1,R,R] opacity of the OOD-only render, [0,1]
+    depth: Tensor  # [T,1,R,R] composite depth, world units
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# validation and helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _img_res(G) -> int:
+    return int(G.init_kwargs["img_resolution"])
+
+
+def _num_ws(G) -> int:
+    n = getattr(getattr(G, "backbone", None), "num_ws", None)
+    return int(n) if n is not None else 14
+
+
+def validate_inputs(G, frames: Tensor, cameras: Tensor, ws: Tensor | None = None, masks: Tensor | None = None) -> None:
+    """Check shapes, dtypes and finiteness of the stage inputs; raise :class:`BadInputError` with a clear message."""
+    H = _img_res(G)
+    if not torch.is_tensor(frames) or frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[2:] != (H, H):
+        raise BadInputError(f"frames must be [T,3,{H},{H}], got {tuple(getattr(frames, 'shape', ()))}")
+    if not frames.is_floating_point() or not torch.isfinite(frames).all():
+        raise BadInputError("frames must be finite floats in [-1,1]")
+    T = frames.shape[0]
+    if T < 1:
+        raise BadInputError("frames: empty video")
+    if cameras.ndim != 2 or cameras.shape != (T, 25):
+        raise BadInputError(f"cameras must be [{T},25] (one per frame), got {tuple(cameras.shape)}")
+    if not torch.isfinite(cameras).all():
+        raise BadInputError("cameras contain NaN/inf")
+    if ws is not None:
+        L = _num_ws(G)
+        if ws.ndim != 3 or ws.shape[0] != T or ws.shape[1] != L:
+            raise BadInputError(f"latents must be [{T},{L},w_dim] (one per frame), got {tuple(ws.shape)}")
+        if not torch.isfinite(ws).all():
+            raise BadInputError("latents contain NaN/inf (a failed inversion?); rerun the inversion stage")
+    if masks is not None:
+        if masks.shape != (T, 1, H, H):
+            raise BadInputError(f"masks must be [{T},1,{H},{H}], got {tuple(masks.shape)}")
+        if not torch.isfinite(masks).all() or masks.min() < 0 or masks.max() > 1:
+            raise BadInputError("masks must be in [0,1] (1 = face, 0 = occluder)")
+
+
+@contextmanager
+def _frozen(G):
+    """Temporarily set requires_grad=False on every parameter of G (restored afterwards)."""
+    flags = [(p, p.requires_grad) for p in G.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield G
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+def _features_to_image(x: Tensor, R: int) -> Tensor:
+    """[N,R*R,C] -> [N,C,R,R] (ray m = row*R + col)."""
+    return x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], R, R)
+
+
+def _resize(x: Tensor, R: int, mode: str) -> Tensor:
+    if x.shape[-1] == R:
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=(R, R), mode="nearest")
+    return F.interpolate(x, size=(R, R), mode="bilinear", align_corners=False, antialias=False)
+
+
+def _sr_noise(G) -> str:
+    return getattr(G.rendering, "superresolution_noise_mode", "none")
+
+
+def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: JointConfig,
+                        masks: Tensor | None = None) -> str:
+    """Fingerprint of stage-A inputs + config (give it to the :class:`Checkpointer`)."""
+    return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"))
+
+
+def _morph(x: Tensor, k: int, op: str) -> Tensor:
+    """Binary dilation/erosion with a k x k square ([N,1,H,W] float in {0,1})."""
+    if k <= 1:
+        return x
+    pad = k // 2
+    if op == "dilate":
+        return F.max_pool2d(x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
+    return 1 - F.max_pool2d(1 - x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
+
+
+def auto_masks(G, frames: Tensor, cameras: Tensor, ws: Tensor, generator: torch.Generator | None,
+               cfg: AutoMaskConfig | JointConfig, *, parsing: Tensor | None = None,
+               batch_size: int = 4) -> Tensor:
+    """Automatic OOD masks from the W+ reconstruction error.
+
+    The per-pixel error ``e = mean_c |frame - G(w_t)|`` (SR image, const noise) is box-blurred; a pixel is OOD when
+    ``e > max(median + k * 1.4826 * MAD, min_error)`` with statistics over the whole video (robust to the occluder
+    being a large fraction of a frame). The OOD region is cleaned by opening, closing and a small dilation.
+
+    Args:
+        G: frozen generator. frames: [T,3,H,W] in [-1,1]. cameras: [T,25]. ws: [T,14,512] W+ inversion.
+        generator: RNG for the render's ray samples.
+        cfg: :class:`AutoMaskConfig` (or a :class:`JointConfig`, its ``auto_mask``).
+        parsing: optional [T,1,H,W] in {0,1} from a user face-parsing model, 1 = may be OOD (non-skin class);
+            the OOD region is intersected with it.
+    Returns:
+        masks [T,1,H,W] float32 in {0,1}, 1 = face (in-distribution), 0 = OOD.
+    """
+    c = cfg.auto_mask if isinstance(cfg, JointConfig) else cfg
+    validate_inputs(G, frames, cameras, ws)
+    errs = []
+    with torch.no_grad():
+        for s in range(0, frames.shape[0], batch_size):
+            sl = slice(s, s + batch_size)
+            out = G.synthesis(ws[sl], cameras[sl], noise_mode="const", generator=generator)
+            errs.append((out.image.clamp(-1, 1) - frames[sl]).abs().mean(dim=1, keepdim=True))
+    e = torch.cat(errs)
+    if c.blur > 1:
+        e = F.avg_pool2d(e, c.blur, stride=1, padding=c.blur // 2, count_include_pad=False)[..., : e.shape[-2],
+                                                                                              : e.shape[-1]]
+    flat = e.flatten()
+    if flat.numel() > 4_000_000:  # quantile limit; a strided subsample keeps the statistic
+        flat = flat[:: flat.numel() // 4_000_000 + 1]
+    med = flat.median()
+    mad = (flat - med).abs().median()
+    thr = torch.clamp(med + c.k_mad * 1.4826 * mad, min=c.min_error)
+    ood = (e > thr).float()
+    ood = _morph(_morph(ood, c.open_size, "erode"), c.open_size, "dilate")
+    ood = _morph(_morph(ood, c.close_size, "dilate"), c.close_size, "erode")
+    ood = _morph(ood, c.dilate, "dilate")
+    if parsing is not None:
+        if parsing.shape != ood.shape:
+            raise BadInputError(f"parsing masks must be {tuple(ood.shape)}, got {tuple(parsing.shape)}")
+        ood = ood * (parsing > 0.5).float()
+    return 1 - ood
+
+
+def mask_iou(pred_ood: Tensor, true_ood: Tensor) -> float:
+    """IoU of two OOD regions ([T,1,H,W], > 0.5 = OOD), over the whole video; 1.0 when both are empty."""
+    p, t = pred_ood > 0.5, true_ood > 0.5
+    union = (p | t).sum().item()
+    return 1.0 if union == 0 else (p & t).sum().item() / union
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stage A
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def run_stage_a(
+    G,
+    frames: Tensor,
+    cameras: Tensor,
+    ws_init: Tensor,
+    cfg: JointConfig,
+    generator: torch.Generator,
+    *,
+    masks: Tensor | None = None,
+    checkpoint: Checkpointer | None = None,
+    progress: ProgressFn | None = None,
+) -> StageAResult:
+    """Jointly optimise OOD tri-plane, decoder, phi and w+ (stage A).
+
+    Args:
+        G: frozen ``TriPlaneGenerator`` (its parameters are not changed; requires_grad is restored afterwards).
+        frames: [T,3,H,W] in [-1,1], H = ``G.init_kwargs['img_resolution']``.
+        cameras: [T,25] EG3D labels.
+        ws_init: [T,14,512] W+ inversion latents.
+        cfg: :class:`JointConfig`.
+        generator: the only random source (initialisation, frame order, ray samples).
+        masks: [T,1,H,W] in {0,1}, 1 = face; required for ``mask_mode='user'``, ignored for ``'none'``,
+            computed by :func:`auto_masks` for ``'auto'`` when not given.
+        checkpoint: resumable checkpoints every ``cfg.checkpoint_every`` steps (its ``every`` decides).
+        progress: called after each step with (step, total, losses).
+    Raises:
+        BadInputError: wrong shapes, mismatched counts, NaN latents, missing user masks.
+        CheckpointError: a checkpoint made for other inputs/config.
+    """
+    t0 = time.perf_counter()
+    validate_inputs(G, frames, cameras, ws_init, masks if cfg.mask_mode != "none" else None)
+    if cfg.mask_mode == "user" and masks is None:
+        raise BadInputError("mask_mode 'user' needs one mask per frame (masks/<frame>.png, 1 = face); "
+                            "or use mask_mode 'auto' or 'none'")
+    device = frames.device
+    T = frames.shape[0]
+    R = int(cfg.neural_resolution or G.neural_rendering_resolution)
+    w = cfg.weights
+    fp = stage_a_fingerprint(frames, cameras, ws_init, cfg, masks if cfg.mask_mode == "user" else None)
+    resume = checkpoint.latest() if checkpoint is not None else None
+    if resume is not None and resume.get("fingerprint") != fp:
+        raise CheckpointError("stage-A checkpoint belongs to other frames, cameras, latents or config; "
+                              "delete it to start over", checkpoint.directory)
+
+    with _frozen(G):
+        if cfg.mask_mode == "none":
+            use_masks = None
+        elif cfg.mask_mode == "user":
+            use_masks = masks.to(device, torch.float32)
+        elif masks is not None:
+            use_masks = masks.to(device, torch.float32)
+        elif resume is not None and resume.get("masks") is not None:
+            use_masks = resume["masks"].to(device)
+        else:
+            use_masks = auto_masks(G, frames, cameras, ws_init, generator, cfg)
+        targets_raw = _resize(frames, R, "bilinear")
+        region_raw = None if use_masks is None else 1 - _resize(_resize(use_masks, _img_res(G), "nearest"), R,
+                                                                  "nearest")
+        lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if w.lpips > 0 else None
+        w_avg = G.backbone.mapping.w_avg.to(device) if w.latent > 0 else None
+
+        ood = OODField(T, cfg.ood_channels, cfg.ood_resolution, cfg.phi_dim, box_warp=G.rendering.box_warp,
+                       generator=generator).to(device)
+        ws = torch.nn.Parameter(ws_init.detach().clone().to(device, torch.float32))
+        groups = [{"params": [ood.triplanes, *ood.decoder.parameters(), ood.phi], "lr": cfg.lr}]
+        if cfg.lr_w > 0:
+            groups.append({"params": [ws], "lr": cfg.lr_w})
+        else:
+            ws.requires_grad_(False)
+        opt = torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8)
+        perm: Tensor | None = None
+        pos = 0
+        history: list[dict] = []
+        start = 0
+        if resume is not None:
+            with torch.no_grad():
+                ood.load_state_dict(resume["ood"])
+                ws.copy_(resume["ws"])
+            opt.load_state_dict(resume["opt"])
+            set_rng_state(generator, resume["rng"])
+            perm = resume["perm"]
+            pos = int(resume["pos"])
+            history = list(resume["losses"])
+            start = int(resume["step"])
+
+        def snapshot() -> dict[str, Any]:
+            return {"fingerprint": fp, "ood": {k: v.detach().clone() for k, v in ood.state_dict().items()},
+                    "ws": ws.detach().clone(), "opt": opt.state_dict(), "rng": rng_state(generator),
+                    "perm": perm, "pos": pos, "losses": list(history),
+                    "masks": use_masks if cfg.mask_mode == "auto" else None}
+
+        noise = _sr_noise(G)
+        plane_cache: dict[int, Tensor] = {}
+        frozen_w = not ws.requires_grad
+        for step in range(start, cfg.steps):
+            if perm is None or pos >= T:
+                perm = torch.randperm(T, generator=generator, device=generator.device).cpu()
+                pos = 0
+            t = int(perm[pos])
+            pos += 1
+            wt = ws[t : t + 1]
+            if frozen_w:  # no gradient to w: no backbone backward, and tri-planes can be cached
+                planes = plane_cache.get(t)
+                if planes is None:
+                    with torch.no_grad():
+                        planes = G.backbone_planes(wt, noise_mode="const")
+                    if (len(plane_cache) + 1) * planes.numel() * planes.element_size() <= cfg.plane_cache_mb * 2**20:
+                        plane_cache[t] = planes
+            else:
+                planes = G.backbone_planes(wt, noise_mode="const")
+            r = render_composite(G, planes, cameras[t : t + 1], ood, torch.tensor([t], device=device), generator,
+                                 form=cfg.composite_form, release_sample_order=cfg.release_sample_order,
+                                 resolution=R)
+            feat = _features_to_image(r.rgb, R)
+            raw = feat[:, :3].clamp(-1, 1) if cfg.clamp_raw else feat[:, :3]
+            terms: dict[str, Tensor] = {}
+            if w.l2 > 0:
+                terms["l2"] = l2_loss(raw, targets_raw[t : t + 1])
+            if w.l2_ood > 0 and region_raw is not None:
+                raw_o = _features_to_image(r.ood_rgb, R)[:, :3]
+                raw_o = raw_o.clamp(-1, 1) if cfg.clamp_raw else raw_o
+                terms["l2_ood"] = masked_l2_loss(raw_o, targets_raw[t : t + 1], region_raw[t : t + 1])
+            if lp is not None:
+                terms["lpips"] = lpips_loss(lp, raw, targets_raw[t : t + 1])
+            if w.sr_l2 > 0:
+                sr = G.superresolve(feat[:, :3], feat, wt, noise_mode=noise)
+                sr = sr.clamp(-1, 1) if cfg.clamp_raw else sr
+                terms["sr_l2"] = l2_loss(sr, frames[t : t + 1])
+            if w.blend_entropy > 0:
+                terms["blend_entropy"] = blend_entropy_loss(r.blend, cfg.blend_entropy_skew)
+            if w.blend_area > 0:
+                terms["blend_area"] = blend_area_loss(r.blend, r.is_coarse)
+            if w.latent > 0:
+                terms["latent"] = latent_reg_loss(wt, w_avg, cfg.latent_squared)
+            if w.delta > 0:
+                terms["delta"] = delta_reg_loss(wt, min(cfg.delta_count, wt.shape[1] - 1), cfg.delta_squared)
+            total = sum(getattr(w, k) * v for k, v in terms.items())
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            rec = {k: float(v.detach()) for k, v in terms.items()}
+            rec["total"] = float(total.detach())
+            rec["frame"] = float(t)
+            history.append(rec)
+            if progress is not None:
+                progress(step + 1, cfg.steps, rec)
+            if checkpoint is not None:
+                checkpoint.maybe_save(step + 1, snapshot)
+        if checkpoint is not None and cfg.steps > start:
+            checkpoint.maybe_save(cfg.steps, snapshot, force=True)
+
+    return StageAResult(
+        ood_state={k: v.detach().cpu().clone() for k, v in ood.ood_state().items()},
+        phi=ood.phi.detach().cpu().clone(),
+        ws=ws.detach().cpu().clone(),
+        losses=history,
+        seconds=time.perf_counter() - t0,
+        masks=None if use_masks is None else use_masks.detach().cpu(),
+        form=cfg.composite_form,
+        release_sample_order=cfg.release_sample_order,
+        neural_resolution=R,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rendering a composite video
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _with_sr(G, sr_state: dict[str, Tensor] | None):
+    if sr_state is None:
+        return G
+    import copy
+
+    G2 = copy.deepcopy(G)
+    try:
+        G2.superresolution.load_state_dict(sr_state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"fine-tuned SR state does not fit this generator ({str(exc).splitlines()[0]})") from None
+    return G2
+
+
+def render_composite_video(
+    G,
+    stage_a: StageAResult,
+    cameras: Tensor,
+    generator: torch.Generator | None,
+    *,
+    sr_state: dict[str, Tensor] | None = None,
+    remove_ood: bool = False,
+    ws_override: Tensor | None = None,
+    removal_masks: Tensor | None = None,
+    frame_index: Tensor | None = None,
+    batch_size: int = 1,
+) -> CompositeFrames:
+    """Render the composite (face + OOD) video with the stage-A fields, optionally edited latents / OOD removed.
+
+    Args:
+        G: frozen generator. stage_a: :class:`StageAResult`. cameras: [T,25].
+        generator: RNG for the ray samples (pass a freshly seeded one for reproducible renders).
+        sr_state: fine-tuned SR state dict from stage B (``None`` = G's own SR).
+        remove_ood: remove the OOD content. Without ``removal_masks`` every blend weight is set to 0 (paper: the
+            face field alone); with them, the release's rule: b *= 1.2 everywhere, b = 0 on rays inside the
+            5x5-dilated OOD region of the mask.
+        ws_override: [T,14,512] latents to render instead of ``stage_a.ws`` (edits).
+        removal_masks: [T,1,H,W] in {0,1}, 1 = face, 0 = OOD (the input-mask convention).
+        frame_index: [T] int64 rows of phi per output frame (default 0..T-1).
+        batch_size: frames per forward.
+    Returns:
+        :class:`CompositeFrames` (CPU float32).
+    """
+    T = cameras.shape[0]
+    ws = stage_a.ws if ws_override is None else ws_override
+    if cameras.ndim != 2 or cameras.shape[1] != 25 or not torch.isfinite(cameras).all():
+        raise BadInputError(f"cameras must be finite [T,25], got {tuple(cameras.shape)}")
+    if ws.ndim != 3 or ws.shape[0] != T:
+        raise BadInputError(f"latents [{ws.shape[0]},...] do not match {T} cameras")
+    if not torch.isfinite(ws).all():
+        raise BadInputError("latents contain NaN/inf")
+    idx = torch.arange(T) if frame_index is None else frame_index.long().cpu()
+    if idx.shape != (T,) or int(idx.max()) >= stage_a.phi.shape[0] or int(idx.min()) < 0:
+        raise BadInputError(f"frame index must be [{T}] within 0..{stage_a.phi.shape[0] - 1}")
+    device = cameras.device
+    Gr = _with_sr(G, sr_state)
+    R = int(stage_a.neural_resolution or G.neural_rendering_resolution)
+    ood = OODField.from_state(stage_a.ood_state, stage_a.phi, box_warp=G.rendering.box_warp).to(device)
+    rem = None
+    if remove_ood and removal_masks is not None:
+        if removal_masks.shape != (T, 1, _img_res(G), _img_res(G)):
+            raise BadInputError(f"removal masks must be [{T},1,{_img_res(G)},{_img_res(G)}]")
+        rem = _morph(_resize(1 - removal_masks.float(), R, "nearest"), 5, "dilate").to(device)
+    out: dict[str, list[Tensor]] = {k: [] for k in ("image", "raw", "blend", "opacity", "depth")}
+    with torch.no_grad():
+        for s in range(0, T, batch_size):
+            sl = slice(s, s + batch_size)
+            w = ws[sl].to(device)
+            planes = Gr.backbone_planes(w, noise_mode="const")
+            r = render_composite(
+                Gr, planes, cameras[sl], ood, idx[sl].to(device), generator, form=stage_a.form,
+                release_sample_order=stage_a.release_sample_order, resolution=R,
+                blend_mode="zero" if (remove_ood and rem is None) else "learned",
+                removal_mask=None if rem is None else rem[sl], blend_scale=1.2 if rem is not None else 1.0,
+            )
+            feat = _features_to_image(r.rgb, R)
+            img = Gr.superresolve(feat[:, :3], feat, w, noise_mode=_sr_noise(G))
+            out["image"].append(img.clamp(-1, 1).cpu())
+            out["raw"].append(feat[:, :3].clamp(-1, 1).cpu())
+            out["blend"].append(_features_to_image(r.ood_share, R).clamp(0, 1).cpu())
+            out["opacity"].append(_features_to_image(r.ood_acc, R).clamp(0, 1).cpu())
+            out["depth"].append(_features_to_image(r.depth, R).cpu())
+    return CompositeFrames(
+        image=torch.cat(out["image"]), image_raw=torch.cat(out["raw"]), blend_map=torch.cat(out["blend"]),
+        ood_opacity=torch.cat(out["opacity"]), depth=torch.cat(out["depth"]),
+    )

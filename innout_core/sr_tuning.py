@@ -1,0 +1,175 @@
+"""Stage B: fine-tune EG3D's super-resolution module on the stage-A composite (spec §4, paper §4.5).
+
+Everything upstream of the SR (face field, OOD field, phi, w+) is frozen, so the SR inputs of a frame — raw RGB
+[3,R,R], the 32-channel feature image [32,R,R] and w — are fixed up to the renderer's random ray samples. The default
+(``cached=True``) renders them once per frame, with a per-frame seed, and trains the SR alone: one SR forward/backward
+per step instead of a full tri-plane render. ``cached=False`` re-renders every step like the release; with
+``per_frame_seeds=True`` it draws exactly the same samples as the cached mode (same loss curve, bitwise), with
+``per_frame_seeds=False`` it draws fresh samples every step from the run's generator (the release's behaviour).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
+from innout_core.composite import render_composite
+from innout_core.errors import BadInputError, CheckpointError
+from innout_core.joint import ProgressFn, StageAResult, _features_to_image, _sr_noise, validate_inputs
+from innout_core.losses import l2_loss, load_lpips, lpips_loss
+from innout_core.ood import OODField
+
+__all__ = ["SRTuningConfig", "run_stage_b", "sr_inputs", "stage_b_fingerprint"]
+
+
+class SRTuningConfig(BaseModel):
+    """Stage B configuration. Presets: :meth:`preset`."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(100, ge=0, description="passes over all frames, one frame per step")
+    lr: float = Field(1e-3, gt=0, description="Adam lr of the SR module")
+    l2: float = Field(1.0, ge=0, description="weight of the L2 loss at full resolution")
+    lpips: float = Field(1.0, ge=0, description="weight of the LPIPS loss at full resolution")
+    lpips_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone (release: vgg)")
+    cached: bool = Field(True, description="render SR inputs once per frame (False = re-render every step)")
+    per_frame_seeds: bool = Field(True, description="ray samples seeded per frame (deterministic SR inputs)")
+    clamp: bool = Field(True, description="clamp the SR output to [-1,1] before the losses (release)")
+    checkpoint_every: int = Field(1000, ge=0, description="steps between checkpoints (0 = only the final one)")
+    seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator")
+
+    @classmethod
+    def preset(cls, name: str) -> "SRTuningConfig":
+        """``official`` / ``paper``: 100 epochs at 1e-3, L2 + LPIPS-VGG (both agree; cached inputs, which keep the
+        maths); ``fast``: 20 epochs; ``tiny-demo``: 2 epochs, no LPIPS (needs no weights)."""
+        if name in ("official", "paper"):
+            return cls()
+        if name == "fast":
+            return cls(epochs=20, checkpoint_every=500)
+        if name == "tiny-demo":
+            return cls(epochs=2, lpips=0.0, checkpoint_every=20)
+        raise BadInputError(f"unknown SRTuningConfig preset {name!r}; choose paper, official, fast or tiny-demo")
+
+
+def stage_b_fingerprint(stage_a: StageAResult, frames: Tensor, cameras: Tensor, cfg: SRTuningConfig) -> str:
+    """Fingerprint of stage-B inputs + config (give it to the :class:`Checkpointer`)."""
+    return make_fingerprint("stage-b", stage_a.ood_state, stage_a.phi, stage_a.ws, frames, cameras,
+                            cfg.model_dump(mode="json"))
+
+
+def _frame_generator(base: int, t: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed((base + 1_000_003 * t) % (2**63 - 1))
+
+
+def sr_inputs(G, ood: OODField, stage_a: StageAResult, cameras: Tensor, t: int,
+              generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The SR inputs of frame t: raw RGB [1,3,R,R], feature image [1,C,R,R] (both about [-1,1]), w [1,14,512]."""
+    device = cameras.device
+    R = int(stage_a.neural_resolution or G.neural_rendering_resolution)
+    w = stage_a.ws[t : t + 1].to(device)
+    with torch.no_grad():
+        planes = G.backbone_planes(w, noise_mode="const")
+        r = render_composite(G, planes, cameras[t : t + 1], ood, torch.tensor([t], device=device), generator,
+                             form=stage_a.form, release_sample_order=stage_a.release_sample_order, resolution=R)
+        feat = _features_to_image(r.rgb, R)
+    return feat[:, :3], feat, w
+
+
+def run_stage_b(
+    G,
+    stage_a: StageAResult,
+    frames: Tensor,
+    cameras: Tensor,
+    cfg: SRTuningConfig,
+    generator: torch.Generator,
+    *,
+    checkpoint: Checkpointer | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Tensor]:
+    """Fine-tune a copy of ``G.superresolution``; G itself is not modified.
+
+    Args:
+        G: frozen generator. stage_a: stage-A result. frames: [T,3,H,W] in [-1,1]. cameras: [T,25].
+        cfg: :class:`SRTuningConfig`. generator: random source (per-frame seed base, frame order, samples).
+        checkpoint, progress: as stage A; ``progress(step, total, {"l2":..., "lpips":..., "total":...})``.
+    Returns:
+        the fine-tuned ``superresolution`` state dict (CPU tensors).
+    """
+    validate_inputs(G, frames, cameras, stage_a.ws)
+    T = frames.shape[0]
+    if stage_a.phi.shape[0] != T:
+        raise BadInputError(f"stage-A result has {stage_a.phi.shape[0]} frames, video has {T}")
+    device = frames.device
+    fp = stage_b_fingerprint(stage_a, frames, cameras, cfg)
+    resume = checkpoint.latest() if checkpoint is not None else None
+    if resume is not None and resume.get("fingerprint") != fp:
+        raise CheckpointError("stage-B checkpoint belongs to other inputs or config; delete it to start over",
+                              checkpoint.directory)
+
+    Gb = copy.deepcopy(G)
+    Gb.requires_grad_(False)
+    sr = Gb.superresolution
+    sr.requires_grad_(True)
+    ood = OODField.from_state(stage_a.ood_state, stage_a.phi, box_warp=G.rendering.box_warp).to(device)
+    ood.requires_grad_(False)
+    opt = torch.optim.Adam(sr.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if cfg.lpips > 0 else None
+    base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    perm: Tensor | None = None
+    pos, start = 0, 0
+    history: list[dict] = []
+    if resume is not None:
+        sr.load_state_dict(resume["sr"])
+        opt.load_state_dict(resume["opt"])
+        set_rng_state(generator, resume["rng"])
+        base, perm, pos, history, start = int(resume["base"]), resume["perm"], int(resume["pos"]), \
+            list(resume["losses"]), int(resume["step"])
+
+    def gen_for(t: int) -> torch.Generator:
+        return _frame_generator(base, t, device) if cfg.per_frame_seeds else generator
+
+    cache: list[tuple[Tensor, Tensor, Tensor]] | None = None
+    if cfg.cached:
+        cache = [sr_inputs(G, ood, stage_a, cameras, t, gen_for(t)) for t in range(T)]
+
+    def snapshot() -> dict[str, Any]:
+        return {"fingerprint": fp, "sr": {k: v.detach().clone() for k, v in sr.state_dict().items()},
+                "opt": opt.state_dict(), "rng": rng_state(generator), "base": base, "perm": perm, "pos": pos,
+                "losses": list(history)}
+
+    noise = _sr_noise(G)
+    total_steps = cfg.epochs * T
+    for step in range(start, total_steps):
+        if perm is None or pos >= T:
+            perm = torch.randperm(T, generator=generator, device=generator.device).cpu()
+            pos = 0
+        t = int(perm[pos])
+        pos += 1
+        raw, feat, w = cache[t] if cache is not None else sr_inputs(G, ood, stage_a, cameras, t, gen_for(t))
+        img = Gb.superresolve(raw, feat, w, noise_mode=noise)
+        img = img.clamp(-1, 1) if cfg.clamp else img
+        terms: dict[str, Tensor] = {}
+        if cfg.l2 > 0:
+            terms["l2"] = l2_loss(img, frames[t : t + 1])
+        if lp is not None:
+            terms["lpips"] = lpips_loss(lp, img, frames[t : t + 1])
+        total = cfg.l2 * terms.get("l2", 0.0) + cfg.lpips * terms.get("lpips", 0.0)
+        opt.zero_grad(set_to_none=True)
+        if torch.is_tensor(total) and total.requires_grad:
+            total.backward()
+            opt.step()
+        rec = {k: float(v.detach()) for k, v in terms.items()}
+        rec["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
+        rec["frame"] = float(t)
+        history.append(rec)
+        if progress is not None:
+            progress(step + 1, total_steps, rec)
+        if checkpoint is not None:
+            checkpoint.maybe_save(step + 1, snapshot)
+    if checkpoint is not None and total_steps > start:
+        checkpoint.maybe_save(total_steps, snapshot, force=True)
+    return {k: v.detach().cpu().clone() for k, v in sr.state_dict().items()}
