@@ -172,7 +172,7 @@ class ArcFaceEmbedder:
 
     backend = "arcface"
 
-    def __init__(self, model_path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, model_path: str | Path, device: str | torch.device = "cpu") -> None:
         import onnx
         import onnxruntime as ort
 
@@ -189,7 +189,7 @@ class ArcFaceEmbedder:
             n.startswith(("Mul", "_mul")) for n in names)
         self.input_mean, self.input_std = (0.0, 1.0) if in_graph else (127.5, 127.5)
         providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(self.model_path), providers=providers)
         inp = self.session.get_inputs()[0]
@@ -343,7 +343,8 @@ def reconstruction_metrics(
                         {k: v for k, v in reasons.items() if k in ("lpips", "id_sim")})
 
 
-def load_embedder(backend: str = "arcface", pack: str = "buffalo_l", device: str = "cpu") -> FaceEmbedder:
+def load_embedder(backend: str = "arcface", pack: str = "buffalo_l",
+                  device: str | torch.device = "cpu") -> FaceEmbedder:
     """The identity embedder for ``backend`` ('arcface' from the insightface pack, or 'dlib').
 
     Raises:

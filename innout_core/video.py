@@ -457,10 +457,12 @@ def to_uint8_frames(frames: Tensor | np.ndarray | Sequence[np.ndarray] | Sequenc
         items = list(frames)
         if not items:
             raise BadInputError("no frames given")
-        if isinstance(items[0], (str, Path)):
-            arr = np.stack([_imread_rgb(Path(p)) for p in items])  # type: ignore[arg-type]
-        else:
-            arr = np.stack([np.asarray(a) for a in items])
+        arrays = [_imread_rgb(Path(p)) if isinstance(p, (str, Path)) else np.asarray(p) for p in items]
+        for i, a in enumerate(arrays):
+            if a.shape != arrays[0].shape:
+                where = items[i] if isinstance(items[i], (str, Path)) else None
+                raise BadInputError(f"frame {i} has shape {a.shape}, frame 0 has {arrays[0].shape}", where)
+        arr = np.stack(arrays)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise BadInputError(f"frames must be uint8 [T, H, W, 3], got {arr.dtype} {tuple(arr.shape)}")
     if arr.shape[0] == 0:

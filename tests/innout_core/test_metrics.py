@@ -41,9 +41,10 @@ def _pair(t: int = 3, h: int = 48, w: int = 40, seed: int = 0) -> tuple[torch.Te
     return (target + noise).clamp(-1, 1), target
 
 
-def test_psnr_matches_formula_on_uint8_scale() -> None:
+def test_psnr_matches_formula_on_uint8_scale(device: torch.device) -> None:
     pred, target = _pair()
-    got = psnr(pred, target)
+    got = psnr(pred.to(device), target.to(device))
+    assert got.device.type == "cpu" and got.dtype == torch.float32
     p8, t8 = ((pred + 1) * 127.5).double(), ((target + 1) * 127.5).double()
     for i in range(3):
         mse = ((p8[i] - t8[i]) ** 2).mean().item()
@@ -52,9 +53,9 @@ def test_psnr_matches_formula_on_uint8_scale() -> None:
     assert torch.isinf(psnr(target, target)).all()
 
 
-def test_ssim_matches_skimage() -> None:
+def test_ssim_matches_skimage(device: torch.device) -> None:
     pred, target = _pair()
-    got = ssim(pred, target)
+    got = ssim(pred.to(device), target.to(device))
     for i in range(3):
         ref = structural_similarity(
             pred[i].permute(1, 2, 0).double().numpy(), target[i].permute(1, 2, 0).double().numpy(),
@@ -69,17 +70,19 @@ def test_ssim_matches_skimage() -> None:
         psnr(pred, target[:2])
 
 
-def test_lpips_per_frame_and_chunked(monkeypatch, tmp_path: Path) -> None:
+def test_lpips_per_frame_and_chunked(monkeypatch, tmp_path: Path, device: torch.device) -> None:
     # load_lpips_model == lpips.LPIPS with the same weights is tested in test_weights.py; here: the per-frame API.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     write_fake_alexnet(tmp_path, seed=3)
-    model = load_lpips_model("alex")
+    model = load_lpips_model("alex", device=device)
     pred, target = _pair(h=32, w=32)
+    pred, target = pred.to(device), target.to(device)
     got = lpips(pred, target, model, batch_size=2)  # chunking must not change values
     with torch.no_grad():
         want = torch.stack([model(pred[i : i + 1], target[i : i + 1]).squeeze() for i in range(3)])
-    assert got.shape == (3,) and torch.allclose(got, want, atol=1e-6, rtol=1e-5)
-    assert got[0] < got[2] and torch.allclose(lpips(target, target, model), torch.zeros(3))
+    assert got.shape == (3,) and torch.allclose(got, want.cpu(), atol=1e-6, rtol=1e-5)
+    assert got.device.type == "cpu" and got[0] < got[2]
+    assert torch.allclose(lpips(target, target, model), torch.zeros(3))
 
 
 def _tiny_arcface(path: Path, batch: int | str = 1, seed: int = 0) -> tuple[np.ndarray, Path]:

@@ -156,6 +156,8 @@ def test_side_by_side_with_labels(tmp_path: Path) -> None:
     info = probe(out)
     assert (info.width, info.height, info.frame_count) == (112, 48, 2)
     assert info.fps == pytest.approx(30000 / 1001)
+    with pytest.raises(BadInputError, match=r"frame 1 has shape \(8, 9, 3\), frame 0 has \(8, 8, 3\)"):
+        encode_video([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9, 3), np.uint8)], tmp_path / "x.mp4", 25)
     with pytest.raises(BadInputError, match="column 1 has 3 frames"):
         side_by_side([a, np.zeros((3, 8, 8, 3), np.uint8)])
 
