@@ -9,8 +9,8 @@ never a made-up number.
   (identical to PSNR on [0, 255] images); identical frames give +inf.
 - SSIM: torchmetrics functional SSIM map, Gaussian window 11x11, sigma 1.5, k1 0.01, k2 0.03, data_range 2,
   averaged over channels and the valid area (5-pixel border dropped, where the window would leave the image;
-  torchmetrics' own mean would include reflection-padded borders) — the same as scikit-image's ``structural_similarity(...,
-  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2)``.
+  torchmetrics' own mean would include reflection-padded borders) — the same as scikit-image's
+  ``structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2)``.
 - LPIPS: the ``lpips`` package v0.1 (0.1.4), AlexNet trunk by default (the common choice for inversion metrics; the
   paper does not say which backbone its tables used, the official losses use VGG), inputs in [-1, 1] at the given
   resolution, spatial mean.
@@ -116,7 +116,10 @@ def psnr(pred: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
 
 def ssim(pred: Tensor, target: Tensor, data_range: float = 2.0, kernel_size: int = SSIM_WINDOW,
          sigma: float = SSIM_SIGMA) -> Tensor:
-    """Per-frame SSIM (Gaussian window ``kernel_size``, ``sigma``). pred, target ``[T, 3, H, W]`` in [-1, 1] -> ``[T]``."""
+    """Per-frame SSIM (Gaussian window ``kernel_size``, ``sigma``). pred, target ``[T, 3, H, W]`` in [-1, 1].
+
+    Returns float32 ``[T]`` on CPU, mean of the SSIM map over channels and the valid area.
+    """
     _check_pair(pred, target)
     if min(pred.shape[-2:]) < kernel_size:
         raise BadInputError(f"frames {tuple(pred.shape[-2:])} are smaller than the SSIM window {kernel_size}")

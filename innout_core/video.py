@@ -202,7 +202,8 @@ def probe(path: str | Path, vfr_tolerance: float = 0.02) -> VideoInfo:
     # Packet timestamps: exact frame count and the frame-time grid (for fps selection and VFR detection).
     try:
         out = subprocess.run(
-            [ffprobe_exe(), "-v", "error", "-select_streams", f"{stream['index']}", "-show_entries", "packet=pts_time,flags",
+            [ffprobe_exe(), "-v", "error", "-select_streams", f"{stream['index']}",
+             "-show_entries", "packet=pts_time,flags",
                "-of", "json", str(path)],
             capture_output=True,
             check=True,

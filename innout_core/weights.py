@@ -194,7 +194,10 @@ def find_dlib_model(key: str) -> Path:
 
 
 def find_edit_direction(kind: str, name: str) -> Path:
-    """InterfaceGAN boundary (``kind='interfacegan'``, ``<name>.npy``) or StyleCLIP mapper (``'styleclip'``, ``.pt``)."""
+    """InterfaceGAN boundary (``kind='interfacegan'``, ``<name>.npy``) or StyleCLIP mapper (``'styleclip'``, ``.pt``).
+
+    Raises MissingWeightsError naming the file and the folders searched.
+    """
     ext = {"interfacegan": ".npy", "styleclip": ".pt"}
     if kind not in ext:
         raise ValueError(f"unknown edit kind {kind!r}; choose 'interfacegan' or 'styleclip'")
