@@ -19,7 +19,7 @@ import io
 import json
 import os
 import pickle
-import tempfile
+import secrets
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -477,6 +477,11 @@ def network_from_generator(generator: "TriPlaneGenerator") -> OfficialNetwork:
     )
 
 
+def _temp_name(target: Path) -> Path:
+    """A fresh hidden sibling of ``target`` for an atomic write (same directory, so ``os.replace`` is atomic)."""
+    return target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def save_network(net: OfficialNetwork, out_dir: str | Path, *, source: dict | None = None) -> Path:
     """Write ``net`` in our format (``model.safetensors`` + ``config.json``) atomically.
 
@@ -494,7 +499,8 @@ def save_network(net: OfficialNetwork, out_dir: str | Path, *, source: dict | No
         raise CheckpointError("exists and is not a directory; choose a new output directory", out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict.items()}
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    stage = _temp_name(out_dir)
+    stage.mkdir()  # (not mkdtemp: its 0700 mode would survive the rename; mkdir honours the umask)
     try:
         weights = stage / WEIGHTS_FILE
         save_file(tensors, str(weights), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
@@ -870,9 +876,9 @@ def write_official_pickle(
         raise CheckpointError(f"cannot write an official pickle: {err}", path) from None
     snapshot = {"training_set_kwargs": None, "G_ema": g_ema, "augment_pipe": None}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    tmp = _temp_name(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             _OfficialPickler(f, protocol=4).dump(snapshot)
             f.flush()
             os.fsync(f.fileno())

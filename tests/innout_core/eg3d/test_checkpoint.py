@@ -273,6 +273,9 @@ def test_official_pickle_round_trip_is_bit_identical(small_pkl: Path, small_net:
 def test_safetensors_dir_round_trip_and_integrity(small_net: OfficialNetwork, tmp_path: Path) -> None:
     out = ck.save_network(small_net, tmp_path / "ckpt")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    (tmp_path / "plain").mkdir()  # the staged directory ends up with the umask's mode, like any new directory
+    assert out.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["format_version"] == ck.FORMAT_VERSION and len(cfg["weights"]["sha256"]) == 64
     _assert_same_network(ck.read_network(out), small_net)
