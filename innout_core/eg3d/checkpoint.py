@@ -56,7 +56,7 @@ FORMAT_NAME = "innout-eg3d-generator"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-MODULE_SRC_PLACEHOLDER = "# source omitted: this file is test data; loaders must never execute embedded source\n"
+MODULE_SRC_PLACEHOLDER = "# source omitted: written by innout; loaders must never execute embedded source\n"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inert records that stand in for the official classes while unpickling.
@@ -385,6 +385,8 @@ def read_official_pickle(path: str | Path) -> OfficialNetwork:
             a truncated/empty/non-pickle file, no ``G_ema``, or a malformed network.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError("is a directory; expected an EG3D network .pkl file", path)
     if not path.is_file():
         raise CheckpointError("no such checkpoint file (pass the path of an EG3D .pkl)", path)
     if path.stat().st_size == 0:
@@ -584,6 +586,8 @@ def _read_dir(path: Path) -> OfficialNetwork:
 def read_network(path: str | Path) -> OfficialNetwork:
     """Read a checkpoint of either kind: an official ``.pkl`` file or our safetensors directory."""
     path = Path(path)
+    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):
+        path = path.parent  # a file inside our checkpoint directory names the directory
     if path.is_dir():
         return _read_dir(path)
     if not path.exists():

@@ -279,6 +279,8 @@ def test_safetensors_dir_round_trip_and_integrity(small_net: OfficialNetwork, tm
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["format_version"] == ck.FORMAT_VERSION and len(cfg["weights"]["sha256"]) == 64
     _assert_same_network(ck.read_network(out), small_net)
+    _assert_same_network(ck.read_network(out / "config.json"), small_net)  # a file inside names the directory
+    assert "is a directory; expected an EG3D network .pkl" in _one_line_error(out)
     ck.save_network(small_net, out)  # overwriting an existing checkpoint directory works
     _assert_same_network(ck.read_network(out), small_net)
     # corruption is caught by the sha256 in config.json
@@ -366,3 +368,56 @@ def test_wrong_shape_missing_and_unknown_tensors(fake_arch, small_net: OfficialN
         ck.convert_checkpoint(tmp_path / "shape.pkl", tmp_path / "conv")
     assert not (tmp_path / "conv").exists()  # nothing is written for a checkpoint that does not fit
 
+
+# ------------------------------------------------------------------------------------------------------------------
+# With the real architecture (generator.py / configs.py).
+
+
+@torch.no_grad()
+def _render(g, c: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
+    """mapping -> backbone ('random' noise) -> render at 16x16 rays, every draw from one seeded generator.
+
+    (The SR stage costs ~10 s on a shared 2-core CPU; its weights are compared bit-exactly instead.)
+    """
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, 512, generator=rng)
+    ws = g.mapping(z, c, truncation_psi=0.7)
+    planes = g.backbone_planes(ws, noise_mode="random", generator=rng)
+    out = g.render(planes, c, resolution=16, generator=rng)
+    return ws, planes, out.rgb, out.depth, out.acc
+
+
+def test_convert_checkpoint_round_trip_real_generator(small_pkl: Path, small_net: OfficialNetwork,
+                                                      shared_dir: Path, tmp_path: Path) -> None:
+    from innout_core.eg3d.generator import TriPlaneGenerator
+
+    g_pkl = ck.load_generator(small_pkl)
+    assert isinstance(g_pkl, TriPlaneGenerator) and g_pkl.neural_rendering_resolution == 32
+    out = ck.convert_checkpoint(small_pkl, tmp_path / "small")
+    g_dir = ck.load_generator(out)
+    assert isinstance(g_dir, TriPlaneGenerator) and g_dir.neural_rendering_resolution == 32
+    for k, v in g_dir.state_dict().items():
+        assert torch.equal(v, small_net.state_dict[k]), k
+    assert g_dir.rendering.to_kwargs() == g_pkl.rendering.to_kwargs()
+    assert g_dir.init_kwargs == g_pkl.init_kwargs
+    cases = np.load(shared_dir.joinpath(*REF, "small-cases.npz"))
+    c = torch.from_numpy(cases["mapping/c"])
+    # same seed -> bitwise the same outputs from both loads
+    for a, b in zip(_render(g_pkl, c[1:2], 7), _render(g_dir, c[1:2], 7)):
+        assert torch.equal(a, b)
+    # and the converted model is the official one: reference case a (README tolerance 2e-5 for ws)
+    ws = g_dir.mapping(torch.from_numpy(cases["mapping/z"]), c, truncation_psi=0.7)
+    assert (ws - torch.from_numpy(cases["mapping/ws_psi0.7"])).abs().max() < 2e-5
+
+
+def test_save_and_official_pickle_from_a_live_generator(small_pkl: Path, tmp_path: Path,
+                                                         device: torch.device) -> None:
+    g = ck.load_generator(small_pkl, device=device)
+    assert all(t.device.type == device.type for t in g.state_dict().values())
+    g.neural_rendering_resolution = 64  # object state travels with the checkpoint
+    for path in (ck.save_generator(g, tmp_path / "dir"), write_official_pickle(g, tmp_path / "g.pkl")):
+        back = ck.load_generator(path, device=device)
+        assert back.neural_rendering_resolution == 64
+        assert back.rendering.to_kwargs() == g.rendering.to_kwargs()
+        assert list(back.state_dict()) == list(g.state_dict())
+        assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), g.state_dict().values()))
