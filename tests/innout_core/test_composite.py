@@ -100,3 +100,37 @@ def test_bad_inputs() -> None:
         composite_march(fc, fs, oc, os_, b, z, form="sum")
     with pytest.raises(BadInputError):
         composite_march(fc, fs, oc[:, :, :-1], os_, b, z)
+
+
+def test_render_composite_wiring_and_release_order() -> None:
+    from innout_core.eg3d.camera import orbit_labels
+    from innout_core.eg3d.configs import build_generator
+
+    G = build_generator("tiny")
+    c = orbit_labels(1, 0.2, 0.1)
+    z = torch.randn(1, G.init_kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        planes = G.backbone_planes(G.mapping(z, c), noise_mode="const")
+        ood = OODField(1, 32, 16, generator=torch.Generator().manual_seed(2))
+        idx = torch.tensor([0])
+        face = G.render(planes, c, resolution=8, generator=torch.Generator().manual_seed(4))
+        r0 = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=8,
+                              blend_mode="zero", with_face_only=True)
+        torch.testing.assert_close(r0.rgb, face.rgb, atol=1e-6, rtol=0)  # b = 0: the plain EG3D face render
+        torch.testing.assert_close(r0.face_rgb, face.rgb, atol=1e-6, rtol=0)  # same maths, other summation order
+        r1 = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=8, blend_mode="one")
+        torch.testing.assert_close(r1.rgb, r1.ood_rgb, atol=1e-6, rtol=0)  # b = 1: the OOD field alone
+        s = face.samples
+        pts = s.points().reshape(1, -1, 3)
+        cols = ood.query(pts, idx)[0].reshape(*s.depths.shape[:3], -1)
+        torch.testing.assert_close(r1.ood_rgb, ray_march(cols, ood.query(pts, idx)[1].reshape(s.depths.shape),
+                                                         s.depths)[0], atol=1e-6, rtol=0)
+        # release order: same per-ray multiset of blend values, different order, extra RNG draw
+        rl = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=8,
+                              release_sample_order=True)
+        rn = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=8)
+        torch.testing.assert_close(rl.blend.sort(dim=2).values, rn.blend.sort(dim=2).values, atol=0, rtol=0)
+        assert not torch.equal(rl.blend, rn.blend)
+        assert rl.is_coarse.sum() == rn.is_coarse.sum() == 8 * 8 * s.n_coarse
+        with pytest.raises(BadInputError):
+            render_composite(G, planes, c, ood, idx, None, resolution=8, removal_mask=torch.ones(1, 1, 4, 4))
