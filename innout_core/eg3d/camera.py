@@ -106,10 +106,10 @@ def yaw_pitch_from_cam2world(cam2world: Tensor, lookat: tuple[float, float, floa
                              ) -> tuple[Tensor, Tensor]:
     """Yaw and pitch (radians, [N] float32) of cameras on the LookAt sphere: the inverse of `lookat_cam2world`.
 
-    The LookAt sphere is centred at the world origin, so yaw and pitch follow from the camera centre alone:
-    ``phi = arccos(y / r)``, ``pitch = pi/2 * (1 - cos(phi)) - pi/2``... i.e. ``pitch = -pi/2 * y / r``, and
-    ``yaw = atan2(z, -x) - pi/2``. ``lookat`` only sets the orientation, which this inverse does not need; it is
-    used to check that the camera looks at it (a camera that does not is rejected).
+    The LookAt sphere is centred at the world origin, so yaw and pitch follow from the camera centre (x, y, z)
+    alone: ``cos(phi) = y / r`` and ``v = pi (1 - cos(phi)) / 2`` give ``pitch = v - pi/2 = -pi/2 * y / r``;
+    ``yaw = atan2(z, -x) - pi/2`` wrapped to [-pi, pi). ``lookat`` sets only the orientation; it is used to check
+    that the camera looks at it (a camera that does not is rejected rather than given a misleading angle).
 
     Args:
         cam2world: [N, 4, 4] (or [4, 4]) OpenCV cam2world made by `lookat_cam2world` (or equivalent).

@@ -47,7 +47,13 @@ class OSGDecoder(nn.Module):
             raise ValueError(f"OSGDecoder: sampled_features must be [N,planes,P,{self.n_features}], "
                              f"got {list(sampled_features.shape)}")
         n, _, p, c = sampled_features.shape
-        x = sampled_features.mean(1).reshape(n * p, c)
+        if sampled_features.stride(-2) == 1 and p > 1:
+            # Transposed view ([N,3,C,P] storage, as sample_from_planes returns): reduce in storage order (the
+            # same sums, ~4x faster than reducing across the strided view), then view back as [N,P,C].
+            x = sampled_features.transpose(-1, -2).mean(1).transpose(-1, -2)
+        else:
+            x = sampled_features.mean(1)
+        x = x.reshape(n * p, c)
         x = self.net(x).view(n, p, -1)
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
         sigma = x[..., 0:1]

@@ -40,8 +40,8 @@ __all__ = [
 DecodeFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 """sampled features [N, 3, P, C] -> (rgb [N, P, C'], raw sigma [N, P, 1])."""
 
-DEFAULT_CHUNK = 1 << 16
-"""Points per item decoded at once by `render_planes` (keeps intermediates cache-sized; does not change results)."""
+DEFAULT_CHUNK = 1 << 18
+"""Points per item decoded at once by `render_planes` (bounds no-grad peak memory; does not change results)."""
 
 # Which two world axes give (u, v) on plane 0, 1, 2: (x, y), (x, z), (z, x) — the official plane axes (spec §6).
 _PLANE_UV_AXES = (0, 1, 0, 2, 2, 0)
@@ -187,10 +187,15 @@ def sample_from_planes(planes: Tensor, points: Tensor, box_warp: float) -> Tenso
     _check(points.dim() == 3 and points.shape[-1] == 3 and points.shape[0] == planes.shape[0],
            f"sample_from_planes: points must be [N,P,3] with N={planes.shape[0]}, got {list(points.shape)}")
     n, _, c, h, w = planes.shape
-    p = points.shape[1]
-    grid = project_onto_planes(points, box_warp).reshape(n * 3, 1, p, 2).to(planes.dtype)
-    out = F.grid_sample(planes.reshape(n * 3, c, h, w), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)  # [N*3, C, 1, P]
+    return _sample_planes4(planes.reshape(n * 3, c, h, w), points, box_warp)
+
+
+def _sample_planes4(planes4: Tensor, points: Tensor, box_warp: float) -> Tensor:
+    """`sample_from_planes` on planes already viewed as [N*3, C, H, W] (any memory format) -> [N, 3, P, C]."""
+    n3, c = planes4.shape[:2]
+    n, p = points.shape[:2]
+    grid = project_onto_planes(points, box_warp).reshape(n3, 1, p, 2).to(planes4.dtype)
+    out = F.grid_sample(planes4, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # [N*3,C,1,P]
     return out.view(n, 3, c, p).transpose(-1, -2)
 
 
@@ -424,7 +429,12 @@ def ray_march(colors: Tensor, densities: Tensor, depths: Tensor, *,
 
 @dataclass
 class RaySamples:
-    """Every sample a render evaluated, in depth order, for reuse (composite renderer)."""
+    """Every sample a render evaluated, in depth order, for reuse (composite renderer).
+
+    ``colors`` may be materialised lazily: `render_planes` keeps the coarse and fine decoder outputs unsorted and
+    builds the sorted [N, M, S, C] tensor (one gather) only when ``colors`` is first read, so a plain render
+    never pays for it. Assigning ``colors`` (or passing it to the constructor) stores a tensor as usual.
+    """
 
     origins: Tensor  # [N, M, 3]
     directions: Tensor  # [N, M, 3]
@@ -439,6 +449,42 @@ class RaySamples:
         return self.origins.unsqueeze(-2) + self.depths * self.directions.unsqueeze(-2)
 
 
+def _get_colors(self: RaySamples) -> Tensor:
+    value = self.__dict__.get("_colors")
+    if value is None:
+        parts = self.__dict__["_color_parts"]
+        value = _sort_features(parts, self.sort_index)
+        self.__dict__["_colors"] = value
+        self.__dict__["_color_parts"] = None
+    return value
+
+
+def _set_colors(self: RaySamples, value: Tensor) -> None:
+    self.__dict__["_colors"] = value
+    self.__dict__["_color_parts"] = None
+
+
+RaySamples.colors = property(_get_colors, _set_colors, doc="[N, M, S, C] sorted decoder features")  # type: ignore
+
+
+def _lazy_samples(origins: Tensor, directions: Tensor, depths: Tensor, color_parts: tuple[Tensor, ...],
+                  densities: Tensor, sort_index: Tensor, n_coarse: int) -> RaySamples:
+    """RaySamples whose sorted colors are gathered from ``color_parts`` ([N, M, S_i, C], concat order) on demand."""
+    samples = RaySamples.__new__(RaySamples)
+    samples.__dict__.update(origins=origins, directions=directions, depths=depths, densities=densities,
+                            sort_index=sort_index, n_coarse=n_coarse, _colors=None, _color_parts=color_parts)
+    return samples
+
+
+def _sort_features(parts: tuple[Tensor, ...], sort_index: Tensor) -> Tensor:
+    """concat(parts, dim=-2) [N, M, S, C] reordered by sort_index [N, M, S, 1] (a row gather, no expanded index)."""
+    n, m, s, _ = sort_index.shape
+    c = parts[0].shape[-1]
+    allc = parts[0] if len(parts) == 1 else torch.cat(parts, -2)
+    flat = (sort_index.view(n, m, s) + torch.arange(n * m, device=sort_index.device).view(n, m, 1) * s).reshape(-1)
+    return allc.reshape(n * m * s, c).index_select(0, flat).view(n, m, s, c)
+
+
 @dataclass
 class RenderOutput:
     """Result of `render_planes`."""
@@ -449,19 +495,18 @@ class RenderOutput:
     samples: RaySamples
 
 
-def _decode_points(planes: Tensor, decode: DecodeFn, points: Tensor, box_warp: float, chunk: int,
+def _decode_points(planes4: Tensor, decode: DecodeFn, points: Tensor, box_warp: float, chunk: int | None,
                    density_noise: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Sample + decode points [N, P, 3] in chunks of ``chunk`` points -> (rgb [N, P, C'], sigma [N, P, 1])."""
-    p = points.shape[1]
+    """Sample + decode points [N, P, 3] (``chunk`` points at a time) -> (rgb [N, P, C'], sigma [N, P, 1])."""
+    n, p = points.shape[:2]
+    step = p if chunk is None else chunk
     rgbs, sigmas = [], []
-    for start in range(0, p, chunk):
-        feats = sample_from_planes(planes, points[:, start:start + chunk], box_warp)
-        rgb, sigma = decode(feats)
+    for start in range(0, p, step):
+        rgb, sigma = decode(_sample_planes4(planes4, points[:, start:start + step], box_warp))
         rgbs.append(rgb)
         sigmas.append(sigma)
     rgb = rgbs[0] if len(rgbs) == 1 else torch.cat(rgbs, 1)
     sigma = sigmas[0] if len(sigmas) == 1 else torch.cat(sigmas, 1)
-    n = points.shape[0]
     _check(rgb.dim() == 3 and rgb.shape[:2] == (n, p) and tuple(sigma.shape) == (n, p, 1),
            f"render_planes: decode must return rgb [N,P,C] and sigma [N,P,1] with N={n}, P={p}; got "
            f"{list(rgb.shape)} and {list(sigma.shape)}")
@@ -473,12 +518,14 @@ def _decode_points(planes: Tensor, decode: DecodeFn, points: Tensor, box_warp: f
 
 def render_planes(planes: Tensor, decode: DecodeFn, origins: Tensor, directions: Tensor, cfg: RenderingConfig,
                   generator: torch.Generator | None, *, march: bool = True,
-                  draws: tuple[Tensor, Tensor] | None = None, chunk: int = DEFAULT_CHUNK) -> RenderOutput:
+                  draws: tuple[Tensor, Tensor] | None = None, chunk: int | None = DEFAULT_CHUNK) -> RenderOutput:
     """The official ImportanceRenderer (spec §9): coarse stratified pass, importance pass, merged final march.
 
     RNG order (spec §14): draw 0 ``rand([N, M, S, 1])`` (stratified jitter), then draw 1
     ``rand([N*M, S_imp])`` (inverse-CDF u), both from ``generator``; with ``cfg.density_noise > 0`` a
     ``randn`` of each pass's sigma follows that pass's decode, as in the official ``run_model``.
+    Importance sampling runs without an autograd graph (as the official code); gradients reach ``planes`` and the
+    decoder through both passes' colors and densities.
 
     Args:
         planes: [N, 3, C, H, W] tri-plane features.
@@ -488,7 +535,7 @@ def render_planes(planes: Tensor, decode: DecodeFn, origins: Tensor, directions:
         generator: random source; ``None`` uses torch's global generator.
         march: False skips the final march (only the samples are returned; for the composite renderer).
         draws: optional injected (u0 [N, M, S, 1], u1 [N*M, S_imp]) instead of drawing (parity tests).
-        chunk: points per item per decode call (memory/speed only; results do not depend on it).
+        chunk: points per item per decode call, None = all at once (memory only; results do not depend on it).
     Returns:
         RenderOutput with rgb [N, M, C'] (*2-1), depth [N, M, 1], acc [N, M, 1] and the sorted RaySamples.
     """
@@ -498,18 +545,19 @@ def render_planes(planes: Tensor, decode: DecodeFn, origins: Tensor, directions:
            f"render_planes: origins must be [N,M,3] with N={planes.shape[0]}, got {list(origins.shape)}")
     _check(directions.shape == origins.shape, f"render_planes: directions must be {list(origins.shape)}, "
                                               f"got {list(directions.shape)}")
-    _check(chunk > 0, f"render_planes: chunk must be > 0, got {chunk}")
-    if draws is not None:
-        _check(len(draws) == 2, "render_planes: draws must be (u0, u1)")
+    _check(chunk is None or chunk > 0, f"render_planes: chunk must be > 0 or None, got {chunk}")
+    _check(draws is None or len(draws) == 2, "render_planes: draws must be (u0, u1)")
     n, m, _ = origins.shape
     s_c, s_f = cfg.depth_resolution, cfg.depth_resolution_importance
+    # Channels-last planes: grid_sample reads a texel's C features contiguously (same values, ~1.4x faster).
+    planes4 = planes.reshape(n * 3, *planes.shape[2:]).contiguous(memory_format=torch.channels_last)
 
     depths_coarse = sample_stratified(origins, cfg.ray_start, cfg.ray_end, s_c, generator,
                                       disparity_space_sampling=cfg.disparity_space_sampling,
                                       u=None if draws is None else draws[0])
     o, d = origins.unsqueeze(-2), directions.unsqueeze(-2)
     pts = (o + depths_coarse * d).reshape(n, m * s_c, 3)
-    rgb_c, sigma_c = _decode_points(planes, decode, pts, cfg.box_warp, chunk, cfg.density_noise, generator)
+    rgb_c, sigma_c = _decode_points(planes4, decode, pts, cfg.box_warp, chunk, cfg.density_noise, generator)
     c_out = rgb_c.shape[-1]
     rgb_c = rgb_c.reshape(n, m, s_c, c_out)
     sigma_c = sigma_c.reshape(n, m, s_c, 1)
@@ -517,30 +565,37 @@ def render_planes(planes: Tensor, decode: DecodeFn, origins: Tensor, directions:
     if s_f == 0:
         sort_index = torch.arange(s_c, device=origins.device).view(1, 1, s_c, 1).expand(n, m, s_c, 1)
         samples = RaySamples(origins, directions, depths_coarse, rgb_c, sigma_c, sort_index, s_c)
+        parts: tuple[Tensor, ...] = (rgb_c,)
     else:
         with torch.no_grad():
             weights_c = march_weights(sigma_c.detach(), depths_coarse)
         depths_fine = sample_importance(depths_coarse, weights_c, s_f, generator,
                                         u=None if draws is None else draws[1])
         pts = (o + depths_fine * d).reshape(n, m * s_f, 3)
-        rgb_f, sigma_f = _decode_points(planes, decode, pts, cfg.box_warp, chunk, cfg.density_noise, generator)
-        s = s_c + s_f
-        all_depths = torch.cat([depths_coarse.view(n, m, s_c), depths_fine.view(n, m, s_f)], -1)
-        sorted_depths, idx = torch.sort(all_depths, dim=-1)
-        flat = (idx + torch.arange(n * m, device=idx.device).view(n, m, 1) * s).reshape(-1)
-        all_rgb = torch.cat([rgb_c, rgb_f.reshape(n, m, s_f, c_out)], -2).reshape(n * m * s, c_out)
-        all_sigma = torch.cat([sigma_c.view(n, m, s_c), sigma_f.reshape(n, m, s_f)], -1).reshape(-1)
-        samples = RaySamples(
-            origins=origins,
-            directions=directions,
-            depths=sorted_depths.unsqueeze(-1),
-            colors=all_rgb.index_select(0, flat).view(n, m, s, c_out),
-            densities=all_sigma.index_select(0, flat).view(n, m, s, 1),
-            sort_index=idx.unsqueeze(-1),
-            n_coarse=s_c,
-        )
+        rgb_f, sigma_f = _decode_points(planes4, decode, pts, cfg.box_warp, chunk, cfg.density_noise, generator)
+        parts = (rgb_c, rgb_f.reshape(n, m, s_f, c_out))
+        all_depths = torch.cat([depths_coarse, depths_fine], -2)
+        sorted_depths, idx = torch.sort(all_depths, dim=-2)
+        all_sigma = torch.cat([sigma_c, sigma_f.reshape(n, m, s_f, 1)], -2)
+        samples = _lazy_samples(origins, directions, sorted_depths, parts,
+                                torch.gather(all_sigma, -2, idx), idx, s_c)
     if not march:
         return RenderOutput(None, None, None, samples)
     weights = march_weights(samples.densities, samples.depths)
-    rgb, depth, acc = _composite(weights, samples.colors, samples.depths, samples.depths, cfg.white_back)
-    return RenderOutput(rgb, depth, acc, samples)
+    # Composite straight from the unsorted decoder outputs: scatter the per-sample weights back to concat order.
+    w = weights.squeeze(-1)
+    w_node = 0.5 * (F.pad(w, (1, 0)) + F.pad(w, (0, 1)))  # [N, M, S]: sum_k w_k (c_k + c_{k+1}) / 2
+    if len(parts) > 1:
+        w_node = torch.zeros_like(w_node).scatter(-1, samples.sort_index.squeeze(-1), w_node)
+    rgb = None
+    for start, part in zip((0, s_c), parts, strict=False):
+        term = torch.matmul(w_node[..., start:start + part.shape[2]].unsqueeze(-2), part).squeeze(-2)
+        rgb = term if rgb is None else rgb + term
+    assert rgb is not None
+    acc = weights.sum(2)
+    depths = samples.depths
+    depth = torch.sum(weights * ((depths[:, :, :-1] + depths[:, :, 1:]) / 2), -2) / acc
+    depth = torch.clamp(torch.nan_to_num(depth, float("inf")), torch.min(depths), torch.max(depths))
+    if cfg.white_back:
+        rgb = rgb + 1 - acc
+    return RenderOutput(rgb * 2 - 1, depth, acc, samples)
