@@ -1,0 +1,440 @@
+"""W / W+ / PTI inversion of a whole video into a frozen EG3D generator (the baselines of Table 1, and the W+
+initialisation of In-N-Out's stage A).
+
+Parametrisation (official ``invert_multi_ws.py``, spec §2.1): ``w_t = w_cano + rho * r_t`` with a shared canonical
+latent ``w_cano`` and per-frame residuals ``r_t`` (zeros at start), both optimised. W: ``[1,512]`` / ``[T,512]``
+repeated to the 14 style vectors; W+: ``[1,14,512]`` / ``[T,14,512]``. Initialisation (§2.2): best of K mapped
+samples per frame (LPIPS-AlexNet or L2 against the frame, rendered with the frame's camera); ``w_cano`` = mean of the
+per-frame winners. Optimisation (§2.4): shuffled frame batches, one Adam step per batch, ``steps`` epochs, the
+official warm-up/cosine learning-rate schedule, ``L = l2 * MSE + lpips * LPIPS-VGG + delta * L_Delta``.
+PTI: W+ pivots first, then the whole generator is fine-tuned on the frames with L2 + LPIPS (and optionally PTI's
+locality regulariser), pivots fixed. All renders use ``noise_mode='const'`` (spec §10.5).
+
+Single-image mode (the paper's "Images" column): pass ``frames[:1], cameras[:1]`` (or use :func:`invert_image`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
+from innout_core.errors import BadInputError
+from innout_core.losses import delta_reg_loss, l2_loss, load_lpips
+
+__all__ = [
+    "ProgressFn",
+    "InversionConfig",
+    "InversionResult",
+    "PRESET_NOTES",
+    "frontal_label",
+    "lr_factor",
+    "initial_latents",
+    "invert_video",
+    "invert_image",
+    "inversion_fingerprint",
+    "render_inversion",
+]
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+Method = Literal["w", "w+", "pti"]
+PresetName = Literal["paper", "official", "fast", "tiny-demo"]
+
+#: One sentence per preset: what it is for and which source it follows.
+PRESET_NOTES: dict[str, str] = {
+    "paper": "Paper §5 (Table 1 baselines): 200 epochs at lr 1e-3, lambda_Delta 1e-3 on 13 squared deltas; PTI "
+    "fine-tunes G for 200 epochs at 3e-5. Gaps the paper leaves (rho, LPIPS weight, init) follow the documented "
+    "official command. DEFAULT, because the project reproduces the paper's tables.",
+    "official": "Documented official command (invert_multi_ws.py:5): 500 epochs at lr 5e-3, LPIPS-VGG 1.0, "
+    "lambda_Delta 1e-3 on 12 plain norms, rho 0.7, 500-sample LPIPS-Alex init; PTI from hyperparameters.py "
+    "(lr 3e-5, locality regulariser on).",
+    "fast": "Short runs for real videos on a GPU: 50 epochs at lr 5e-3 on frame batches of 4, 64-sample init.",
+    "tiny-demo": "CPU smoke runs with the `tiny` generator: L2 only (no LPIPS weights needed), all frames per step, "
+    "a few dozen steps, 16-sample L2 init.",
+}
+
+
+class InversionConfig(BaseModel):
+    """Settings of one inversion run. Field defaults are the ``paper`` preset (see :data:`PRESET_NOTES`): the
+    project reproduces the paper's Table 1, whose W / W+ / PTI baselines use the paper's settings; where the paper
+    is silent (rho, LPIPS weight, initialisation, schedule) the documented official values fill in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field("w+", description="'w' (one 512-d code per frame), 'w+' (14x512 per frame) or 'pti'")
+    steps: int = Field(200, ge=0, description="epochs: passes over all frames (official num_epochs; paper 200)")
+    batch_size: int = Field(1, ge=0, description="frames per Adam step (official 1; 0 = all frames)")
+    lr: float = Field(1e-3, gt=0, description="peak Adam learning rate for w_cano and residuals (paper 1e-3)")
+    lr_schedule: Literal["official", "constant"] = Field(
+        "official", description="'official': per-epoch warm-up then cosine decay (spec §2.4); 'constant'")
+    lr_rampup: float = Field(0.05, ge=0, le=1, description="warm-up length, fraction of epochs")
+    lr_rampdown: float = Field(0.25, ge=0, le=1, description="cosine decay length, fraction of epochs")
+    residual_weight: float = Field(0.7, ge=0, description="rho in w_t = w_cano + rho * r_t (official command 0.7)")
+    lambda_l2: float = Field(1.0, ge=0, description="weight of the pixel MSE (images in [-1,1])")
+    lambda_lpips: float = Field(1.0, ge=0, description="weight of LPIPS-VGG (spatial mean); 0 = L2 only")
+    lambda_delta: float = Field(1e-3, ge=0, description="weight of L_Delta (W+ and PTI pivots only)")
+    delta_form: Literal["paper", "official"] = Field(
+        "paper", description="'paper': 13 squared norms; 'official': 12 plain norms (range(1, 13))")
+    init_samples: int = Field(500, ge=1, description="K mapped samples scored per frame for the initialisation")
+    init_metric: Literal["lpips", "l2"] = Field("lpips", description="init score: LPIPS-AlexNet (official) or MSE")
+    init_chunk: int = Field(8, ge=1, description="renders per batch during the initial search (memory only)")
+    init_stride: int = Field(1, ge=1, description="score frames 0, s, 2s, ... in the init search (official 1 = all)")
+    pti_steps: int = Field(200, ge=0, description="PTI generator fine-tuning epochs (paper 200)")
+    pti_lr: float = Field(3e-5, gt=0, description="PTI generator learning rate (paper 3e-5)")
+    pti_lambda_l2: float = Field(1.0, ge=0, description="PTI pixel MSE weight (hyperparameters.pt_l2_lambda)")
+    pti_lambda_lpips: float = Field(1.0, ge=0, description="PTI LPIPS-VGG weight (hyperparameters.pt_lpips_lambda)")
+    pti_locality: bool = Field(False, description="PTI's locality (ball-holder) regulariser")
+    locality_samples: int = Field(2, ge=1, description="latents sampled per step by the locality regulariser")
+    locality_alpha: float = Field(30.0, gt=0, description="distance from the pivot of the locality latents (W units)")
+    locality_psi: float = Field(0.5, ge=0, le=1, description="truncation of the locality samples")
+    locality_lambda_l2: float = Field(0.1, ge=0, description="locality MSE weight")
+    locality_lambda_lpips: float = Field(0.1, ge=0, description="locality LPIPS weight")
+
+    @classmethod
+    def preset(cls, name: str, method: str = "w+") -> InversionConfig:
+        """Named preset (``paper`` / ``official`` / ``fast`` / ``tiny-demo``) for ``method``."""
+        values: dict[str, dict[str, Any]] = {
+            "paper": {},
+            "official": dict(steps=500, lr=5e-3, delta_form="official", pti_steps=50, pti_lambda_lpips=10.0,
+                             pti_locality=True),
+            "fast": dict(steps=50, lr=5e-3, batch_size=4, init_samples=64, pti_steps=20, pti_lr=3e-4),
+            "tiny-demo": dict(steps=30, lr=2e-2, batch_size=0, lambda_lpips=0.0, init_samples=8, init_metric="l2",
+                              init_stride=4,
+                              lr_schedule="constant", pti_steps=40, pti_lr=1e-3, pti_lambda_lpips=0.0,
+                              locality_lambda_lpips=0.0),
+        }
+        if name not in values:
+            raise BadInputError(f"unknown inversion preset {name!r}; choose one of {sorted(values)}")
+        return cls(method=method, **values[name])
+
+
+@dataclass
+class InversionResult:
+    """Output of :func:`invert_video`."""
+
+    ws: Tensor  # [T,14,512] float32 per-frame latents (W: the 14 rows of a frame are equal)
+    w_canonical: Tensor  # [1,14,512]
+    generator_state: dict[str, Tensor] | None  # PTI: fine-tuned G state_dict (None for W / W+)
+    losses: list[float]  # total loss per optimiser step (inversion steps, then PTI steps)
+    seconds: float  # wall time of invert_video
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------------
+def frontal_label(G: nn.Module, n: int = 1) -> Tensor:
+    """Conditioning label of the frontal camera (yaw = pitch = 0, the pickle's avg radius/pivot, focal 4.2647).
+
+    Returns ``[n, 25]`` float32 on G's device (spec §2.2; 4.2647 per spec §10.7).
+    """
+    from innout_core.eg3d.camera import intrinsics_matrix, lookat_cam2world, make_label
+
+    r = G.rendering
+    cam = lookat_cam2world(0.0, 0.0, radius=r.avg_camera_radius, lookat=tuple(r.avg_camera_pivot))
+    label = make_label(cam.reshape(-1, 4, 4)[:1], intrinsics_matrix())
+    return label.to(_device(G)).repeat(n, 1)
+
+
+def lr_factor(epoch: int, epochs: int, rampup: float, rampdown: float) -> float:
+    """Official per-epoch schedule (spec §2.4): ``t = epoch/epochs``, ``r = min(1, (1-t)/rampdown)``,
+    ``r = 1/2 - 1/2 cos(pi r)``, ``r *= min(1, t/rampup)``. Epoch 0 has factor 0 when ``rampup > 0``."""
+    t = epoch / max(epochs, 1)
+    r = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    r = 0.5 - 0.5 * math.cos(math.pi * r)
+    if rampup > 0:
+        r *= min(1.0, t / rampup)
+    return r
+
+
+def _device(G: nn.Module) -> torch.device:
+    return next(G.parameters()).device
+
+
+def _validate(G: nn.Module, frames: Tensor, cameras: Tensor) -> None:
+    res = int(G.init_kwargs["img_resolution"])
+    if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[2:] != (res, res):
+        raise BadInputError(f"frames must be [T, 3, {res}, {res}] in [-1, 1], got {list(frames.shape)}")
+    if not frames.is_floating_point():
+        raise BadInputError(f"frames must be float in [-1, 1], got dtype {frames.dtype}")
+    if cameras.shape != (frames.shape[0], 25):
+        raise BadInputError(f"cameras must be [{frames.shape[0]}, 25], got {list(cameras.shape)}")
+    if frames.shape[0] == 0:
+        raise BadInputError("no frames to invert")
+
+
+def _render(G: nn.Module, ws: Tensor, c: Tensor, generator: torch.Generator | None) -> Tensor:
+    """SR image [N,3,H,W] of G at latents ws [N,14,512] and cameras c [N,25], constant noise."""
+    return G.synthesis(ws, c, noise_mode="const", generator=generator).image
+
+
+def inversion_fingerprint(frames: Tensor, cameras: Tensor, cfg: InversionConfig, seed: int | None = None) -> str:
+    """Fingerprint for a :class:`Checkpointer` of this inversion (inputs + config + seed)."""
+    return make_fingerprint("inversion", frames, cameras, cfg, seed)
+
+
+class _Lpips:
+    """Lazily loaded LPIPS models (MissingWeightsError from innout_core.weights when the backbone is absent)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.models: dict[str, nn.Module] = {}
+
+    def __call__(self, net: str, x: Tensor, y: Tensor) -> Tensor:
+        """Per-image spatial-mean LPIPS, [N]."""
+        if net not in self.models:
+            self.models[net] = load_lpips(net, spatial=True, device=self.device)
+        return self.models[net](x, y).flatten(1).mean(dim=1)
+
+
+@torch.no_grad()
+def initial_latents(G: nn.Module, frames: Tensor, cameras: Tensor, cfg: InversionConfig,
+                    generator: torch.Generator, lpips: _Lpips | None = None) -> tuple[Tensor, Tensor]:
+    """Best-of-K initialisation (spec §2.2).
+
+    Draws ``K = cfg.init_samples`` z ~ N(0, I) from ``generator``, maps them with the frontal conditioning label
+    (psi = 1), renders every sample with every frame's camera and keeps, per frame, the sample with the lowest score
+    (LPIPS-AlexNet or MSE).
+
+    Returns:
+        ``(best [T,14,512], scores [T])`` float32.
+    """
+    device = frames.device
+    frames, cameras = frames[:: cfg.init_stride], cameras[:: cfg.init_stride]
+    T, K = frames.shape[0], cfg.init_samples
+    z = torch.randn(K, G.z_dim, generator=generator, device=generator.device).to(device)
+    ws = G.mapping(z, frontal_label(G, K), truncation_psi=1.0)
+    best_score = torch.full((T,), float("inf"), device=device)
+    best_idx = torch.zeros(T, dtype=torch.long, device=device)
+    pairs = [(k, t) for k in range(K) for t in range(T)]
+    for i in range(0, len(pairs), cfg.init_chunk):
+        chunk = pairs[i : i + cfg.init_chunk]
+        ks = torch.tensor([p[0] for p in chunk], device=device)
+        ts = torch.tensor([p[1] for p in chunk], device=device)
+        img = _render(G, ws[ks], cameras[ts], generator)
+        if cfg.init_metric == "lpips":
+            assert lpips is not None
+            score = lpips("alex", img, frames[ts])
+        else:
+            score = (img - frames[ts]).square().flatten(1).mean(dim=1)
+        for k, t, s in zip(ks.tolist(), ts.tolist(), score.tolist()):
+            if s < best_score[t]:
+                best_score[t], best_idx[t] = s, k
+    return ws[best_idx].float(), best_score
+
+
+def _batches(T: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    perm = torch.randperm(T, generator=generator, device=generator.device).cpu()
+    b = T if batch_size <= 0 else batch_size
+    return [perm[i : i + b] for i in range(0, T, b)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# main entry points
+# ---------------------------------------------------------------------------------------------------------------
+def invert_video(
+    G: nn.Module,
+    frames: Tensor,
+    cameras: Tensor,
+    cfg: InversionConfig,
+    generator: torch.Generator,
+    *,
+    checkpoint: Checkpointer | None = None,
+    progress: ProgressFn | None = None,
+) -> InversionResult:
+    """Invert all frames of a video with W, W+ or PTI.
+
+    Args:
+        G: frozen TriPlaneGenerator (never modified; PTI fine-tunes a copy).
+        frames: ``[T, 3, H, W]`` float in [-1, 1], H = W = ``G.init_kwargs['img_resolution']``.
+        cameras: ``[T, 25]`` EG3D labels (used as given; not optimised, as the official ``use_pre_pose``).
+        cfg: settings (:meth:`InversionConfig.preset`).
+        generator: every random draw (init samples, shuffling, ray samples, locality samples).
+        checkpoint: resumes from / saves to this :class:`Checkpointer` (state after the init search, then every
+            ``checkpoint.every`` optimiser steps, and at the end).
+        progress: called after each optimiser step with ``(step, total, losses)``.
+    Returns:
+        :class:`InversionResult` (ws detached, float32, on frames' device).
+    """
+    start = time.perf_counter()
+    _validate(G, frames, cameras)
+    G.requires_grad_(False)
+    device = frames.device
+    frames = frames.float()
+    cameras = cameras.float().to(device)
+    T = frames.shape[0]
+    n_ws = int(G.num_ws)
+    need_lpips = cfg.lambda_lpips > 0 or cfg.init_metric == "lpips" or (
+        cfg.method == "pti" and (cfg.pti_lambda_lpips > 0 or (cfg.pti_locality and cfg.locality_lambda_lpips > 0)))
+    lpips = _Lpips(device) if need_lpips else None
+    steps_per_epoch = math.ceil(T / (T if cfg.batch_size <= 0 else cfg.batch_size))
+    n_inv = cfg.steps * steps_per_epoch
+    n_pti = cfg.pti_steps * steps_per_epoch if cfg.method == "pti" else 0
+    total = n_inv + n_pti
+
+    state = checkpoint.latest() if checkpoint is not None else None
+    is_w = cfg.method == "w"
+    if state is None:
+        best, _ = initial_latents(G, frames, cameras, cfg, generator, lpips)
+        cano0 = best.mean(dim=0, keepdim=True)  # [1,14,512]
+        cano = (cano0[:, 0] if is_w else cano0).clone()
+        resid = torch.zeros((T, *cano.shape[1:]), device=device)
+    else:
+        cano, resid = state["cano"].to(device), state["resid"].to(device)
+    cano.requires_grad_(True)
+    resid.requires_grad_(True)
+    opt = torch.optim.Adam([cano, resid], lr=cfg.lr)
+    losses: list[float] = []
+    step, perm_left = 0, None
+    Gt: nn.Module | None = None
+    opt_g: torch.optim.Optimizer | None = None
+    if state is not None:
+        step = int(state["step"])
+        losses = list(state["losses"])
+        set_rng_state(generator, state["rng"])
+        perm_left = state.get("perm_left")
+        if state.get("phase") == "inv":
+            opt.load_state_dict(state["opt"])
+
+    def latents() -> Tensor:
+        w = cano + cfg.residual_weight * resid
+        return w[:, None, :].expand(T, n_ws, w.shape[-1]) if is_w else w
+
+    def snapshot(phase: str, perm: list[Tensor] | None) -> dict[str, Any]:
+        snap: dict[str, Any] = {"cano": cano.detach().cpu(), "resid": resid.detach().cpu(), "losses": list(losses),
+                                "rng": rng_state(generator), "phase": phase,
+                                "perm_left": [p.clone() for p in perm] if perm else None}
+        if phase == "inv":
+            snap["opt"] = opt.state_dict()
+        else:
+            assert Gt is not None and opt_g is not None
+            snap["g_state"] = {k: v.detach().cpu() for k, v in Gt.state_dict().items()}
+            snap["opt_g"] = opt_g.state_dict()
+        return snap
+
+    if checkpoint is not None and state is None:
+        checkpoint.maybe_save(0, lambda: snapshot("inv", None), force=True)
+
+    # -- phase 1: latent optimisation ------------------------------------------------------------------------
+    while step < n_inv:
+        epoch = step // steps_per_epoch
+        f = lr_factor(epoch, cfg.steps, cfg.lr_rampup, cfg.lr_rampdown) if cfg.lr_schedule == "official" else 1.0
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * f
+        batches = perm_left if perm_left else _batches(T, cfg.batch_size, generator)
+        perm_left = None
+        while batches:
+            idx = batches.pop(0).to(device)
+            ws = latents()[idx]
+            synth = _render(G, ws, cameras[idx], generator)
+            parts = {"l2": l2_loss(synth, frames[idx])}
+            loss = cfg.lambda_l2 * parts["l2"]
+            if cfg.lambda_lpips > 0:
+                parts["lpips"] = lpips("vgg", synth, frames[idx]).mean()
+                loss = loss + cfg.lambda_lpips * parts["lpips"]
+            if not is_w and cfg.lambda_delta > 0:
+                official = cfg.delta_form == "official"  # official: range(1, 13) of 14, i.e. all but the last
+                parts["delta"] = delta_reg_loss(ws, n_deltas=n_ws - 2 if official else n_ws - 1, squared=not official)
+                loss = loss + cfg.lambda_delta * parts["delta"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step, total, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
+            if checkpoint is not None:
+                checkpoint.maybe_save(step, lambda: snapshot("inv", batches), force=step == n_inv and n_pti == 0)
+
+    ws_final = latents().detach().float()
+    w_canonical = (cano[:, None, :].expand(1, n_ws, cano.shape[-1]) if is_w else cano).detach().float()
+
+    # -- phase 2: PTI generator fine-tuning ------------------------------------------------------------------
+    g_state: dict[str, Tensor] | None = None
+    if cfg.method == "pti":
+        Gt = copy.deepcopy(G).requires_grad_(True)
+        if state is not None and state.get("phase") == "pti":
+            Gt.load_state_dict(state["g_state"])
+        opt_g = torch.optim.Adam(Gt.parameters(), lr=cfg.pti_lr)
+        if state is not None and state.get("phase") == "pti":
+            opt_g.load_state_dict(state["opt_g"])
+        while step < total:
+            batches = perm_left if perm_left else _batches(T, cfg.batch_size, generator)
+            perm_left = None
+            while batches:
+                idx = batches.pop(0).to(device)
+                synth = _render(Gt, ws_final[idx], cameras[idx], generator)
+                parts = {"l2": l2_loss(synth, frames[idx])}
+                loss = cfg.pti_lambda_l2 * parts["l2"]
+                if cfg.pti_lambda_lpips > 0:
+                    parts["lpips"] = lpips("vgg", synth, frames[idx]).mean()
+                    loss = loss + cfg.pti_lambda_lpips * parts["lpips"]
+                if cfg.pti_locality:
+                    parts["locality"] = _locality_loss(G, Gt, ws_final[idx[:1]], cameras[idx[:1]], cfg, generator,
+                                                       lpips)
+                    loss = loss + parts["locality"]
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                if progress is not None:
+                    progress(step, total, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
+                if checkpoint is not None:
+                    checkpoint.maybe_save(step, lambda: snapshot("pti", batches), force=step == total)
+        g_state = {k: v.detach().clone() for k, v in Gt.state_dict().items()}
+
+    return InversionResult(ws=ws_final, w_canonical=w_canonical, generator_state=g_state, losses=losses,
+                           seconds=time.perf_counter() - start)
+
+
+def _locality_loss(G: nn.Module, Gt: nn.Module, pivot: Tensor, camera: Tensor, cfg: InversionConfig,
+                   generator: torch.Generator, lpips: _Lpips | None) -> Tensor:
+    """PTI's ball-holder regulariser: latents at distance ``alpha`` from the pivot towards random mapped samples
+    (psi 0.5) must render the same with the tuned and the original generator (L2 + LPIPS, mean over samples)."""
+    n = cfg.locality_samples
+    z = torch.randn(n, G.z_dim, generator=generator, device=generator.device).to(pivot.device)
+    with torch.no_grad():
+        w = G.mapping(z, frontal_label(G, n), truncation_psi=cfg.locality_psi)
+        d = w - pivot
+        morphed = pivot + cfg.locality_alpha * d / torch.linalg.vector_norm(d.flatten(1), dim=1).view(n, 1, 1)
+        cams = camera.expand(n, -1)
+        state = generator.get_state()
+        old = _render(G, morphed, cams, generator)
+    generator.set_state(state)  # same ray samples for both generators
+    new = _render(Gt, morphed, cams, generator)
+    loss = cfg.locality_lambda_l2 * F.mse_loss(new, old)
+    if cfg.locality_lambda_lpips > 0:
+        assert lpips is not None
+        loss = loss + cfg.locality_lambda_lpips * lpips("vgg", new, old).mean()
+    return loss
+
+
+def invert_image(G: nn.Module, frames: Tensor, cameras: Tensor, cfg: InversionConfig, generator: torch.Generator,
+                 **kwargs: Any) -> InversionResult:
+    """Single-image mode (paper's "Images" column): :func:`invert_video` on the first frame only."""
+    return invert_video(G, frames[:1], cameras[:1], cfg, generator, **kwargs)
+
+
+@torch.no_grad()
+def render_inversion(G: nn.Module, result: InversionResult, cameras: Tensor, generator: torch.Generator,
+                     chunk: int = 4) -> Tensor:
+    """Render an inversion: ``[T, 3, H, W]`` in [-1, 1] (clamped), with PTI's tuned generator when present."""
+    if cameras.shape != (result.ws.shape[0], 25):
+        raise BadInputError(f"cameras must be [{result.ws.shape[0]}, 25], got {list(cameras.shape)}")
+    net = G
+    if result.generator_state is not None:
+        net = copy.deepcopy(G)
+        net.load_state_dict(result.generator_state)
+    device = _device(net)
+    ws, cams = result.ws.to(device), cameras.float().to(device)
+    out = [_render(net, ws[i : i + chunk], cams[i : i + chunk], generator) for i in range(0, ws.shape[0], chunk)]
+    return torch.cat(out).clamp(-1, 1)

@@ -1,0 +1,136 @@
+"""W / W+ / PTI inversion on the `tiny` generator: schedule, initialisation, convergence, resume, PTI."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from innout_core.checkpointing import Checkpointer
+from innout_core.eg3d.configs import build_generator
+from innout_core.errors import BadInputError, CheckpointError
+from innout_core.inversion import (
+    InversionConfig,
+    frontal_label,
+    initial_latents,
+    invert_video,
+    inversion_fingerprint,
+    lr_factor,
+    render_inversion,
+)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return build_generator("tiny").requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def target(G):
+    """Two frames rendered from one known latent at two cameras (what W+ must recover)."""
+    from innout_core.eg3d.camera import orbit_labels
+
+    g = torch.Generator().manual_seed(11)
+    cams = orbit_labels(4, 0.2, 0.1)[:2]
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=g), frontal_label(G), truncation_psi=0.7).repeat(2, 1, 1)
+    with torch.no_grad():
+        frames = G.synthesis(ws, cams, noise_mode="const", generator=g).image
+    return frames, cams
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(4.0 / (a - b).square().mean()))
+
+
+def _cfg(method: str, **kw) -> InversionConfig:
+    base = dict(steps=6, init_samples=3, init_stride=1, lr=3e-2)
+    base.update(kw)
+    return InversionConfig.preset("tiny-demo", method).model_copy(update=base)
+
+
+def test_lr_schedule_official_formula():
+    # hand values: t = e/E, r = min(1, (1-t)/0.25) -> 1/2 - 1/2 cos(pi r), times min(1, t/0.05)
+    assert lr_factor(0, 100, 0.05, 0.25) == 0.0
+    assert lr_factor(1, 100, 0.05, 0.25) == pytest.approx(0.2)
+    assert lr_factor(50, 100, 0.05, 0.25) == pytest.approx(1.0)
+    assert lr_factor(90, 100, 0.05, 0.25) == pytest.approx(0.5 - 0.5 * math.cos(math.pi * 0.4))
+
+
+def test_presets_and_defaults():
+    d = InversionConfig()
+    assert InversionConfig.preset("paper", "w+") == d  # documented default = paper
+    assert (d.steps, d.lr, d.lambda_delta, d.delta_form) == (200, 1e-3, 1e-3, "paper")
+    off = InversionConfig.preset("official", "pti")
+    assert (off.steps, off.lr, off.residual_weight, off.delta_form, off.pti_locality) == (500, 5e-3, 0.7, "official", True)
+    tiny = InversionConfig.preset("tiny-demo", "w")
+    assert tiny.method == "w" and tiny.lambda_lpips == 0 and tiny.pti_lambda_lpips == 0 and tiny.init_metric == "l2"
+    with pytest.raises(BadInputError):
+        InversionConfig.preset("nope", "w")
+
+
+def test_init_single_sample_is_the_mapped_draw(G, target):
+    frames, cams = target
+    cfg = _cfg("w+", init_samples=1)
+    best, score = initial_latents(G, frames, cams, cfg, torch.Generator().manual_seed(5))
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(5))
+    ref = G.mapping(z, frontal_label(G), truncation_psi=1.0)
+    torch.testing.assert_close(best, ref.expand(2, -1, -1))
+    assert score.shape == (2,) and bool((score > 0).all())
+
+
+def test_wplus_improves_and_w_rows_equal(G, target):
+    frames, cams = target
+    res = invert_video(G, frames, cams, _cfg("w+"), torch.Generator().manual_seed(0))
+    assert res.ws.shape == (2, G.num_ws, G.w_dim) and res.generator_state is None
+    assert res.losses[-1] < res.losses[0]
+    rec = render_inversion(G, res, cams, torch.Generator().manual_seed(1))
+    assert rec.shape == frames.shape and float(rec.abs().max()) <= 1
+    resw = invert_video(G, frames, cams, _cfg("w", steps=2), torch.Generator().manual_seed(0))
+    assert torch.equal(resw.ws, resw.ws[:, :1].expand_as(resw.ws))
+    assert resw.w_canonical.shape == (1, G.num_ws, G.w_dim)
+
+
+def test_checkpoint_resume_is_bitwise_identical(G, target, tmp_path):
+    frames, cams = target
+    cfg = _cfg("w+", steps=4)
+    full = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0))
+
+    class Kill(Exception):
+        pass
+
+    def killer(step, total, losses):
+        if step == 3:
+            raise Kill
+
+    fp = inversion_fingerprint(frames, cams, cfg, 0)
+    ck = Checkpointer(tmp_path / "ck", every=2, fingerprint=fp)
+    with pytest.raises(Kill):
+        invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0), checkpoint=ck, progress=killer)
+    assert ck.steps() == [0, 2]
+    resumed = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(123), checkpoint=ck)
+    assert torch.equal(resumed.ws, full.ws) and resumed.losses == full.losses
+    other = Checkpointer(tmp_path / "ck", every=2, fingerprint=inversion_fingerprint(frames, cams, _cfg("w"), 0))
+    with pytest.raises(CheckpointError):
+        invert_video(G, frames, cams, _cfg("w"), torch.Generator().manual_seed(0), checkpoint=other)
+
+
+def test_pti_tunes_a_copy_and_beats_its_pivots(G, target):
+    frames, cams = target
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    cfg = _cfg("pti", steps=2, pti_steps=4, pti_lr=2e-3, pti_locality=True, locality_samples=1)
+    seen = []
+    res = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0), progress=lambda s, t, d: seen.append(d))
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())  # frozen G untouched
+    assert res.generator_state is not None and "locality" in seen[-1] and len(seen) == 6
+    pivots = render_inversion(G, res.__class__(res.ws, res.w_canonical, None, [], 0.0), cams, torch.Generator().manual_seed(1))
+    tuned = render_inversion(G, res, cams, torch.Generator().manual_seed(1))
+    assert _psnr(tuned, frames) > _psnr(pivots, frames)
+
+
+def test_bad_inputs(G, target):
+    frames, cams = target
+    with pytest.raises(BadInputError, match="frames must be"):
+        invert_video(G, frames[:, :, :64], cams, _cfg("w"), torch.Generator())
+    with pytest.raises(BadInputError, match="cameras must be"):
+        invert_video(G, frames, cams[:1], _cfg("w"), torch.Generator())
