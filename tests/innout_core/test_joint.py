@@ -1,0 +1,159 @@
+"""Stage A on the tiny generator: presets, input validation, bitwise resume, auto masks, composite video."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from innout_core.checkpointing import Checkpointer
+from innout_core.eg3d.camera import orbit_labels
+from innout_core.eg3d.configs import build_generator
+from innout_core.errors import BadInputError, CheckpointError
+from innout_core.joint import (
+    JointConfig,
+    auto_masks,
+    mask_iou,
+    render_composite_video,
+    run_stage_a,
+    stage_a_fingerprint,
+)
+
+OCC = (slice(40, 80), slice(30, 90))  # occluder rows/cols at 128 px
+
+
+@pytest.fixture(scope="module")
+def video():
+    """Tiny generator, 2 frames rendered from known latents with a solid occluder pasted in, true masks."""
+    G = build_generator("tiny")
+    c = orbit_labels(2, 0.3, 0.1)
+    z = torch.randn(2, G.init_kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        clean = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image.clamp(-1, 1)
+    frames = clean.clone()
+    frames[:, :, OCC[0], OCC[1]] = torch.tensor([0.9, -0.6, 0.3]).view(1, 3, 1, 1)
+    masks = torch.ones(2, 1, 128, 128)
+    masks[:, :, OCC[0], OCC[1]] = 0
+    return G, frames, c, ws, masks
+
+
+def _cfg(**kw) -> JointConfig:
+    base = JointConfig.preset("tiny-demo").model_copy(
+        update={"steps": 2, "neural_resolution": 16, "ood_resolution": 16, "checkpoint_every": 1,
+                "mask_mode": "user", "lr_w": 1e-3})
+    base.weights.sr_l2 = 0.0
+    base.weights.latent = 0.1
+    base.weights.delta = 1e-3
+    return base.model_copy(update=kw)
+
+
+def test_presets() -> None:
+    off, pap = JointConfig.preset("official"), JointConfig.preset("paper")
+    assert off.steps == pap.steps == 10_000 and off.lr == pap.lr == 5e-3
+    assert off.mask_mode == "user" and off.weights.latent == 0 and off.lr_w == 5e-5 and off.blend_entropy_skew == 2
+    assert pap.mask_mode == "none" and pap.weights.latent == 1 and pap.weights.delta == 1e-3
+    assert pap.composite_form == "paper" and pap.delta_count == 13 and pap.latent_squared
+    assert JointConfig.preset("tiny-demo").weights.lpips == 0
+    assert JointConfig.preset("fast").mask_mode == "auto"
+    # the ablation "w/o L_w" is a nested override of the weights
+    abl = JointConfig.model_validate({**pap.model_dump(), "weights": {**pap.weights.model_dump(), "latent": 0.0}})
+    assert abl.weights.latent == 0
+    with pytest.raises(BadInputError):
+        JointConfig.preset("best")
+
+
+def test_bad_inputs_fail_before_optimising(video, tmp_path) -> None:
+    G, frames, c, ws, masks = video
+    calls = []
+    kw = dict(masks=masks, progress=lambda *a: calls.append(a))
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(BadInputError, match="cameras"):
+        run_stage_a(G, frames, c[:1], ws, _cfg(), g, **kw)
+    bad = ws.clone()
+    bad[1, 3, 7] = float("nan")
+    with pytest.raises(BadInputError, match="NaN"):
+        run_stage_a(G, frames, c, bad, _cfg(), g, **kw)
+    with pytest.raises(BadInputError, match="frames"):
+        run_stage_a(G, frames[:, :, :64], c, ws, _cfg(), g, **kw)
+    with pytest.raises(BadInputError, match="latents"):
+        run_stage_a(G, frames, c, ws[:, :5], _cfg(), g, **kw)
+    with pytest.raises(BadInputError, match="needs one mask"):
+        run_stage_a(G, frames, c, ws, _cfg(), g)
+    with pytest.raises(BadInputError, match="masks"):
+        run_stage_a(G, frames, c, ws, _cfg(), g, masks=masks[:, :, :64], progress=kw["progress"])
+    # a checkpoint of another video is refused
+    other = frames.flip(-1)
+    ck = Checkpointer(tmp_path, every=1, fingerprint="pipeline-fp")
+    ck.maybe_save(1, lambda: {"fingerprint": stage_a_fingerprint(other, c, ws, _cfg(), masks)})
+    with pytest.raises(CheckpointError, match="other frames"):
+        run_stage_a(G, frames, c, ws, _cfg(), g, checkpoint=ck, **kw)
+    assert calls == []
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_is_bitwise_identical(video, tmp_path) -> None:
+    G, frames, c, ws, masks = video
+    cfg = _cfg()
+    w0 = ws + 0.05 * torch.randn(ws.shape, generator=torch.Generator().manual_seed(1))
+    ref = run_stage_a(G, frames, c, w0, cfg, torch.Generator().manual_seed(7), masks=masks)
+    assert len(ref.losses) == 2 and {"l2", "l2_ood", "blend_entropy", "blend_area", "latent", "delta"} <= set(
+        ref.losses[0])
+    assert not torch.equal(ref.ws, w0)  # w+ was optimised
+
+    def kill(step, total, losses):
+        if step == 2:  # killed after step 2 finished, before its checkpoint was written
+            raise _Killed
+
+    fp = stage_a_fingerprint(frames, c, w0, cfg, masks)
+    with pytest.raises(_Killed):
+        run_stage_a(G, frames, c, w0, cfg, torch.Generator().manual_seed(7), masks=masks,
+                    checkpoint=Checkpointer(tmp_path, cfg.checkpoint_every, fp), progress=kill)
+    assert Checkpointer(tmp_path, 1, fp).steps() == [1]
+    # new objects, resumed from the step-1 checkpoint; the generator's seed is irrelevant (state restored)
+    res = run_stage_a(G, frames, c, w0, cfg, torch.Generator().manual_seed(12345), masks=masks,
+                      checkpoint=Checkpointer(tmp_path, cfg.checkpoint_every, fp))
+    for k in ref.ood_state:
+        assert torch.equal(res.ood_state[k], ref.ood_state[k]), k
+    assert torch.equal(res.phi, ref.phi) and torch.equal(res.ws, ref.ws)
+    assert res.losses == ref.losses
+
+
+def test_generator_flags_restored(video) -> None:
+    G, frames, c, ws, masks = video
+    before = [p.requires_grad for p in G.parameters()]
+    run_stage_a(G, frames, c, ws, _cfg(steps=1, lr_w=0.0, mask_mode="none"), torch.Generator().manual_seed(0))
+    assert [p.requires_grad for p in G.parameters()] == before
+    assert all(p.grad is None for p in G.parameters())
+
+
+def test_auto_masks_iou(video) -> None:
+    G, frames, c, ws, masks = video
+    w_inv = ws + 0.02 * torch.randn(ws.shape, generator=torch.Generator().manual_seed(3))  # imperfect inversion
+    auto = auto_masks(G, frames, c, w_inv, torch.Generator().manual_seed(0), JointConfig().auto_mask)
+    assert auto.shape == masks.shape and set(auto.unique().tolist()) <= {0.0, 1.0}
+    iou = mask_iou(1 - auto, 1 - masks)
+    assert iou > 0.8, iou
+    # no occluder -> (almost) nothing flagged
+    with torch.no_grad():
+        clean = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image.clamp(-1, 1)
+    none = auto_masks(G, clean, c, w_inv, torch.Generator().manual_seed(0), JointConfig().auto_mask)
+    assert (1 - none).mean() < 0.02
+
+
+def test_composite_video_removal_is_face_render(video) -> None:
+    G, frames, c, ws, masks = video
+    res = run_stage_a(G, frames, c, ws, _cfg(steps=1, lr_w=0.0), torch.Generator().manual_seed(0), masks=masks)
+    out = render_composite_video(G, res, c, torch.Generator().manual_seed(5), remove_ood=True, batch_size=2)
+    with torch.no_grad():
+        ref = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(5), resolution=16)
+    assert out.image.shape == (2, 3, 128, 128) and out.blend_map.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(out.image_raw, ref.image_raw.clamp(-1, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.image, ref.image.clamp(-1, 1), atol=1e-4, rtol=0)
+    assert out.blend_map.abs().max() == 0
+    full = render_composite_video(G, res, c, torch.Generator().manual_seed(5))
+    assert full.blend_map.max() > 0 and not torch.allclose(full.image_raw, out.image_raw)
+    with pytest.raises(BadInputError):
+        render_composite_video(G, res, c[:1], torch.Generator().manual_seed(5))
