@@ -44,7 +44,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _cfg(method: str, **kw) -> InversionConfig:
-    base = dict(steps=6, init_samples=3, init_stride=1, lr=3e-2)
+    base = dict(steps=4, init_samples=2, init_stride=1, lr=3e-2)
     base.update(kw)
     return InversionConfig.preset("tiny-demo", method).model_copy(update=base)
 
@@ -81,33 +81,36 @@ def test_init_single_sample_is_the_mapped_draw(G, target):
 
 def test_wplus_improves_and_w_rows_equal(G, target):
     frames, cams = target
-    res = invert_video(G, frames, cams, _cfg("w+"), torch.Generator().manual_seed(0))
-    assert res.ws.shape == (2, G.num_ws, G.w_dim) and res.generator_state is None
-    assert res.losses[-1] < res.losses[0]
+    cfg = _cfg("w+", lr=1e-2)
+    res = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0))
+    assert res.ws.shape == (2, G.num_ws, G.w_dim) and res.generator_state is None and len(res.losses) == 4
     rec = render_inversion(G, res, cams, torch.Generator().manual_seed(1))
     assert rec.shape == frames.shape and float(rec.abs().max()) <= 1
-    resw = invert_video(G, frames, cams, _cfg("w", steps=2), torch.Generator().manual_seed(0))
+    init, _ = initial_latents(G, frames, cams, cfg, torch.Generator().manual_seed(0))  # the same first draws
+    start = render_inversion(G, res.__class__(init, init[:1], None, [], 0.0), cams, torch.Generator().manual_seed(1))
+    assert _psnr(rec, frames.clamp(-1, 1)) > _psnr(start, frames.clamp(-1, 1)) + 0.1
+    resw = invert_video(G, frames[:1], cams[:1], _cfg("w", steps=1, init_samples=1), torch.Generator().manual_seed(0))
     assert torch.equal(resw.ws, resw.ws[:, :1].expand_as(resw.ws))
     assert resw.w_canonical.shape == (1, G.num_ws, G.w_dim)
 
 
 def test_checkpoint_resume_is_bitwise_identical(G, target, tmp_path):
-    frames, cams = target
-    cfg = _cfg("w+", steps=4)
+    frames, cams = target[0][:1], target[1][:1]
+    cfg = _cfg("w+", steps=3)
     full = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0))
 
     class Kill(Exception):
         pass
 
     def killer(step, total, losses):
-        if step == 3:
+        if step == 2:
             raise Kill
 
     fp = inversion_fingerprint(frames, cams, cfg, 0)
-    ck = Checkpointer(tmp_path / "ck", every=2, fingerprint=fp)
+    ck = Checkpointer(tmp_path / "ck", every=1, fingerprint=fp)
     with pytest.raises(Kill):
         invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0), checkpoint=ck, progress=killer)
-    assert ck.steps() == [0, 2]
+    assert ck.steps() == [0, 1]
     resumed = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(123), checkpoint=ck)
     assert torch.equal(resumed.ws, full.ws) and resumed.losses == full.losses
     other = Checkpointer(tmp_path / "ck", every=2, fingerprint=inversion_fingerprint(frames, cams, _cfg("w"), 0))
@@ -116,13 +119,13 @@ def test_checkpoint_resume_is_bitwise_identical(G, target, tmp_path):
 
 
 def test_pti_tunes_a_copy_and_beats_its_pivots(G, target):
-    frames, cams = target
+    frames, cams = target[0][:1], target[1][:1]
     before = {k: v.clone() for k, v in G.state_dict().items()}
-    cfg = _cfg("pti", steps=2, pti_steps=4, pti_lr=2e-3, pti_locality=True, locality_samples=1)
+    cfg = _cfg("pti", steps=1, pti_steps=3, pti_lr=2e-3, pti_locality=True, locality_samples=1)
     seen = []
     res = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0), progress=lambda s, t, d: seen.append(d))
     assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())  # frozen G untouched
-    assert res.generator_state is not None and "locality" in seen[-1] and len(seen) == 6
+    assert res.generator_state is not None and "locality" in seen[-1] and len(seen) == 4
     pivots = render_inversion(G, res.__class__(res.ws, res.w_canonical, None, [], 0.0), cams, torch.Generator().manual_seed(1))
     tuned = render_inversion(G, res, cams, torch.Generator().manual_seed(1))
     assert _psnr(tuned, frames) > _psnr(pivots, frames)
