@@ -85,6 +85,7 @@ class NovelViewConfig(BaseModel):
     n_frames: int = Field(60, ge=1, description="number of views along the orbit (official w_frames 60)")
     yaw_range: float = Field(0.15, description="yaw amplitude, radians")
     pitch_range: float = Field(0.15, description="pitch amplitude, radians")
+    pitch_offset: float = Field(-0.05, description="constant pitch offset, radians (official gen_3d.py: -0.05)")
 
 
 class SmoothConfig(BaseModel):
@@ -421,11 +422,12 @@ def run_edits(
     ws0 = causal_smooth(base.ws, cfg.smooth.ws) if cfg.smooth.ws > 0 else base.ws
     seed_state = generator.get_state()
 
-    def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False) -> Tensor:
+    def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False, frame_index: Tensor | None = None) -> Tensor:
         generator.set_state(seed_state)
+        # hooks survive the SR copy render_composite_video makes for sr_state (deepcopy keeps hook callables)
         with torch.no_grad(), smooth_sr_block0(G, cfg.smooth.sr):
             out = render_composite_video(G, sa, cams, generator, sr_state=sr_state, remove_ood=remove_ood,
-                                         ws_override=ws)
+                                         ws_override=ws, frame_index=frame_index)
         return out.image.clamp(-1, 1)
 
     results: dict[str, Tensor] = {}
@@ -441,8 +443,7 @@ def run_edits(
     if nv.enabled:
         if nv.frame >= T:
             raise BadInputError(f"novel_view.frame {nv.frame} out of range for {T} frames")
-        cams = orbit_labels(nv.n_frames, nv.yaw_range, nv.pitch_range).to(cameras)
+        cams = orbit_labels(nv.n_frames, nv.yaw_range, nv.pitch_range, pitch_offset=nv.pitch_offset).to(cameras)
         idx = torch.full((nv.n_frames,), nv.frame, dtype=torch.long)
-        sa = dataclasses.replace(base, phi=base.phi[idx], ws=ws0[idx])
-        results["novel_view"] = render(sa, cams, ws0[idx])
+        results["novel_view"] = render(base, cams, ws0[idx], frame_index=idx)
     return results
