@@ -1,0 +1,195 @@
+"""The ``innout`` command line (typer + rich).
+
+Exit codes: 0 all videos done, 1 some videos failed, 2 bad input (manifest, config, arguments). Errors of the
+:class:`~innout_core.errors.InnoutError` family print one line naming the file and the problem (a traceback only
+with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from innout_core.errors import BadInputError, InnoutError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Batch In-N-Out (CVPR 2024) face-video inversion and editing on Prefect + Dask.")
+console = Console(stderr=True)
+_STATE = {"quiet": False, "debug": False}
+
+
+@app.callback()
+def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, errors only")] = False,
+            debug: Annotated[bool, typer.Option("--debug", help="tracebacks and Prefect INFO logs")] = False) -> None:
+    _STATE.update(quiet=quiet, debug=debug)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "ERROR" if quiet else "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+# ------------------------------------------------------------------------------------------------------ running
+
+
+def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | None, workers: int | None,
+            only: list[str] | None = None) -> int:
+    """Run the dataset flow for ``manifest`` into ``run_dir`` (starting a local Prefect server when needed);
+    print the summary; return the exit code (0 all done, 1 some failed)."""
+    from flows.plan import plan_stages
+    from flows.server import prefect_api
+    from flows.video import missing_modules
+    from innout_core.config import load_config, load_manifest
+
+    man = load_manifest(manifest)
+    cfg = load_config(config, preset)
+    if only is not None:
+        unknown = sorted(set(only) - {v.id for v in man.videos})
+        if unknown:
+            raise BadInputError(f"videos {unknown} are not in the manifest", path=manifest)
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = {v.id: [s for s in plan_stages(cfg, v) if not missing_modules(s)]
+            for v in man.videos if only is None or v.id in only}
+    with prefect_api(run_dir / ".prefect") as url:
+        if _STATE["debug"]:
+            console.print(f"Prefect API: {url}")
+        from flows.dataset import dataset_flow
+        from flows.progress import RunProgress
+
+        with RunProgress(run_dir, plan, console=console, enabled=not _STATE["quiet"]):
+            dataset_flow(str(manifest.resolve()), str(run_dir), config=str(config) if config else None,
+                         preset=preset, workers=workers, only=only, return_state=True)
+    return print_status(run_dir, only)
+
+
+def print_status(run_dir: Path, only: list[str] | None = None) -> int:
+    """Print the per-video status table; 0 when every (selected) video is done, else 1."""
+    from flows.status import run_status
+
+    st = run_status(run_dir)
+    vids = {k: v for k, v in st["videos"].items() if only is None or k in only}
+    table = Table(title=f"run {st['run']}  ({st['run_dir']})")
+    for col in ("video", "status", "stages done", "failed stage", "file", "reason"):
+        table.add_column(col, overflow="fold")
+    for vid, v in vids.items():
+        n_done = sum(s == "done" for s in v["stages"].values())
+        err = v["error"] or {}
+        colour = {"done": "green", "failed": "red"}.get(v["status"], "yellow")
+        table.add_row(vid, f"[{colour}]{v['status']}[/]", f"{n_done}/{len(v['stages'])}", err.get("stage", ""),
+                      err.get("file") or "", err.get("message", ""))
+    Console(width=max(160, Console().width)).print(table)
+    return 0 if all(v["status"] == "done" for v in vids.values()) else 1
+
+
+@app.command()
+def run(
+    manifest: Annotated[Path, typer.Argument(help="dataset manifest YAML (see datasets/README.md)")],
+    config: Annotated[Optional[Path], typer.Option(help="pipeline config YAML (overrides on a preset)")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="paper | official | fast | tiny-demo (default: the config's)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="local Dask worker processes (one video each at a time)")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="run directory [default: runs/<manifest name>]")] = None,
+) -> int:
+    """Run every video of MANIFEST through every stage; re-running the same command resumes."""
+    from innout_core.config import load_manifest
+
+    man = load_manifest(manifest)
+    return execute(manifest, run_dir or Path("runs") / man.name, config, preset, workers)
+
+
+@app.command()
+def retry(run_dir: Annotated[Path, typer.Argument(help="run directory")],
+          workers: Annotated[Optional[int], typer.Option(help="local Dask worker processes")] = None) -> int:
+    """Re-run only the videos of RUN that are not done (failed or interrupted), with the run's saved config."""
+    from flows.status import failed_videos, read_run
+
+    _, manifest, _ = read_run(run_dir)
+    todo = failed_videos(run_dir)
+    if not todo:
+        console.print("nothing to retry: every video is done")
+        return 0
+    console.print(f"retrying {len(todo)} video(s): {', '.join(todo)}")
+    return execute(manifest, run_dir, run_dir / "run.yaml", None, workers, only=todo)
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> int:
+    """Per-video status of RUN with the failed stage, file and reason (exit 1 when some video is not done)."""
+    return print_status(run_dir)
+
+
+@app.command()
+def tables(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> int:
+    """Regenerate Tables 1-3 and plots of RUN from its Parquet files alone."""
+    from flows.tables import make_tables
+
+    out = make_tables(run_dir)
+    for name, path in sorted(out.items()):
+        console.print(f"{name}: {path}")
+    return 0
+
+
+@app.command()
+def doctor() -> int:
+    """What is installed, which weights were found where, GPUs, ffmpeg; and what runs without each."""
+    from innout_core.doctor import format_report, run_checks
+
+    print(format_report(run_checks()))
+    return 0
+
+
+@app.command("convert-checkpoint")
+def convert_checkpoint(pkl: Annotated[Path, typer.Argument(help="official EG3D .pkl")],
+                       out: Annotated[Path, typer.Argument(help="output directory (safetensors + JSON)")]) -> int:
+    """Convert an official EG3D pickle into innout's safetensors directory (never runs pickled code)."""
+    from innout_core.eg3d.checkpoint import convert_checkpoint as convert
+
+    console.print(f"wrote {convert(pkl, out)}")
+    return 0
+
+
+@app.command()
+def demo(
+    run_dir: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
+    videos: Annotated[int, typer.Option(min=1, help="number of ground-truth videos")] = 3,
+    frames: Annotated[int, typer.Option(min=1, help="frames per video")] = 3,
+    workers: Annotated[Optional[int], typer.Option(help="local Dask worker processes")] = None,
+) -> int:
+    """The embedded default end to end: ground-truth videos from the tiny generator -> every stage -> tables."""
+    from flows.demo import build_demo_dataset
+    from flows.tables import make_tables
+
+    manifest = build_demo_dataset(run_dir.resolve(), n_videos=videos, n_frames=frames)
+    code = execute(manifest, run_dir, None, "tiny-demo", workers)
+    out = make_tables(run_dir)
+    console.print(f"tables: {run_dir / 'tables'} ({len(out)} files); videos: {run_dir / 'videos'}/*/encode/")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) the exit code."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except InnoutError as err:
+        if _STATE["debug"]:
+            traceback.print_exc()
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        code = err.exit_code
+    except click.exceptions.ClickException as err:
+        err.show()
+        code = 2
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        console.print("interrupted")
+        code = 130
+    code = code if isinstance(code, int) else 0
+    if argv is None:
+        sys.exit(code)
+    return code

@@ -1,0 +1,91 @@
+"""The ``dataset`` flow: fan a manifest's videos out over Dask (one task per video), record a run summary.
+
+Clusters (``PipelineConfig.dask``): ``local`` = a ``distributed.LocalCluster`` of worker processes (default);
+``cuda`` = ``dask_cuda.LocalCUDACluster`` (one worker per GPU) with a ``GPU`` resource every video task asks for,
+so each video holds one GPU; ``address`` = an existing scheduler (SLURM via dask-jobqueue, Kubernetes, ...).
+One bad video never stops the others; the flow run ends Failed only after every other video has finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed
+from prefect_dask import DaskTaskRunner
+
+from flows.status import run_status
+from flows.video import make_job, process_video
+from innout_core.config import DaskSettings, PipelineConfig, load_config, load_manifest, manifest_hash, save_resolved
+from innout_core.store import atomic_write_json
+
+__all__ = ["dask_task_runner", "dataset_flow", "prepare_run", "video_task"]
+
+video_task = task(process_video, name="video", task_run_name="video[{job.video.id}]", cache_policy=NO_CACHE,
+                  persist_result=False, retries=0)
+
+
+def dask_task_runner(settings: DaskSettings) -> DaskTaskRunner:
+    """The DaskTaskRunner for the configured cluster kind."""
+    if settings.cluster == "address":
+        return DaskTaskRunner(address=settings.address)
+    if settings.cluster == "cuda":
+        return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster",
+                              cluster_kwargs={"threads_per_worker": 1, "resources": {"GPU": 1},
+                                              "memory_limit": settings.memory_limit})
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1, "processes": True,
+                                          "memory_limit": settings.memory_limit, "dashboard_address": ":0",
+                                          "silence_logs": 40})
+
+
+def prepare_run(manifest: str | Path, run_dir: str | Path, cfg: PipelineConfig) -> Path:
+    """Create the run dir, write ``run.yaml`` (resolved config, code version, manifest path + hash)."""
+    run = Path(run_dir).resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, run, manifest_hash(manifest), manifest=Path(manifest).resolve())
+    return run
+
+
+@flow(name="dataset-videos", validate_parameters=False)
+def dataset_videos(manifest: str, run_dir: str, cfg: PipelineConfig, only: list[str] | None = None) -> Any:
+    """Fan the videos out on this flow's task runner (set with ``with_options(task_runner=...)``)."""
+    logger = get_run_logger()
+    man = load_manifest(manifest)
+    run = Path(run_dir)
+    ids = [v.id for v in man.videos if only is None or v.id in only]
+    jobs = [make_job(run, Path(manifest), vid, cfg) for vid in ids]
+    annotations = {"resources": {"GPU": 1}} if cfg.dask.cluster == "cuda" else {}
+    with dask.annotate(**annotations):
+        futures = [video_task.submit(job) for job in jobs]
+    for fut in futures:
+        fut.wait()
+    states = {job.id: fut.state for job, fut in zip(jobs, futures)}
+    summary = run_status(run)
+    summary["flow_states"] = {k: s.type.value for k, s in states.items()}
+    atomic_write_json(run / "summary.json", summary)
+    bad = [k for k, s in states.items() if not s.is_completed()]
+    logger.info("%d/%d videos done", len(ids) - len(bad), len(ids))
+    if bad:
+        return Failed(message=f"{len(bad)} of {len(ids)} videos failed: {', '.join(bad)} (see `innout status {run}`)")
+    return Completed(message=f"{len(ids)} videos done")
+
+
+@flow(name="dataset", log_prints=True, validate_parameters=False)
+def dataset_flow(manifest: str, run_dir: str, config: str | None = None, preset: str | None = None,
+                 workers: int | None = None, only: list[str] | None = None) -> Any:
+    """Run every video of ``manifest`` (or the ids in ``only``) into ``run_dir`` on the configured Dask cluster.
+
+    This is the deployment entry point (``deployments/prefect.yaml``: ``dataset-run``) and what ``innout run``
+    calls. Returns the run's final state: Completed, or Failed naming the failed videos.
+    """
+    cfg = load_config(config, preset)
+    if workers is not None:
+        cfg = cfg.model_copy(update={"dask": cfg.dask.model_copy(update={"workers": workers})})
+    run = prepare_run(manifest, run_dir, cfg)
+    runner = dask_task_runner(cfg.dask)
+    return dataset_videos.with_options(task_runner=runner)(str(Path(manifest).resolve()), str(run), cfg, only,
+                                                           return_state=True)

@@ -1,0 +1,82 @@
+"""Stages ``edits-<key>``: the reconstruction and every configured edit of one result branch.
+
+In-N-Out branches render through the composite renderer with the stage-B SR (``joint.render_composite_video``,
+``edit.run_edits``: semantic edits, OOD removal, novel views). Baselines (W / W+ / PTI) apply the same InterfaceGAN
+and StyleCLIP edits to their latents and render with ``inversion.render_inversion`` (their reconstruction is the
+inversion stage's render).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from flows.plan import Branch
+from innout_core.store import StageRecord, read_record
+from tasks.common import (StageOutput, VideoJob, config_hash, load_generator_cached, load_tensors, resolve_device,
+                          run_stage, save_tensors, stage_generator)
+
+__all__ = ["edits_stage", "load_edits", "run_edits_stage"]
+
+
+def edits_stage(branch: Branch) -> str:
+    return f"edits-{branch.key}"
+
+
+def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
+    """Write ``edits.safetensors``: ``recon`` [T,3,H,W] and ``edit.<name>`` [T',3,H,W], all in [-1,1]."""
+    from innout_core.edit import apply_interfacegan, apply_styleclip, load_direction, load_styleclip_mapper
+
+    cfg = job.config
+    ecfg = cfg.edit_config()
+    stage = edits_stage(branch)
+    upstream = [s for s in branch.stages if s != stage]
+    inputs = [(read_record(job.stage_dir(s)) or StageRecord(stage=s, video=job.id)).output_hash for s in upstream]
+    edit_files = [str(e.path) for e in ecfg.interfacegan] + [str(e.path) for e in ecfg.styleclip]
+
+    def body(d: Path) -> StageOutput:
+        dev = resolve_device(cfg.device)
+        G = load_generator_cached(cfg, dev)
+        from tasks.face import load_face
+
+        cams = load_face(job, dev, branch.mode)["cameras"]
+        out: dict[str, torch.Tensor] = {}
+        if branch.method == "innout":
+            from innout_core.edit import run_edits
+            from innout_core.joint import render_composite_video
+            from tasks.innout import load_sr_state, load_stage_a
+
+            sa = load_stage_a(job, branch.variant, branch.mode, dev)
+            sr = load_sr_state(job, branch.variant, branch.mode, dev)
+            out["recon"] = render_composite_video(G, sa, cams, stage_generator(job, stage + "/recon", dev),
+                                                  sr_state=sr).image.clamp(-1, 1)
+            for name, frames in run_edits(G, sa, cams, ecfg, stage_generator(job, stage, dev), sr_state=sr).items():
+                out[f"edit.{name}"] = frames.clamp(-1, 1)
+        else:
+            from innout_core.inversion import render_inversion
+            from tasks.inversion import load_inversion
+
+            res, renders = load_inversion(job, branch.method, branch.mode, dev)
+            out["recon"] = renders
+            for e in ecfg.interfacegan:
+                ws = apply_interfacegan(res.ws, load_direction(e.path).to(dev), e.strength, e.layers)
+                out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
+                                                         stage_generator(job, stage + "/" + e.name, dev))
+            for e in ecfg.styleclip:
+                mapper = load_styleclip_mapper(e.path).to(dev)
+                with torch.no_grad():
+                    ws = apply_styleclip(res.ws, mapper, e.strength)
+                out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
+                                                         stage_generator(job, stage + "/" + e.name, dev))
+        save_tensors(d / "edits.safetensors", out)
+        return StageOutput({"edits": "edits.safetensors"}, {"edits": sorted(k[5:] for k in out if k != "recon")})
+
+    return run_stage(job, stage, inputs, config_hash(ecfg, edit_files, cfg.generator, cfg.seed), body)
+
+
+def load_edits(job: VideoJob, branch: Branch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """``{"recon": [T,3,H,W], "<edit name>": [T',3,H,W], ...}`` of a branch."""
+    t = load_tensors(job.stage_dir(edits_stage(branch)) / "edits.safetensors", device)
+    return {("recon" if k == "recon" else k[5:]): v for k, v in t.items()}

@@ -1,0 +1,121 @@
+"""Stages ``stage-a-<variant>[-image]`` (joint OOD / w+ optimisation) and ``stage-b-<variant>[-image]`` (SR
+fine-tuning) of In-N-Out, both resumable from their Checkpointer directory ``<stage>/ckpt``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from flows.plan import variant_slug
+from innout_core.store import StageRecord, atomic_write_text, read_record
+from tasks.common import (StageOutput, VideoJob, config_hash, load_generator_cached, load_tensors, progress_writer,
+                          read_json, resolve_device, run_stage, save_tensors, stage_generator)
+from tasks.face import STAGE as FACE
+from tasks.face import load_face
+from tasks.inversion import invert_stage, load_inversion
+
+__all__ = ["load_stage_a", "load_sr_state", "run_stage_a", "run_stage_b", "stage_a_name", "stage_b_name"]
+
+
+def _sfx(mode: str) -> str:
+    return "-image" if mode == "image" else ""
+
+
+def stage_a_name(variant: str, mode: str) -> str:
+    return f"stage-a-{variant_slug(variant)}{_sfx(mode)}"
+
+
+def stage_b_name(variant: str, mode: str) -> str:
+    return f"stage-b-{variant_slug(variant)}{_sfx(mode)}"
+
+
+def _hash_of(job: VideoJob, stage: str) -> str:
+    rec = read_record(job.stage_dir(stage))
+    return rec.output_hash if rec else ""
+
+
+def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
+    """Stage A for one variant; writes ``stage_a.safetensors`` (``ood.*`` state, phi [T,32], ws [T,14,512],
+    masks [T,1,H,W] when used) and ``stage_a.json`` (losses, seconds, form, ordering flag, neural resolution)."""
+    from innout_core.checkpointing import Checkpointer
+    from innout_core.joint import run_stage_a as core_stage_a
+    from innout_core.joint import stage_a_fingerprint
+
+    cfg = job.config
+    jcfg = cfg.joint_config(variant)
+    stage = stage_a_name(variant, mode)
+    inputs = [_hash_of(job, FACE), _hash_of(job, invert_stage("w+", mode))]
+
+    def body(d: Path) -> StageOutput:
+        dev = resolve_device(cfg.device)
+        G = load_generator_cached(cfg, dev)
+        t = load_face(job, dev, mode)
+        inv, _ = load_inversion(job, "w+", mode, dev)
+        masks = t.get("masks") if jcfg.mask_mode == "user" else None
+        fp = stage_a_fingerprint(t["crops"], t["cameras"], inv.ws, jcfg, masks)
+        ckpt = Checkpointer(d / "ckpt", every=jcfg.checkpoint_every, fingerprint=fp)
+        res = core_stage_a(G, t["crops"], t["cameras"], inv.ws, jcfg, stage_generator(job, stage, dev), masks=masks,
+                           checkpoint=ckpt, progress=progress_writer(d))
+        tensors = {f"ood.{k}": v for k, v in res.ood_state.items()}
+        tensors.update(phi=res.phi, ws=res.ws)
+        if res.masks is not None:
+            tensors["masks"] = res.masks
+        save_tensors(d / "stage_a.safetensors", tensors)
+        meta = {"losses": res.losses, "seconds": res.seconds, "form": res.form,
+                "release_sample_order": res.release_sample_order, "neural_resolution": res.neural_resolution}
+        atomic_write_text(d / "stage_a.json", json.dumps(meta, default=float))
+        last = res.losses[-1] if res.losses else {}
+        return StageOutput({"state": "stage_a.safetensors", "meta": "stage_a.json"},
+                           {"method_seconds": res.seconds, "final_losses": {k: float(v) for k, v in last.items()}})
+
+    return run_stage(job, stage, inputs, config_hash(jcfg, cfg.generator, str(cfg.checkpoint), cfg.seed), body)
+
+
+def load_stage_a(job: VideoJob, variant: str, mode: str, device: torch.device):
+    """The saved :class:`~innout_core.joint.StageAResult` of a variant."""
+    from innout_core.joint import StageAResult
+
+    d = job.stage_dir(stage_a_name(variant, mode))
+    t = load_tensors(d / "stage_a.safetensors", device)
+    meta = read_json(d / "stage_a.json")
+    ood = {k[4:]: v for k, v in t.items() if k.startswith("ood.")}
+    return StageAResult(ood_state=ood, phi=t["phi"], ws=t["ws"], losses=meta["losses"], seconds=meta["seconds"],
+                        masks=t.get("masks"), form=meta["form"], release_sample_order=meta["release_sample_order"],
+                        neural_resolution=meta["neural_resolution"])
+
+
+def run_stage_b(job: VideoJob, variant: str, mode: str) -> StageRecord:
+    """Stage B for one variant; writes ``sr.safetensors`` (fine-tuned superresolution state dict)."""
+    from innout_core.checkpointing import Checkpointer
+    from innout_core.sr_tuning import run_stage_b as core_stage_b
+    from innout_core.sr_tuning import stage_b_fingerprint
+
+    cfg = job.config
+    scfg = cfg.sr_config()
+    stage = stage_b_name(variant, mode)
+    inputs = [_hash_of(job, FACE), _hash_of(job, stage_a_name(variant, mode))]
+
+    def body(d: Path) -> StageOutput:
+        import time
+
+        dev = resolve_device(cfg.device)
+        G = load_generator_cached(cfg, dev)
+        t = load_face(job, dev, mode)
+        sa = load_stage_a(job, variant, mode, dev)
+        ckpt = Checkpointer(d / "ckpt", every=scfg.checkpoint_every,
+                            fingerprint=stage_b_fingerprint(sa, t["crops"], t["cameras"], scfg))
+        t0 = time.perf_counter()
+        sr = core_stage_b(G, sa, t["crops"], t["cameras"], scfg, stage_generator(job, stage, dev), checkpoint=ckpt,
+                          progress=progress_writer(d))
+        seconds = time.perf_counter() - t0
+        save_tensors(d / "sr.safetensors", sr)
+        return StageOutput({"sr": "sr.safetensors"}, {"method_seconds": seconds})
+
+    return run_stage(job, stage, inputs, config_hash(scfg, cfg.generator, str(cfg.checkpoint), cfg.seed), body)
+
+
+def load_sr_state(job: VideoJob, variant: str, mode: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """The fine-tuned SR state dict of a variant."""
+    return load_tensors(job.stage_dir(stage_b_name(variant, mode)) / "sr.safetensors", device)

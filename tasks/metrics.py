@@ -1,0 +1,88 @@
+"""Stage ``metrics``: per-frame LPIPS / SSIM / PSNR / identity for every finished branch, and identity after each
+edit, written to ``runs/<run>/videos/<video>/metrics.parquet`` (schema ``innout_core.store.METRICS_SCHEMA``).
+
+A metric whose weights are missing (LPIPS backbone, ArcFace model pack) is null with the reason, never invented.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flows.plan import Branch
+from innout_core.errors import MissingWeightsError
+from innout_core.store import StageRecord, metrics_path, read_record, write_metrics
+from tasks.common import StageOutput, VideoJob, config_hash, read_json, run_stage
+from tasks.edits import edits_stage, load_edits
+
+__all__ = ["STAGE", "branch_seconds", "run_metrics"]
+
+STAGE = "metrics"
+
+
+def branch_seconds(job: VideoJob, branch: Branch) -> float:
+    """Wall time of the method for this video: its inversion / stage A / stage B records (not edits)."""
+    total = 0.0
+    for s in branch.stages:
+        if s.startswith("edits-"):
+            continue
+        rec = read_record(job.stage_dir(s))
+        total += float(rec.seconds or 0.0) if rec else 0.0
+    return total
+
+
+def run_metrics(job: VideoJob, branches: list[Branch]) -> StageRecord:
+    """Compute and write the metrics of ``branches`` (those that finished)."""
+    from innout_core import metrics as M
+
+    cfg = job.config
+    mset = cfg.metrics
+    recs = [read_record(job.stage_dir(s)) for s in ["face", *(edits_stage(b) for b in branches)]]
+    inputs = [r.output_hash if r else "" for r in recs] + [b.key for b in branches]
+
+    def body(d: Path) -> StageOutput:
+        from tasks.face import load_face
+
+        reasons: dict[str, str] = {}
+        lpips_model = embedder = None
+        try:
+            from innout_core.weights import load_lpips_model
+
+            lpips_model = load_lpips_model(mset.lpips_net)
+        except MissingWeightsError as err:
+            reasons["lpips"] = str(err)
+        if mset.identity:
+            try:
+                embedder = M.load_embedder("arcface", mset.insightface_pack)
+            except MissingWeightsError as err:
+                reasons["id_sim"] = str(err)
+        else:
+            reasons["id_sim"] = "identity metric disabled in the config (metrics.identity: false)"
+        indices = read_json(job.stage_dir("face") / "status.json")["indices"]
+        rows: list[dict[str, Any]] = []
+        defs: dict[str, str] = dict(M.METRIC_DEFINITIONS)
+        for b in branches:
+            target = load_face(job, torch.device("cpu"), b.mode)["crops"]
+            out = load_edits(job, b)
+            fm = M.reconstruction_metrics(out["recon"], target, lpips_model, embedder, mset.lpips_net, reasons)
+            defs = fm.definitions
+            seconds = branch_seconds(job, b)
+            base = dict(run=job.run_name, video=job.id, method=b.method, variant=b.variant, mode=b.mode,
+                        seconds=seconds, id_sim_edit=None)
+            for i, r in enumerate(fm.rows()):
+                rows.append(dict(base, frame=int(indices[i]), edit="", **r))
+            for name, edited in sorted(out.items()):
+                if name == "recon" or edited.shape[0] != out["recon"].shape[0]:
+                    continue  # novel views have no per-frame counterpart
+                ids = M.identity_after_edit(out["recon"], edited, embedder) if embedder is not None else None
+                why = "edit: no ground truth for LPIPS/SSIM/PSNR/ID" + ("" if ids is not None else
+                                                                       f"; id_sim_edit: {reasons.get('id_sim')}")
+                for i in range(edited.shape[0]):
+                    rows.append(dict(base, frame=int(indices[i]), edit=name, lpips=None, ssim=None, psnr=None,
+                                     id_sim=None, id_sim_edit=None if ids is None else float(ids[i]), reason=why))
+        path = write_metrics(metrics_path(job.run_dir, job.id), rows, defs)
+        return StageOutput({"parquet": str(Path("..") / path.name)}, {"rows": len(rows)})
+
+    return run_stage(job, STAGE, inputs, config_hash(mset), body)

@@ -1,0 +1,24 @@
+"""Stage plans per config / manifest entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.plan import branches, plan_stages
+from innout_core.config import ManifestVideo, PipelineConfig
+
+
+def test_plan_covers_methods_variants_modes():
+    cfg = PipelineConfig.from_preset("tiny-demo")
+    with_masks = ManifestVideo(id="a", path=Path("a.mp4"), masks=Path("m.npz"))
+    no_masks = ManifestVideo(id="b", path=Path("b.mp4"))
+    keys = [b.key for b in branches(cfg, with_masks)]
+    assert keys[:3] == ["w", "w+", "pti"] and "user-masks" in keys and "wo-Lb-image" in keys
+    assert len(keys) == 2 * (3 + 5)
+    assert "user-masks" not in [b.key for b in branches(cfg, no_masks)]  # needs masks in the manifest
+    stages = plan_stages(cfg, with_masks)
+    assert stages[:2] == ["frames", "face"] and stages[-2:] == ["metrics", "encode"]
+    assert len(stages) == len(set(stages))
+    assert stages.index("invert-w+") < stages.index("stage-a-no-masks") < stages.index("stage-b-no-masks")
+    inn = [b for b in branches(cfg, with_masks) if b.variant == "w/o L_w" and b.mode == "image"][0]
+    assert inn.stages == ("invert-w+-image", "stage-a-wo-Lw-image", "stage-b-wo-Lw-image", "edits-wo-Lw-image")

@@ -1,0 +1,87 @@
+"""run_stage: skip when done with matching hashes, redo on any change, record failures (file, stage, message)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from innout_core.config import ManifestVideo, PipelineConfig
+from innout_core.errors import BadInputError, StageError
+from innout_core.store import read_record
+from tasks.common import (StageOutput, VideoJob, load_tensors, progress_writer, run_stage, save_tensors,
+                          stage_generator, transient)
+
+
+def _job(tmp_path: Path) -> VideoJob:
+    return VideoJob(tmp_path / "run", "run", ManifestVideo(id="v1", path=tmp_path / "v1.mp4"),
+                    PipelineConfig.from_preset("tiny-demo"))
+
+
+def test_run_stage_skips_done_and_redoes_on_change(tmp_path):
+    job = _job(tmp_path)
+    calls = []
+
+    def body(d: Path) -> StageOutput:
+        calls.append(d)
+        save_tensors(d / "x.safetensors", {"x": torch.arange(3.0) + len(calls)})
+        return StageOutput({"x": "x.safetensors"}, {"n": 3})
+
+    rec = run_stage(job, "invert-w+", ["in1"], "cfg1", body)
+    assert rec.status == "done" and rec.attempts == 1 and rec.info == {"n": 3} and rec.seconds >= 0
+    again = run_stage(job, "invert-w+", ["in1"], "cfg1", body)
+    assert len(calls) == 1 and again.output_hash == rec.output_hash  # skipped
+    run_stage(job, "invert-w+", ["in2"], "cfg1", body)  # input changed
+    run_stage(job, "invert-w+", ["in2"], "cfg2", body)  # config changed
+    assert len(calls) == 3
+    final = read_record(job.stage_dir("invert-w+"))
+    assert final.attempts == 3 and final.output_hash != rec.output_hash
+    assert torch.equal(load_tensors(job.stage_dir("invert-w+") / "x.safetensors")["x"], torch.arange(3.0) + 3)
+
+
+def test_run_stage_records_failures(tmp_path):
+    job = _job(tmp_path)
+
+    def bad_input(d: Path) -> StageOutput:
+        raise BadInputError("file is empty (0 bytes)", path=tmp_path / "v1.mp4")
+
+    with pytest.raises(StageError, match="video 'v1', stage frames: file is empty") as info:
+        run_stage(job, "frames", ["h"], "c", bad_input)
+    assert info.value.transient is False
+    rec = read_record(job.stage_dir("frames"))
+    assert rec.status == "failed" and rec.error.stage == "frames" and rec.error.kind == "BadInputError"
+    assert rec.error.file == str(tmp_path / "v1.mp4") and rec.error.message == "file is empty (0 bytes)"
+
+    def io_error(d: Path) -> StageOutput:
+        raise OSError("disk\nhiccup")
+
+    with pytest.raises(StageError) as info:
+        run_stage(job, "frames", ["h"], "c", io_error)
+    assert info.value.transient is True
+    rec = read_record(job.stage_dir("frames"))
+    assert rec.error.message == "OSError: disk hiccup" and rec.attempts == 2  # one line, attempt counted
+
+
+def test_transient_policy():
+    assert transient(OSError("x")) and transient(RuntimeError("CUDA out of memory. Tried"))
+    assert not transient(BadInputError("x")) and not transient(ValueError("shape"))
+
+
+def test_stage_generator_depends_on_seed_video_stage(tmp_path):
+    job = _job(tmp_path)
+    a = torch.rand(4, generator=stage_generator(job, "stage-a-no-masks", torch.device("cpu")))
+    b = torch.rand(4, generator=stage_generator(job, "stage-a-no-masks", torch.device("cpu")))
+    c = torch.rand(4, generator=stage_generator(job, "stage-a-auto-masks", torch.device("cpu")))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_progress_writer_throttles(tmp_path):
+    import json
+
+    report = progress_writer(tmp_path, every_s=3600)
+    report(1, 10, {"l2": 0.5})
+    report(2, 10, {"l2": 0.4})  # throttled
+    assert json.loads((tmp_path / "progress.json").read_text())["step"] == 1
+    report(10, 10, {"l2": 0.1})  # the last step is always written
+    assert json.loads((tmp_path / "progress.json").read_text())["step"] == 10
