@@ -55,6 +55,9 @@ class OSGDecoder(nn.Module):
             x = sampled_features.mean(1)
         x = x.reshape(n * p, c)
         x = self.net(x).view(n, p, -1)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
+        # sigmoid(o) * 1.002 - 0.001 with the official rounding; the in-place steps only skip allocations (the
+        # backward of sigmoid needs its output, so with autograd the first product is a new tensor).
+        rgb = torch.sigmoid(x[..., 1:])
+        rgb = (rgb.mul_(1 + 2 * 0.001) if not torch.is_grad_enabled() else rgb * (1 + 2 * 0.001)).sub_(0.001)
         sigma = x[..., 0:1]
         return rgb, sigma

@@ -40,7 +40,7 @@ __all__ = [
 DecodeFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 """sampled features [N, 3, P, C] -> (rgb [N, P, C'], raw sigma [N, P, 1])."""
 
-DEFAULT_CHUNK = 1 << 18
+DEFAULT_CHUNK = 1 << 20
 """Points per item decoded at once by `render_planes` (bounds no-grad peak memory; does not change results)."""
 
 # Which two world axes give (u, v) on plane 0, 1, 2: (x, y), (x, z), (z, x) — the official plane axes (spec §6).
@@ -165,10 +165,10 @@ def project_onto_planes(points: Tensor, box_warp: float) -> Tensor:
     """
     _check(points.dim() == 3 and points.shape[-1] == 3, f"project_onto_planes: points must be [N,P,3], "
                                                           f"got {list(points.shape)}")
-    scaled = (2 / box_warp) * points
     n, p, _ = points.shape
+    scaled = ((2 / box_warp) * points).transpose(1, 2)  # [N, 3, P]: a row per axis, so the pick copies rows
     idx = torch.tensor(_PLANE_UV_AXES, device=points.device)
-    return scaled.index_select(-1, idx).view(n, p, 3, 2).permute(0, 2, 1, 3)
+    return scaled.index_select(1, idx).view(n, 3, 2, p).transpose(-1, -2)
 
 
 def sample_from_planes(planes: Tensor, points: Tensor, box_warp: float) -> Tensor:
