@@ -102,20 +102,22 @@ def split_label(c: Tensor) -> tuple[Tensor, Tensor]:
     return c[:, :16].reshape(-1, 4, 4), c[:, 16:].reshape(-1, 3, 3)
 
 
-def yaw_pitch_from_cam2world(cam2world: Tensor, lookat: tuple[float, float, float] = (0.0, 0.0, 0.2)
-                             ) -> tuple[Tensor, Tensor]:
+def yaw_pitch_from_cam2world(cam2world: Tensor, lookat: tuple[float, float, float] = (0.0, 0.0, 0.2), *,
+                             max_angle: float | None = None) -> tuple[Tensor, Tensor]:
     """Yaw and pitch (radians, [N] float32) of cameras on the LookAt sphere: the inverse of `lookat_cam2world`.
 
     The LookAt sphere is centred at the world origin, so yaw and pitch follow from the camera centre (x, y, z)
     alone: ``cos(phi) = y / r`` and ``v = pi (1 - cos(phi)) / 2`` give ``pitch = v - pi/2 = -pi/2 * y / r``;
-    ``yaw = atan2(z, -x) - pi/2`` wrapped to [-pi, pi). ``lookat`` sets only the orientation; it is used to check
-    that the camera looks at it (a camera that does not is rejected rather than given a misleading angle).
+    ``yaw = atan2(z, -x) - pi/2`` wrapped to [-pi, pi). This is well defined for any camera centre (e.g. cameras
+    estimated from landmarks). ``lookat`` sets only the orientation; with ``max_angle`` given, cameras whose
+    forward axis misses ``lookat`` by more than ``max_angle`` radians are rejected.
 
     Args:
-        cam2world: [N, 4, 4] (or [4, 4]) OpenCV cam2world made by `lookat_cam2world` (or equivalent).
-        lookat: the point the cameras look at, world units.
+        cam2world: [N, 4, 4] (or [4, 4]) OpenCV cam2world.
+        lookat: the point the cameras should look at, world units (used by the ``max_angle`` check).
+        max_angle: optional tolerance in radians for the look-at check; None skips it.
     Raises:
-        ValueError: on bad shapes, or a camera whose forward axis misses ``lookat`` by more than 1e-3 rad.
+        ValueError: on bad shapes, or (with ``max_angle``) a camera that does not look at ``lookat``.
     """
     if cam2world.dim() == 2:
         cam2world = cam2world.unsqueeze(0)
@@ -123,12 +125,14 @@ def yaw_pitch_from_cam2world(cam2world: Tensor, lookat: tuple[float, float, floa
         raise ValueError(f"yaw_pitch_from_cam2world: cam2world must be [N,4,4], got {list(cam2world.shape)}")
     m = cam2world.double()
     origin = m[:, :3, 3]
-    forward = m[:, :3, 2]
-    to_target = torch.nn.functional.normalize(torch.tensor(lookat, dtype=torch.float64) - origin, dim=-1)
-    cos_err = (torch.nn.functional.normalize(forward, dim=-1) * to_target).sum(-1)
-    if bool((cos_err < math.cos(1e-3)).any()):
-        raise ValueError(f"yaw_pitch_from_cam2world: camera does not look at {lookat} "
-                         f"(max angle {math.degrees(float(torch.arccos(cos_err.clamp(-1, 1)).max())):.3f} deg)")
+    if max_angle is not None:
+        target = torch.tensor(lookat, dtype=torch.float64, device=m.device)
+        to_target = torch.nn.functional.normalize(target - origin, dim=-1)
+        cos_err = (torch.nn.functional.normalize(m[:, :3, 2], dim=-1) * to_target).sum(-1).clamp(-1, 1)
+        worst = float(torch.arccos(cos_err).max())
+        if worst > max_angle:
+            raise ValueError(f"yaw_pitch_from_cam2world: camera does not look at {lookat} "
+                             f"(off by {math.degrees(worst):.3f} deg > {math.degrees(max_angle):.3f} deg)")
     r = origin.norm(dim=-1)
     cos_phi = (origin[:, 1] / r).clamp(-1, 1)
     pitch = -math.pi / 2 * cos_phi  # v = pi (1 - cos phi) / 2, pitch = v - pi/2

@@ -133,10 +133,12 @@ class RenderingConfig:
 
 
 def _same_value(a: Any, b: Any) -> bool:
+    """Equal as config values: [0, 0, 0.2] == (0.0, 0.0, 0.2) and 1 == 1.0, but True != 1."""
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(x == y for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b or (isinstance(a, int | float) and isinstance(b, int | float)
-                                              and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+        return list(a) == list(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
 
 
 def _official_value(key: str, value: Any) -> Any:

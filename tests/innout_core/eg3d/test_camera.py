@@ -65,11 +65,14 @@ def test_yaw_pitch_inverts_lookat_within_60_degrees():
     assert (p.double() - pitch).abs().max().item() < 2e-6
 
 
-def test_yaw_pitch_rejects_camera_not_looking_at_pivot():
+def test_yaw_pitch_lookat_check_is_opt_in():
     m = cam.lookat_cam2world(0.2, 0.1)
     m[:, :3, 3] += torch.tensor([0.3, 0.0, 0.0])
+    y, p = cam.yaw_pitch_from_cam2world(m)  # no check by default: angles of the camera centre
+    assert torch.isfinite(y).all() and torch.isfinite(p).all()
+    cam.yaw_pitch_from_cam2world(cam.lookat_cam2world(0.2, 0.1), max_angle=1e-4)
     with pytest.raises(ValueError, match="does not look at"):
-        cam.yaw_pitch_from_cam2world(m)
+        cam.yaw_pitch_from_cam2world(m, max_angle=1e-3)
 
 
 def test_orbit_labels_closed_path():
