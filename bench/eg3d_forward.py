@@ -72,7 +72,7 @@ def _child(name: str, repeats: int, threads: int) -> dict:
     }
 
 
-def _machine() -> dict:
+def _machine(load_at_start: tuple[float, float, float] | None) -> dict:
     import torch
 
     cpu = platform.processor()
@@ -84,13 +84,14 @@ def _machine() -> dict:
     except OSError:
         pass
     try:
-        load = os.getloadavg()
+        load_end = os.getloadavg()
     except OSError:
-        load = None
+        load_end = None
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "load_average_at_start": load,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": load_end,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(_child(args.child, args.repeats, args.threads)))
         return 0
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = []
     for name in args.configs:
         cmd = [sys.executable, __file__, "--child", name, "--repeats", str(args.repeats), "--threads",
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if off:
             r["official_baseline"] = off
             r["speedup_vs_official"] = off["seconds"] / r["seconds_median"]
-    payload = {"benchmark": "eg3d_forward", "machine": _machine(), "threads": args.threads,
+    payload = {"benchmark": "eg3d_forward", "machine": _machine(load_at_start), "threads": args.threads,
                "repeats": args.repeats, "results": results,
                "note": "official baseline measured by the reference-data author on this machine class, unloaded"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
