@@ -387,19 +387,33 @@ def _check_march_inputs(colors: Tensor, densities: Tensor, depths: Tensor) -> No
            f"ray_march: colors must be [N,M,S,C] with [N,M,S]={list(depths.shape[:3])}, got {list(colors.shape)}")
 
 
-def _composite(weights: Tensor, colors: Tensor, depths: Tensor, global_depths: Tensor,
-               white_back: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """rgb [N,M,C] (*2-1), depth [N,M,1] (NaN -> inf -> clamped to the global depth range), acc [N,M,1]."""
-    # sum_k w_k (c_k + c_{k+1}) / 2 == sum_j w'_j c_j with w'_j = (w_{j-1} + w_j) / 2: one small matmul, no
-    # [N,M,S-1,C] midpoint tensor.
+def _composite(weights: Tensor, color_parts: tuple[Tensor, ...], depths: Tensor, white_back: bool,
+               sort_index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Marcher outputs from interval weights [N,M,S-1,1] and sorted depths [N,M,S,1].
+
+    ``sum_k w_k (c_k + c_{k+1}) / 2 == sum_j w'_j c_j`` with node weights ``w'_j = (w_{j-1} + w_j) / 2``, so the
+    colour composite is one small matmul per part, with no [N,M,S-1,C] midpoint tensor. ``color_parts`` are
+    [N,M,S_i,C] tensors in concat order; with ``sort_index`` (sorted position k came from concat index
+    sort_index[k]) the node weights are scattered back to concat order, so unsorted colours are never gathered.
+    Returns rgb [N,M,C] (*2-1), depth [N,M,1] (NaN -> inf -> clamped to the global depth range), acc [N,M,1].
+    """
     w = weights.squeeze(-1)
     w_node = 0.5 * (F.pad(w, (1, 0)) + F.pad(w, (0, 1)))  # [N, M, S]
-    rgb = torch.matmul(w_node.unsqueeze(-2), colors).squeeze(-2)
+    if sort_index is not None:
+        w_node = torch.zeros_like(w_node).scatter(-1, sort_index.squeeze(-1), w_node)
+    rgb: Tensor | None = None
+    start = 0
+    for part in color_parts:
+        k = part.shape[2]
+        term = torch.matmul(w_node[..., start:start + k].unsqueeze(-2).to(part.dtype), part).squeeze(-2)
+        rgb = term if rgb is None else rgb + term
+        start += k
+    assert rgb is not None
     acc = weights.sum(2)
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
     depth = torch.sum(weights * depths_mid, -2) / acc
     depth = torch.nan_to_num(depth, float("inf"))
-    depth = torch.clamp(depth, torch.min(global_depths), torch.max(global_depths))
+    depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
     if white_back:
         rgb = rgb + 1 - acc
     return rgb * 2 - 1, depth, acc
@@ -420,7 +434,7 @@ def ray_march(colors: Tensor, densities: Tensor, depths: Tensor, *,
     """
     _check_march_inputs(colors, densities, depths)
     weights = march_weights(densities, depths)
-    rgb, depth, _ = _composite(weights, colors, depths, depths, white_back)
+    rgb, depth, _ = _composite(weights, (colors,), depths, white_back)
     return rgb, depth, weights
 
 
@@ -584,20 +598,7 @@ def render_planes(planes: Tensor, decode: DecodeFn, origins: Tensor, directions:
     if not march:
         return RenderOutput(None, None, None, samples)
     weights = march_weights(samples.densities, samples.depths)
-    # Composite straight from the unsorted decoder outputs: scatter the per-sample weights back to concat order.
-    w = weights.squeeze(-1)
-    w_node = 0.5 * (F.pad(w, (1, 0)) + F.pad(w, (0, 1)))  # [N, M, S]: sum_k w_k (c_k + c_{k+1}) / 2
-    if len(parts) > 1:
-        w_node = torch.zeros_like(w_node).scatter(-1, samples.sort_index.squeeze(-1), w_node)
-    rgb = None
-    for start, part in zip((0, s_c), parts, strict=False):
-        term = torch.matmul(w_node[..., start:start + part.shape[2]].unsqueeze(-2), part).squeeze(-2)
-        rgb = term if rgb is None else rgb + term
-    assert rgb is not None
-    acc = weights.sum(2)
-    depths = samples.depths
-    depth = torch.sum(weights * ((depths[:, :, :-1] + depths[:, :, 1:]) / 2), -2) / acc
-    depth = torch.clamp(torch.nan_to_num(depth, float("inf")), torch.min(depths), torch.max(depths))
-    if cfg.white_back:
-        rgb = rgb + 1 - acc
-    return RenderOutput(rgb * 2 - 1, depth, acc, samples)
+    # Composite straight from the unsorted decoder outputs (no sorted colour tensor unless samples.colors is read).
+    rgb, depth, acc = _composite(weights, parts, samples.depths, cfg.white_back,
+                                 samples.sort_index if len(parts) > 1 else None)
+    return RenderOutput(rgb, depth, acc, samples)
