@@ -60,6 +60,10 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
     plan = {v.id: [s for s in plan_stages(cfg, v) if not missing_modules(s)]
             for v in man.videos if only is None or v.id in only}
     with prefect_api(run_dir / ".prefect") as url:
+        import logging
+
+        for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
+            logging.getLogger(name).setLevel(logging.DEBUG if _STATE["debug"] else logging.WARNING)
         if _STATE["debug"]:
             console.print(f"Prefect API: {url}")
         from flows.dataset import dataset_flow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 PROGRESS_NAME = "progress.json"
+#: Failures that recur for unchanged input and config (not re-run by `innout retry` until the input changes).
+_DETERMINISTIC = {"BadInputError", "CheckpointError"}
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,15 @@ def run_stage(
         return rec
     d.mkdir(parents=True, exist_ok=True)
     prev = read_record(d) or StageRecord(stage=stage, video=job.id)
+    if (prev.status == "failed" and prev.error is not None and prev.error.kind in _DETERMINISTIC
+            and prev.input_hash == ih and prev.config_hash == cfg_hash):
+        # bad input, unchanged input and config: it would fail the same way; report the recorded error
+        err = StageError(f"video {job.id!r}, stage {stage}: {prev.error.message} (unchanged since the last attempt)",
+                         path=prev.error.file)
+        err.transient, err.stage = False, stage  # type: ignore[attr-defined]
+        raise err
+    if prev.input_hash != ih or prev.config_hash != cfg_hash:
+        shutil.rmtree(d / "ckpt", ignore_errors=True)  # checkpoints of other inputs/config cannot be resumed
     rec = prev.model_copy(update={"input_hash": ih, "config_hash": cfg_hash, "outputs": {}, "info": {}}).started_now()
     write_record(d, rec)
     timer = Timer()

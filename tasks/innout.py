@@ -56,6 +56,7 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         masks = t.get("masks") if jcfg.mask_mode == "user" else None
         fp = stage_a_fingerprint(t["crops"], t["cameras"], inv.ws, jcfg, masks)
         ckpt = Checkpointer(d / "ckpt", every=jcfg.checkpoint_every, fingerprint=fp)
+        resumed = max(ckpt.steps(), default=None)
         res = core_stage_a(G, t["crops"], t["cameras"], inv.ws, jcfg, stage_generator(job, stage, dev), masks=masks,
                            checkpoint=ckpt, progress=progress_writer(d))
         tensors = {f"ood.{k}": v for k, v in res.ood_state.items()}
@@ -68,7 +69,7 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         atomic_write_text(d / "stage_a.json", json.dumps(meta, default=float))
         last = res.losses[-1] if res.losses else {}
         return StageOutput({"state": "stage_a.safetensors", "meta": "stage_a.json"},
-                           {"method_seconds": res.seconds, "final_losses": {k: float(v) for k, v in last.items()}})
+                           {"resumed_from_step": resumed, "method_seconds": res.seconds, "final_losses": {k: float(v) for k, v in last.items()}})
 
     return run_stage(job, stage, inputs, config_hash(jcfg, cfg.generator, str(cfg.checkpoint), cfg.seed), body)
 
@@ -106,12 +107,13 @@ def run_stage_b(job: VideoJob, variant: str, mode: str) -> StageRecord:
         sa = load_stage_a(job, variant, mode, dev)
         ckpt = Checkpointer(d / "ckpt", every=scfg.checkpoint_every,
                             fingerprint=stage_b_fingerprint(sa, t["crops"], t["cameras"], scfg))
+        resumed = max(ckpt.steps(), default=None)
         t0 = time.perf_counter()
         sr = core_stage_b(G, sa, t["crops"], t["cameras"], scfg, stage_generator(job, stage, dev), checkpoint=ckpt,
                           progress=progress_writer(d))
         seconds = time.perf_counter() - t0
         save_tensors(d / "sr.safetensors", sr)
-        return StageOutput({"sr": "sr.safetensors"}, {"method_seconds": seconds})
+        return StageOutput({"sr": "sr.safetensors"}, {"resumed_from_step": resumed, "method_seconds": seconds})
 
     return run_stage(job, stage, inputs, config_hash(scfg, cfg.generator, str(cfg.checkpoint), cfg.seed), body)
 

@@ -39,6 +39,7 @@ def run_invert(job: VideoJob, method: str, mode: str) -> StageRecord:
         gen = stage_generator(job, stage, dev)
         fp = inversion_fingerprint(t["crops"], t["cameras"], icfg, cfg.seed)
         ckpt = Checkpointer(d / "ckpt", every=max(1, icfg.steps // 4), fingerprint=fp)
+        resumed = max(ckpt.steps(), default=None)
         res = invert_video(G, t["crops"], t["cameras"], icfg, gen, checkpoint=ckpt, progress=progress_writer(d))
         outputs = {"result": "result.safetensors", "renders": "renders.safetensors", "losses": "losses.json"}
         save_tensors(d / "result.safetensors", {"ws": res.ws, "w_canonical": res.w_canonical})
@@ -48,7 +49,7 @@ def run_invert(job: VideoJob, method: str, mode: str) -> StageRecord:
         renders = render_inversion(G, res, t["cameras"], stage_generator(job, stage + "/render", dev))
         save_tensors(d / "renders.safetensors", {"frames": renders})
         atomic_write_text(d / "losses.json", json.dumps([float(x) for x in res.losses]))
-        return StageOutput(outputs, {"method_seconds": res.seconds, "final_loss": float(res.losses[-1])
+        return StageOutput(outputs, {"resumed_from_step": resumed, "method_seconds": res.seconds, "final_loss": float(res.losses[-1])
                                      if res.losses else None})
 
     return run_stage(job, stage, [face.output_hash if face else ""],

@@ -57,7 +57,7 @@ def test_run_stage_records_failures(tmp_path):
         raise OSError("disk\nhiccup")
 
     with pytest.raises(StageError) as info:
-        run_stage(job, "frames", ["h"], "c", io_error)
+        run_stage(job, "frames", ["h2"], "c", io_error)
     assert info.value.transient is True
     rec = read_record(job.stage_dir("frames"))
     assert rec.error.message == "OSError: disk hiccup" and rec.attempts == 2  # one line, attempt counted
@@ -85,3 +85,20 @@ def test_progress_writer_throttles(tmp_path):
     assert json.loads((tmp_path / "progress.json").read_text())["step"] == 1
     report(10, 10, {"l2": 0.1})  # the last step is always written
     assert json.loads((tmp_path / "progress.json").read_text())["step"] == 10
+
+
+def test_bad_input_failure_not_rerun_until_input_changes(tmp_path):
+    job = _job(tmp_path)
+    calls = []
+
+    def bad(d: Path) -> StageOutput:
+        calls.append(1)
+        raise BadInputError("has no video stream", path="x.mp4")
+
+    for _ in range(2):
+        with pytest.raises(StageError, match="has no video stream"):
+            run_stage(job, "frames", ["h1"], "c", bad)
+    assert len(calls) == 1 and read_record(job.stage_dir("frames")).attempts == 1
+    with pytest.raises(StageError):
+        run_stage(job, "frames", ["h2"], "c", bad)  # the input changed: tried again
+    assert len(calls) == 2
