@@ -22,7 +22,7 @@ from flows.video import make_job, process_video
 from innout_core.config import DaskSettings, PipelineConfig, load_config, load_manifest, manifest_hash, save_resolved
 from innout_core.store import atomic_write_json
 
-__all__ = ["dask_task_runner", "dataset_flow", "prepare_run", "video_task"]
+__all__ = ["dask_task_runner", "dataset_flow", "dataset_videos", "prepare_run", "retry_failed_flow", "video_task"]
 
 video_task = task(process_video, name="video", task_run_name="video[{job.video.id}]", cache_policy=NO_CACHE,
                   persist_result=False, retries=0)
@@ -58,7 +58,8 @@ def dataset_videos(manifest: str, run_dir: str, cfg: PipelineConfig, only: list[
     run = Path(run_dir)
     ids = [v.id for v in man.videos if only is None or v.id in only]
     jobs = [make_job(run, Path(manifest), vid, cfg) for vid in ids]
-    annotations = {"resources": {"GPU": 1}} if cfg.dask.cluster == "cuda" else {}
+    gpu = cfg.dask.cluster == "cuda" or (cfg.dask.cluster == "address" and cfg.device.startswith("cuda"))
+    annotations = {"resources": {"GPU": 1}} if gpu else {}
     with dask.annotate(**annotations):
         futures = [video_task.submit(job) for job in jobs]
     for fut in futures:
@@ -89,3 +90,16 @@ def dataset_flow(manifest: str, run_dir: str, config: str | None = None, preset:
     runner = dask_task_runner(cfg.dask)
     return dataset_videos.with_options(task_runner=runner)(str(Path(manifest).resolve()), str(run), cfg, only,
                                                            return_state=True)
+
+
+@flow(name="retry-failed", log_prints=True, validate_parameters=False)
+def retry_failed_flow(run_dir: str, workers: int | None = None) -> Any:
+    """Re-run the videos of ``run_dir`` that are not done, with the run's saved config (``run.yaml``)."""
+    from flows.status import failed_videos, read_run
+
+    _, manifest, _ = read_run(run_dir)
+    todo = failed_videos(run_dir)
+    if not todo:
+        return Completed(message="nothing to retry")
+    return dataset_flow(str(manifest), str(run_dir), config=str(Path(run_dir) / "run.yaml"), workers=workers,
+                        only=todo, return_state=True)
