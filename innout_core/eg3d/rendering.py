@@ -349,7 +349,7 @@ def sample_importance(z_vals: Tensor, weights: Tensor, n_importance: int, genera
     _check(s >= 3, f"sample_importance: need >= 3 coarse samples, got {s}")
     with torch.no_grad():
         z = z_vals.reshape(n * m, s)
-        w = weights.reshape(n * m, 1, s - 1).float()
+        w = weights.reshape(n * m, 1, s - 1).to(z_vals.dtype)  # official: .float() (half weights under autocast)
         w = F.max_pool1d(w, 2, 1, padding=1)
         w = F.avg_pool1d(w, 2, 1).reshape(n * m, s - 1)
         w = w + 0.01
@@ -372,6 +372,10 @@ def march_weights(densities: Tensor, depths: Tensor) -> Tensor:
     Returns:
         weights [N, M, S-1, 1] in [0, 1], per-ray sum <= 1.
     """
+    _check(depths.dim() == 4 and depths.shape[-1] == 1 and depths.shape[2] >= 2,
+           f"march_weights: depths must be [N,M,S,1] with S >= 2, got {list(depths.shape)}")
+    _check(densities.shape == depths.shape, f"march_weights: densities must be {list(depths.shape)}, "
+                                            f"got {list(densities.shape)}")
     deltas = depths[:, :, 1:] - depths[:, :, :-1]
     densities_mid = (densities[:, :, :-1] + densities[:, :, 1:]) / 2
     densities_mid = F.softplus(densities_mid - 1)

@@ -85,6 +85,8 @@ def test_shape_validation_messages():
         R.sample_rays(torch.zeros(2, 3, 4), torch.zeros(2, 3, 3), 4)
     with pytest.raises(ValueError, match="densities must be"):
         R.ray_march(torch.zeros(1, 2, 5, 3), torch.zeros(1, 2, 4, 1), torch.zeros(1, 2, 5, 1))
+    with pytest.raises(ValueError, match="march_weights: densities"):
+        R.march_weights(torch.zeros(1, 2, 5, 2), torch.zeros(1, 2, 5, 1))
     with pytest.raises(ValueError, match="weights must be"):
         R.sample_importance(torch.zeros(1, 2, 5, 1), torch.zeros(1, 2, 5, 1), 4, None)
     with pytest.raises(ValueError, match="u must be"):
@@ -321,3 +323,41 @@ def test_rendering_config_round_trips_official_kwargs():
     assert R.RenderingConfig.from_kwargs(changed).to_kwargs() == changed
     with pytest.raises(ValueError, match="auto"):
         R.RenderingConfig.from_kwargs({"ray_start": "auto", "ray_end": "auto"})
+
+
+def test_stratified_bounds_and_disparity_space():
+    origins = torch.zeros(1, 3, 3)
+    zero = torch.zeros(1, 3, 5, 1)
+    lin = R.sample_stratified(origins, 2.0, 4.0, 5, None, u=zero)
+    assert torch.equal(lin[0, 0, :, 0], torch.linspace(2.0, 4.0, 5))
+    disp = R.sample_stratified(origins, 2.0, 4.0, 5, None, disparity_space_sampling=True, u=zero)
+    assert torch.allclose(1 / disp[0, 0, :, 0], torch.linspace(1 / 2.0, 1 / 4.0, 5), atol=1e-7)
+    top = R.sample_stratified(origins, 2.0, 4.0, 5, None, u=torch.full((1, 3, 5, 1), 0.999))
+    assert (top[..., 0] - lin[..., 0]).max() < 0.5 and (top[..., 0] >= lin[..., 0]).all()  # within one step
+
+
+def test_density_noise_draws_after_each_pass_decode():
+    """Official RNG order with density_noise: rand (stratified), randn (coarse sigma), rand (u), randn (fine)."""
+    planes = torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def decode(f):
+        m = f.mean(1)
+        return torch.sigmoid(m), m[..., :1] * 3
+
+    origins, dirs = R.sample_rays(cam.lookat_cam2world(0.0, 0.0), cam.intrinsics_matrix().unsqueeze(0), 3)
+    cfg = R.RenderingConfig(depth_resolution=5, depth_resolution_importance=4)
+    noisy = dataclasses.replace(cfg, density_noise=0.5)
+    a = R.render_planes(planes, decode, origins, dirs, noisy, torch.Generator().manual_seed(9))
+    b = R.render_planes(planes, decode, origins, dirs, noisy, torch.Generator().manual_seed(9))
+    assert torch.equal(a.rgb, b.rgb)
+    g = torch.Generator().manual_seed(9)
+    u0 = torch.rand(1, 9, 5, 1, generator=g)
+    noise_c = torch.randn(1, 45, 1, generator=g)
+    u1 = torch.rand(9, 4, generator=g)
+    coarse = R.sample_stratified(origins, 2.25, 3.3, 5, None, u=u0)
+    clean = R.render_planes(planes, decode, origins, dirs, cfg, None, draws=(u0, u1), march=False).samples
+    concat = torch.empty_like(a.samples.depths).scatter_(2, a.samples.sort_index, a.samples.depths)
+    assert torch.equal(concat[:, :, :5], coarse)
+    sig = torch.empty_like(a.samples.densities).scatter_(2, a.samples.sort_index, a.samples.densities)
+    sig_clean = torch.empty_like(clean.densities).scatter_(2, clean.sort_index, clean.densities)
+    assert torch.allclose(sig[:, :, :5], sig_clean[:, :, :5] + noise_c.view(1, 9, 5, 1) * 0.5, atol=1e-6)
