@@ -86,3 +86,39 @@ def test_manifest_errors_name_manifest_and_entry(tmp_path, doc, match):
 def test_missing_manifest(tmp_path):
     with pytest.raises(BadInputError, match="cannot read manifest"):
         load_manifest(tmp_path / "none.yaml")
+
+
+def test_stage_configs_from_presets_and_variants():
+    from innout_core.joint import JointConfig
+
+    cfg = PipelineConfig.from_preset("tiny-demo", joint={"steps": 3, "weights": {"l2": 2.0}})
+    j = cfg.joint_config("no-masks")
+    ref = JointConfig.preset("tiny-demo")
+    assert j.steps == 3 and j.weights.l2 == 2.0 and j.mask_mode == "none"
+    assert j.weights.blend_area == ref.weights.blend_area  # nested override merges, the rest stays the preset's
+    assert cfg.joint_config("auto-masks").mask_mode == "auto" and cfg.joint_config("user-masks").mask_mode == "user"
+    assert cfg.joint_config("w/o L_b").weights.blend_entropy == 0.0
+    assert cfg.joint_config("w/o L_w").weights.latent == 0.0
+    assert cfg.joint_config("w/o L_b").weights.l2 == 2.0
+    inv = cfg.inversion_config("pti")
+    assert inv.method == "pti" and inv.steps == 8  # the pipeline preset's override of the stage preset
+    assert cfg.face_config().backend == "given"
+    paper = PipelineConfig.from_preset("paper")
+    assert paper.joint_config("no-masks").composite_form == "paper"
+
+
+def test_bad_stage_override_names_section():
+    cfg = PipelineConfig.from_preset("tiny-demo", joint={"stepz": 3})
+    with pytest.raises(BadInputError, match="config section 'joint': stepz"):
+        cfg.joint_config("no-masks")
+
+
+def test_save_resolved_run_yaml_roundtrips(tmp_path):
+    from innout_core.config import save_resolved
+
+    cfg = PipelineConfig.from_preset("tiny-demo", seed=3)
+    p = save_resolved(cfg, tmp_path, "abc", manifest=tmp_path / "m.yaml")
+    doc = yaml.safe_load(p.read_text())
+    assert doc["manifest_hash"] == "abc" and doc["code_version"].startswith("innout")
+    assert doc["stages"]["joint[w/o L_w]"]["weights"]["latent"] == 0.0
+    assert load_config(p) == cfg  # `innout retry` reads the run's config back from run.yaml
