@@ -75,3 +75,18 @@ def test_decoder_formula_against_hand_computation():
 def test_decoder_rejects_bad_shape():
     with pytest.raises(ValueError, match="sampled_features"):
         OSGDecoder(32)(torch.zeros(1, 3, 5, 16))
+
+
+def test_fast_softplus_matches_torch_softplus(device):
+    """Values within 1e-6 absolute (float32 rounding of 1 + e^x), the x > 20 branch exact, same gradients."""
+    from innout_core.eg3d.decoder import Softplus
+
+    x = torch.cat([torch.linspace(-60, 60, 20001), torch.tensor([20.0, 20.0001, 19.9999, -1e-8, 0.0])]).to(device)
+    x.requires_grad_(True)
+    y = Softplus()(x)
+    ref = torch.nn.functional.softplus(x)
+    assert (y - ref).abs().max().item() <= 1e-6
+    assert torch.equal(y[x > 20], x[x > 20]) and (y >= 0).all()
+    (g,) = torch.autograd.grad(y.sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    assert (g - g_ref).abs().max().item() <= 1e-6
