@@ -66,12 +66,29 @@ def composite_march(
     shapes = {t.shape[:3] for t in (face_colors, face_densities, ood_colors, ood_densities, blend, depths)}
     if len(shapes) != 1 or face_colors.shape != ood_colors.shape or depths.shape[-1] != 1 or depths.shape[2] < 2:
         raise BadInputError("composite_march: inputs must share [N,M,S] (S >= 2) and colour channels")
-    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    w_o, w_i = _interval_weights(face_densities, ood_densities, blend, depths, form)
     c_i, c_o = _mid(face_colors), _mid(ood_colors)
+    rgb = (w_o * c_o + w_i * c_i).sum(dim=-2)
+    weights = w_o + w_i
+    acc = weights.sum(dim=-2)
+    depth = _depth(weights, acc, depths)
+    return CompositeMarch(rgb=rgb * 2 - 1, depth=depth, weights=weights, acc=acc, ood_weights=w_o)
+
+
+def _depth(weights: Tensor, acc: Tensor, depths: Tensor) -> Tensor:
+    """Expected depth [N,M,1] from interval weights: NaN -> inf, clamped to the min/max of all depths."""
+    depth = (weights * _mid(depths)).sum(dim=-2) / acc
+    depth = torch.nan_to_num(depth, float("inf"))
+    return torch.clamp(depth, torch.min(depths), torch.max(depths))
+
+
+def _interval_weights(face_densities: Tensor, ood_densities: Tensor, blend: Tensor, depths: Tensor,
+                      form: CompositeForm) -> tuple[Tensor, Tensor]:
+    """Per-interval composite weights (wO, wI), each [N,M,S-1,1]; only 1-channel quantities are touched."""
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
     s_i = F.softplus(_mid(face_densities) - 1)
     s_o = F.softplus(_mid(ood_densities) - 1)
     b = _mid(blend)
-    z = _mid(depths)
     a_i = 1 - torch.exp(-s_i * deltas)
     a_o = 1 - torch.exp(-s_o * deltas)
     ones = torch.ones_like(a_i[:, :, :1])
@@ -81,15 +98,41 @@ def composite_march(
     else:
         tau = (s_o + s_i) * deltas
         trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(ones), tau], dim=-2), dim=-2)[:, :, :-1])
-    w_o = trans * b * a_o
-    w_i = trans * (1 - b) * a_i
-    rgb = (w_o * c_o + w_i * c_i).sum(dim=-2)
+    return trans * b * a_o, trans * (1 - b) * a_i
+
+
+def _node_weights(w: Tensor) -> Tensor:
+    """Interval weights [N,M,S-1,1] -> per-sample weights [N,M,S] with sum_k w_k (c_k + c_k+1)/2 = sum_j w'_j c_j."""
+    w = w.squeeze(-1)
+    return 0.5 * (F.pad(w, (1, 0)) + F.pad(w, (0, 1)))
+
+
+def _composite_fused(samples, ood_colors: Tensor, ood_densities: Tensor, blend: Tensor,
+                     form: CompositeForm) -> CompositeMarch:
+    """:func:`composite_march` of the face samples and OOD values without [N,M,S-1,C] midpoint tensors.
+
+    The colour sums become one small matmul per part (per-sample weights, see :func:`_node_weights`), and the face
+    colours are read in the renderer's unsorted coarse/fine order (the node weights are scattered back to it), so
+    the sorted [N,M,S,C] face colour tensor is never gathered. Equal to the plain form up to float rounding.
+    """
+    depths = samples.depths
+    w_o, w_i = _interval_weights(samples.densities, ood_densities, blend, depths, form)
+    rgb = torch.matmul(_node_weights(w_o).unsqueeze(-2), ood_colors).squeeze(-2)
+    node_i = _node_weights(w_i)
+    parts = samples.__dict__.get("_color_parts")
+    if parts is None:  # colours already sorted (materialised, or a single coarse pass)
+        rgb = rgb + torch.matmul(node_i.unsqueeze(-2), samples.colors).squeeze(-2)
+    else:
+        node_i = torch.zeros_like(node_i).scatter(-1, samples.sort_index.squeeze(-1), node_i)
+        start = 0
+        for part in parts:
+            k = part.shape[2]
+            rgb = rgb + torch.matmul(node_i[..., start : start + k].unsqueeze(-2), part).squeeze(-2)
+            start += k
     weights = w_o + w_i
     acc = weights.sum(dim=-2)
-    depth = (weights * z).sum(dim=-2) / acc
-    depth = torch.nan_to_num(depth, float("inf"))
-    depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
-    return CompositeMarch(rgb=rgb * 2 - 1, depth=depth, weights=weights, acc=acc, ood_weights=w_o)
+    return CompositeMarch(rgb=rgb * 2 - 1, depth=_depth(weights, acc, depths), weights=weights, acc=acc,
+                          ood_weights=w_o)
 
 
 def _unsort(sorted_vals: Tensor, sort_index: Tensor) -> Tensor:
@@ -143,8 +186,8 @@ class CompositeRender:
     depth: Tensor  # [N,M,1]
     acc: Tensor  # [N,M,1]
     ood_share: Tensor  # [N,M,1] sum of OOD interval weights wO in [0,1]: the occluder opacity in the composite
-    ood_rgb: Tensor  # [N,M,C] OOD-only render (EG3D marcher, b ignored)
-    ood_acc: Tensor  # [N,M,1] OOD-only opacity
+    ood_rgb: Tensor | None  # [N,M,C] OOD-only render (EG3D marcher, b ignored); None when not asked
+    ood_acc: Tensor | None  # [N,M,1] OOD-only opacity; None when not asked
     face_rgb: Tensor | None  # [N,M,C] face-only render (plain EG3D march of the same samples), when asked
     blend: Tensor  # [N,M,S,1] per-sample b as used (sorted order unless release_sample_order)
     is_coarse: Tensor  # [N,M,S,1] bool, sample came from the stratified (coarse) pass
@@ -166,6 +209,8 @@ def render_composite(
     blend_scale: float = 1.0,
     resolution: int | None = None,
     with_face_only: bool = False,
+    with_ood_only: bool = True,
+    fused: bool = True,
 ) -> CompositeRender:
     """Render face + OOD composite features for N views.
 
@@ -180,6 +225,10 @@ def render_composite(
         blend_scale: multiply b before removal (release removal uses 1.2).
         resolution: neural rendering resolution R (default ``G.neural_rendering_resolution``).
         with_face_only: also march the face samples alone (``face_rgb``).
+        with_ood_only: march the OOD samples alone (``ood_rgb``, ``ood_acc``); False leaves them None (stage A
+            without the OOD-only loss needs neither).
+        fused: fast forms of the same maths (fused OOD query, composite without colour midpoints or the sorted
+            face colour gather); equal to ``fused=False`` up to float rounding.
     """
     from innout_core.eg3d.rendering import ray_march
 
@@ -188,7 +237,7 @@ def render_composite(
     s = out.samples
     n, m, S, _ = s.depths.shape
     pts = s.points().reshape(n, m * S, 3)
-    colors, sigma, blend = ood.query(pts, frame_idx)
+    colors, sigma, blend = ood.query(pts, frame_idx, fused=fused)
     colors = colors.reshape(n, m, S, -1)
     sigma = sigma.reshape(n, m, S, 1)
     blend = blend.reshape(n, m, S, 1)
@@ -207,8 +256,14 @@ def render_composite(
             raise BadInputError(f"removal mask must be [{n},1,{R},{R}], got {tuple(removal_mask.shape)}")
         keep = 1 - removal_mask.reshape(n, m, 1, 1).to(blend.dtype)
         blend = blend * keep
-    comp = composite_march(s.colors, s.densities, colors, sigma, blend, s.depths, form=form)
-    ood_rgb, _, ood_w = ray_march(colors, sigma, ood_depths)
+    if fused:
+        comp = _composite_fused(s, colors, sigma, blend, form)
+    else:
+        comp = composite_march(s.colors, s.densities, colors, sigma, blend, s.depths, form=form)
+    ood_rgb = ood_acc = None
+    if with_ood_only:
+        ood_rgb, _, ood_w = ray_march(colors, sigma, ood_depths)
+        ood_acc = ood_w.sum(dim=-2)
     face_rgb = ray_march(s.colors, s.densities, s.depths)[0] if with_face_only else None
     return CompositeRender(
         rgb=comp.rgb,
@@ -216,7 +271,7 @@ def render_composite(
         acc=comp.acc,
         ood_share=comp.ood_weights.sum(dim=-2),
         ood_rgb=ood_rgb,
-        ood_acc=ood_w.sum(dim=-2),
+        ood_acc=ood_acc,
         face_rgb=face_rgb,
         blend=blend,
         is_coarse=is_coarse,

@@ -63,6 +63,7 @@ class LossWeights(BaseModel):
     l2_ood: float = Field(1.0, ge=0, description="RAW_L2_O: OOD-only raw render vs target inside the OOD mask")
     lpips: float = Field(1.0, ge=0, description="RAW_LPIPS_FULL: LPIPS map mean at the neural resolution")
     sr_l2: float = Field(1.0, ge=0, description="SR_FULL: L2 of SR(composite) vs the full-resolution frame")
+    sr_l2_ood: float = Field(0.0, ge=0, description="SR_O: masked L2 of SR(OOD-only) inside the OOD mask (release 0)")
     blend_entropy: float = Field(1.0, ge=0, description="L_b: binary entropy of b**skew, mean over samples")
     blend_area: float = Field(1.0, ge=0, description="blend area (max_k b_k)^2 mean over rays (D2NeRF)")
     latent: float = Field(0.0, ge=0, description="L_w: ||w_t - w_avg|| (squared per latent_squared)")
@@ -104,6 +105,10 @@ class JointConfig(BaseModel):
     neural_resolution: int | None = Field(None, ge=4, description="raw render side; None = the generator's")
     clamp_raw: bool = Field(True, description="clamp raw and SR RGB to [-1,1] before losses (release)")
     plane_cache_mb: float = Field(1024.0, ge=0, description="with lr_w = 0: cache face tri-planes up to this size, MB")
+    fused: bool = Field(True, description="fused OOD query + composite without colour midpoints (same maths, 1e-5)")
+    compute_unused: bool = Field(False, description="also run the release's zero-weight OOD-only SR (cost parity)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA autocast precision (ignored on CPU)")
+    compile: bool = Field(False, description="torch.compile the SR and OOD query on CUDA (ignored on CPU)")
     checkpoint_every: int = Field(2000, ge=0, description="steps between checkpoints (0 = only the final one)")
     seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator (release value)")
 
@@ -231,6 +236,27 @@ def _resize(x: Tensor, R: int, mode: str) -> Tensor:
 
 def _sr_noise(G) -> str:
     return getattr(G.rendering, "superresolution_noise_mode", "none")
+
+
+def use_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for an ``amp`` switch on ``device``: None (fp32) on CPU or when off."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(dtype: torch.dtype | None):
+    """``torch.autocast('cuda', dtype)`` or a no-op context when dtype is None."""
+    from contextlib import nullcontext
+
+    return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
+def maybe_compile(fn: Callable, enabled: bool, device: torch.device) -> Callable:
+    """``torch.compile(fn)`` on CUDA when enabled; ``fn`` itself otherwise (CPU: eager, bitwise the plain path)."""
+    if enabled and device.type == "cuda":
+        return torch.compile(fn)
+    return fn
 
 
 def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: JointConfig,
@@ -402,6 +428,12 @@ def run_stage_a(
         noise = _sr_noise(G)
         plane_cache: dict[int, Tensor] = {}
         frozen_w = not ws.requires_grad
+        amp_dtype = use_amp(cfg.amp, device)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        superresolve = maybe_compile(G.superresolve, cfg.compile, device)
+        need_ood_only = w.l2_ood > 0 and region_raw is not None
+        need_ood_sr = (w.sr_l2_ood > 0 and region_raw is not None) or cfg.compute_unused
+        region_full = None if use_masks is None else 1 - use_masks
         for step in range(start, cfg.steps):
             if perm is None or pos >= T:
                 perm = torch.randperm(T, generator=generator, device=generator.device).cpu()
@@ -416,26 +448,35 @@ def run_stage_a(
                         planes = G.backbone_planes(wt, noise_mode="const")
                     if (len(plane_cache) + 1) * planes.numel() * planes.element_size() <= cfg.plane_cache_mb * 2**20:
                         plane_cache[t] = planes
-            else:
-                planes = G.backbone_planes(wt, noise_mode="const")
-            r = render_composite(G, planes, cameras[t : t + 1], ood, torch.tensor([t], device=device), generator,
-                                 form=cfg.composite_form, release_sample_order=cfg.release_sample_order,
-                                 resolution=R)
-            feat = _features_to_image(r.rgb, R)
+            with autocast(amp_dtype):
+                if not frozen_w:
+                    planes = G.backbone_planes(wt, noise_mode="const")
+                r = render_composite(G, planes, cameras[t : t + 1], ood, torch.tensor([t], device=device),
+                                     generator, form=cfg.composite_form,
+                                     release_sample_order=cfg.release_sample_order, resolution=R,
+                                     with_ood_only=need_ood_only or need_ood_sr or not cfg.fused, fused=cfg.fused)
+                feat = _features_to_image(r.rgb.float(), R)
+                sr = superresolve(feat[:, :3], feat, wt, noise_mode=noise).float() if w.sr_l2 > 0 else None
+                sr_o = None
+                if need_ood_sr:
+                    feat_o = _features_to_image(r.ood_rgb.float(), R)
+                    sr_o = superresolve(feat_o[:, :3], feat_o, wt, noise_mode=noise).float()
             raw = feat[:, :3].clamp(-1, 1) if cfg.clamp_raw else feat[:, :3]
             terms: dict[str, Tensor] = {}
             if w.l2 > 0:
                 terms["l2"] = l2_loss(raw, targets_raw[t : t + 1])
-            if w.l2_ood > 0 and region_raw is not None:
-                raw_o = _features_to_image(r.ood_rgb, R)[:, :3]
+            if need_ood_only:
+                raw_o = _features_to_image(r.ood_rgb.float(), R)[:, :3]
                 raw_o = raw_o.clamp(-1, 1) if cfg.clamp_raw else raw_o
                 terms["l2_ood"] = masked_l2_loss(raw_o, targets_raw[t : t + 1], region_raw[t : t + 1])
             if lp is not None:
                 terms["lpips"] = lpips_loss(lp, raw, targets_raw[t : t + 1])
-            if w.sr_l2 > 0:
-                sr = G.superresolve(feat[:, :3], feat, wt, noise_mode=noise)
+            if sr is not None:
                 sr = sr.clamp(-1, 1) if cfg.clamp_raw else sr
                 terms["sr_l2"] = l2_loss(sr, frames[t : t + 1])
+            if sr_o is not None and w.sr_l2_ood > 0 and region_full is not None:
+                sr_o = sr_o.clamp(-1, 1) if cfg.clamp_raw else sr_o
+                terms["sr_l2_ood"] = masked_l2_loss(sr_o, frames[t : t + 1], region_full[t : t + 1])
             if w.blend_entropy > 0:
                 terms["blend_entropy"] = blend_entropy_loss(r.blend, cfg.blend_entropy_skew)
             if w.blend_area > 0:
@@ -446,8 +487,13 @@ def run_stage_a(
                 terms["delta"] = delta_reg_loss(wt, min(cfg.delta_count, wt.shape[1] - 1), cfg.delta_squared)
             total = sum(getattr(w, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
+            if scaler is None:
+                total.backward()
+                opt.step()
+            else:
+                scaler.scale(total).backward()
+                scaler.step(opt)
+                scaler.update()
             rec = {k: float(v.detach()) for k, v in terms.items()}
             rec["total"] = float(total.detach())
             rec["frame"] = float(t)

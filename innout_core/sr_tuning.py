@@ -20,7 +20,16 @@ from torch import Tensor
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.composite import render_composite
 from innout_core.errors import BadInputError, CheckpointError
-from innout_core.joint import ProgressFn, StageAResult, _features_to_image, _sr_noise, validate_inputs
+from innout_core.joint import (
+    ProgressFn,
+    StageAResult,
+    _features_to_image,
+    _sr_noise,
+    autocast,
+    maybe_compile,
+    use_amp,
+    validate_inputs,
+)
 from innout_core.losses import l2_loss, load_lpips, lpips_loss
 from innout_core.ood import OODField
 
@@ -39,6 +48,11 @@ class SRTuningConfig(BaseModel):
     cached: bool = Field(True, description="render SR inputs once per frame (False = re-render every step)")
     per_frame_seeds: bool = Field(True, description="ray samples seeded per frame (deterministic SR inputs)")
     clamp: bool = Field(True, description="clamp the SR output to [-1,1] before the losses (release)")
+    release_render_grad: bool = Field(False, description="uncached: back-propagate through the render as the "
+                                      "release does (w+, phi require grad; results unused; cost parity only)")
+    fused: bool = Field(True, description="fused OOD query + composite in the SR-input render (same maths, 1e-5)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA autocast precision (ignored on CPU)")
+    compile: bool = Field(False, description="torch.compile the trained SR on CUDA (ignored on CPU)")
     checkpoint_every: int = Field(1000, ge=0, description="steps between checkpoints (0 = only the final one)")
     seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator")
 
@@ -66,15 +80,23 @@ def _frame_generator(base: int, t: int, device: torch.device) -> torch.Generator
 
 
 def sr_inputs(G, ood: OODField, stage_a: StageAResult, cameras: Tensor, t: int,
-              generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
-    """The SR inputs of frame t: raw RGB [1,3,R,R], feature image [1,C,R,R] (both about [-1,1]), w [1,14,512]."""
+              generator: torch.Generator | None, *, fused: bool = True,
+              grad: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The SR inputs of frame t: raw RGB [1,3,R,R], feature image [1,C,R,R] (both about [-1,1]), w [1,14,512].
+
+    ``grad=True`` builds the render's autograd graph with w (and whatever of ``ood`` requires grad) as leaves, as
+    the release does in stage B; the values are the same.
+    """
     device = cameras.device
     R = int(stage_a.neural_resolution or G.neural_rendering_resolution)
     w = stage_a.ws[t : t + 1].to(device)
-    with torch.no_grad():
+    if grad:
+        w = w.detach().clone().requires_grad_(True)
+    with torch.set_grad_enabled(grad):
         planes = G.backbone_planes(w, noise_mode="const")
         r = render_composite(G, planes, cameras[t : t + 1], ood, torch.tensor([t], device=device), generator,
-                             form=stage_a.form, release_sample_order=stage_a.release_sample_order, resolution=R)
+                             form=stage_a.form, release_sample_order=stage_a.release_sample_order, resolution=R,
+                             with_ood_only=not fused, fused=fused)
         feat = _features_to_image(r.rgb, R)
     return feat[:, :3], feat, w
 
@@ -115,7 +137,8 @@ def run_stage_b(
     sr = Gb.superresolution
     sr.requires_grad_(True)
     ood = OODField.from_state(stage_a.ood_state, stage_a.phi, box_warp=G.rendering.box_warp).to(device)
-    ood.requires_grad_(False)
+    release_grad = cfg.release_render_grad and not cfg.cached
+    ood.requires_grad_(release_grad)
     opt = torch.optim.Adam(sr.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if cfg.lpips > 0 else None
     base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
@@ -134,7 +157,10 @@ def run_stage_b(
 
     cache: list[tuple[Tensor, Tensor, Tensor]] | None = None
     if cfg.cached:
-        cache = [sr_inputs(G, ood, stage_a, cameras, t, gen_for(t)) for t in range(T)]
+        cache = [sr_inputs(G, ood, stage_a, cameras, t, gen_for(t), fused=cfg.fused) for t in range(T)]
+    amp_dtype = use_amp(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    superresolve = maybe_compile(Gb.superresolve, cfg.compile, device)
 
     def snapshot() -> dict[str, Any]:
         return {"fingerprint": fp, "sr": {k: v.detach().clone() for k, v in sr.state_dict().items()},
@@ -149,8 +175,13 @@ def run_stage_b(
             pos = 0
         t = int(perm[pos])
         pos += 1
-        raw, feat, w = cache[t] if cache is not None else sr_inputs(G, ood, stage_a, cameras, t, gen_for(t))
-        img = Gb.superresolve(raw, feat, w, noise_mode=noise)
+        if cache is not None:
+            raw, feat, w = cache[t]
+        else:
+            # Gb: the frozen copy, so a release-style backward never reaches the caller's G
+            raw, feat, w = sr_inputs(Gb, ood, stage_a, cameras, t, gen_for(t), fused=cfg.fused, grad=release_grad)
+        with autocast(amp_dtype):
+            img = superresolve(raw, feat, w, noise_mode=noise).float()
         img = img.clamp(-1, 1) if cfg.clamp else img
         terms: dict[str, Tensor] = {}
         if cfg.l2 > 0:
@@ -160,8 +191,13 @@ def run_stage_b(
         total = cfg.l2 * terms.get("l2", 0.0) + cfg.lpips * terms.get("lpips", 0.0)
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total) and total.requires_grad:
-            total.backward()
-            opt.step()
+            if scaler is None:
+                total.backward()
+                opt.step()
+            else:
+                scaler.scale(total).backward()
+                scaler.step(opt)
+                scaler.update()
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
         rec["frame"] = float(t)
