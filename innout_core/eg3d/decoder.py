@@ -21,7 +21,8 @@ class _SoftplusCPU(torch.autograd.Function):
         ctx.save_for_backward(x)
         y = x.clamp(max=_THRESHOLD)
         y.exp_().add_(1.0).log_()
-        return torch.where(x > _THRESHOLD, x, y)
+        # x > 20: y = log(1 + e^20) rounds to 20 < x, so max picks x (torch's threshold branch) without a mask.
+        return torch.maximum(y, x, out=y)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
