@@ -9,6 +9,11 @@ Official behaviour followed (spec `in-n-out-official-code.md` §5):
 * OOD removal (§5.4): delegated to the composite renderer (``remove_ood=True``).
 * Novel views (§5.6): one frame's w+ and phi rendered along ``eg3d.camera.orbit_labels``.
 * Smoothing (§5.5): causal 3-tap kernel [0.125, 0.375, 0.5] on w+, phi and the SR block0 features.
+
+Presets (:meth:`EditConfig.preset`, notes in :data:`EDIT_PRESET_NOTES`): edit *files* are user-supplied (boundaries
+and mappers are not released), so presets set strengths' context, smoothing, removal and novel views; ``tiny-demo``
+adds a direction derived from the ``tiny`` generator itself (:func:`synthetic_direction`), so the embedded default
+exercises a semantic edit without any download.
 """
 
 from __future__ import annotations
@@ -32,8 +37,12 @@ __all__ = [
     "StyleCLIPEdit",
     "NovelViewConfig",
     "SmoothConfig",
+    "SyntheticDirectionConfig",
     "EditConfig",
+    "EDIT_PRESET_NOTES",
     "OFFICIAL_SMOOTH_KERNEL",
+    "synthetic_direction",
+    "save_direction",
     "load_direction",
     "apply_interfacegan",
     "PixelNorm",
@@ -102,15 +111,119 @@ class SmoothConfig(BaseModel):
         return cls(ws=1.0, phi=1.0, sr=1.0)
 
 
+class SyntheticDirectionConfig(BaseModel):
+    """A direction made from the generator itself (the ``tiny-demo`` stand-in for an InterfaceGAN boundary).
+
+    Definition (:func:`synthetic_direction`): map ``samples`` seeded z with the frontal conditioning label
+    (psi = 1), render each one's raw image, score it by mean luminance, and take the unit-norm difference between
+    the mean w of the brighter half and of the darker half -- a class-mean ("LDA without covariance") boundary
+    normal for the attribute "brightness", which any generator renders, so the edit has a visible, measurable
+    effect. Saved as a ``[1, w_dim]`` float32 ``.npy`` like an InterfaceGAN boundary (:func:`save_direction`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("brighter", description="edit name; output key of run_edits")
+    samples: int = Field(64, ge=2, description="mapped samples scored to build the direction")
+    seed: int = Field(0, description="seed of the z samples and of the renders' ray samples")
+    strength: float = Field(2.2, description="step along the unit direction (the official InterfaceGAN factor)")
+    layers: list[int] | None = Field(None, description="style-vector indices to edit; None = all")
+
+
 class EditConfig(BaseModel):
-    """What `run_edits` renders. Defaults: no semantic edit, OOD removal on, no novel view, no smoothing."""
+    """What `run_edits` renders. Defaults: no semantic edit, OOD removal on, no novel view, no smoothing.
+    Named presets: :meth:`preset` (``paper`` / ``official`` / ``fast`` / ``tiny-demo``)."""
 
     model_config = ConfigDict(extra="forbid")
     interfacegan: list[InterfaceGANEdit] = Field(default_factory=list, description="InterfaceGAN edits")
     styleclip: list[StyleCLIPEdit] = Field(default_factory=list, description="StyleCLIP mapper edits")
+    synthetic: SyntheticDirectionConfig | None = Field(
+        None, description="direction derived from the generator itself (tiny-demo); None = off")
     novel_view: NovelViewConfig = Field(default_factory=NovelViewConfig, description="orbit settings")
     remove_ood: bool = Field(True, description="render the 'remove_ood' output (OOD blend weights set to 0)")
     smooth: SmoothConfig = Field(default_factory=SmoothConfig, description="causal smoothing factors")
+
+    @classmethod
+    def preset(cls, name: str) -> "EditConfig":
+        """Named preset (see :data:`EDIT_PRESET_NOTES`). Edit lists start empty except ``tiny-demo``'s synthetic
+        direction: user edits are added as overrides; their per-edit default strengths are the official ones
+        (InterfaceGAN 2.2, StyleCLIP 0.04)."""
+        if name == "paper":
+            return cls(novel_view=NovelViewConfig(enabled=True))
+        if name == "official":
+            return cls(novel_view=NovelViewConfig(enabled=True), smooth=SmoothConfig.official())
+        if name == "fast":
+            return cls(smooth=SmoothConfig.official())
+        if name == "tiny-demo":
+            return cls(synthetic=SyntheticDirectionConfig(),
+                       novel_view=NovelViewConfig(enabled=True, n_frames=8, yaw_range=0.3))
+        raise BadInputError(f"unknown edit preset {name!r}; choose one of {sorted(EDIT_PRESET_NOTES)}")
+
+    def materialise(self, G: nn.Module, directory: str | Path) -> "EditConfig":
+        """Save the synthetic direction (if any) as ``<directory>/<name>.npy`` and return a config in which it is
+        an ordinary :class:`InterfaceGANEdit` (``synthetic=None``), so baselines can apply the same file."""
+        if self.synthetic is None:
+            return self.model_copy(deep=True)
+        sd = self.synthetic
+        path = save_direction(synthetic_direction(G, sd.samples, sd.seed), Path(directory) / f"{sd.name}.npy")
+        edit = InterfaceGANEdit(name=sd.name, path=path, strength=sd.strength, layers=sd.layers)
+        return self.model_copy(update={"interfacegan": [*self.interfacegan, edit], "synthetic": None}, deep=True)
+
+
+#: One sentence per preset: what it is for and which source it follows.
+EDIT_PRESET_NOTES: dict[str, str] = {
+    "paper": "Paper §4.6/§5: InterfaceGAN and StyleCLIP edits (user-supplied files, official strengths), OOD "
+    "removal by zero blend weights, novel views; no temporal smoothing (the paper has none).",
+    "official": "Release scripts (spec §5): as paper plus --smooth_out (causal [0.125, 0.375, 0.5] on w+, phi and "
+    "SR block0), StyleCLIP step 0.04, InterfaceGAN factor 2.2, gen_3d.py orbit (60 views, 0.15 rad, pitch -0.05).",
+    "fast": "Quick real runs: official smoothing and strengths, OOD removal, no novel-view video.",
+    "tiny-demo": "Embedded default: a 'brighter' direction made from the tiny generator itself (unit class-mean "
+    "difference, strength 2.2), OOD removal and an 8-view orbit; no smoothing, so an edit differs from the "
+    "reconstruction only by the edit.",
+}
+
+
+@torch.no_grad()
+def synthetic_direction(G: nn.Module, samples: int = 64, seed: int = 0) -> Tensor:
+    """The generator's own "brightness" direction (see :class:`SyntheticDirectionConfig`).
+
+    Args:
+        G: TriPlaneGenerator (any config; ``tiny`` in the embedded default).
+        samples: number of mapped z samples (>= 2); seed: their seed (and the renders' ray samples).
+    Returns:
+        float32 ``[1, w_dim]`` of unit L2 norm on G's device; deterministic for a given G, samples and seed.
+    """
+    from innout_core.inversion import frontal_label
+
+    if samples < 2:
+        raise BadInputError(f"synthetic direction needs at least 2 samples, got {samples}")
+    device = next(G.parameters()).device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(samples, G.z_dim, generator=gen).to(device)
+    c = frontal_label(G, samples)
+    w = G.mapping(z, c, truncation_psi=1.0)
+    lum = torch.cat([_raw_luminance(G, w[i : i + 8], c[i : i + 8], gen) for i in range(0, samples, 8)])
+    order = lum.argsort()
+    half = samples // 2
+    d = w[order[-half:], 0].mean(dim=0) - w[order[:half], 0].mean(dim=0)
+    return (d / d.norm().clamp_min(1e-12))[None].float()
+
+
+def _raw_luminance(G: nn.Module, ws: Tensor, c: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Mean of the raw (neural-resolution) RGB of each render, ``[N]``; no super-resolution needed."""
+    planes = G.backbone_planes(ws, noise_mode="const")
+    return G.render(planes, c, generator=generator).rgb[..., :3].mean(dim=(1, 2))
+
+
+def save_direction(direction: Tensor, path: str | Path) -> Path:
+    """Write a ``[1, w_dim]`` / ``[w_dim]`` / ``[n_ws, w_dim]`` direction as float32 ``.npy`` atomically."""
+    from innout_core.store import atomic_path
+
+    path = Path(path)
+    arr = direction.detach().cpu().numpy().astype(np.float32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -401,13 +514,15 @@ def run_edits(
             sees the same ray samples as the reconstruction).
         sr_state: fine-tuned SR state dict from stage B.
     Returns:
-        ``{name: frames [T', 3, H, W] in [-1, 1]}`` with one entry per InterfaceGAN/StyleCLIP edit name,
+        ``{name: frames [T', 3, H, W] in [-1, 1]}`` with one entry per InterfaceGAN/StyleCLIP/synthetic edit name,
         ``"remove_ood"`` and ``"novel_view"`` (T' = ``cfg.novel_view.n_frames``) when enabled.
     """
     from innout_core.eg3d.camera import orbit_labels
     from innout_core.joint import render_composite_video
 
     names = [e.name for e in cfg.interfacegan] + [e.name for e in cfg.styleclip]
+    if cfg.synthetic is not None:
+        names.append(cfg.synthetic.name)
     reserved = {"remove_ood", "novel_view"}
     dup = {n for n in names if names.count(n) > 1 or n in reserved}
     if dup:
@@ -434,6 +549,10 @@ def run_edits(
     for e in cfg.interfacegan:
         d = load_direction(e.path, w_dim=ws0.shape[2], n_ws=ws0.shape[1])
         results[e.name] = render(base, cameras, apply_interfacegan(ws0, d, e.strength, e.layers))
+    if cfg.synthetic is not None:
+        sd = cfg.synthetic
+        d = synthetic_direction(G, sd.samples, sd.seed).to(ws0)
+        results[sd.name] = render(base, cameras, apply_interfacegan(ws0, d, sd.strength, sd.layers))
     for e in cfg.styleclip:
         mapper = load_styleclip_mapper(e.path)
         results[e.name] = render(base, cameras, apply_styleclip(ws0, mapper, e.strength))
