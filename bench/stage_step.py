@@ -1,0 +1,314 @@
+"""Seconds per stage-A step and per stage-B step / epoch: official-equivalent configuration vs our fast one.
+
+Both configurations run the same losses (the released default script: user masks, RAW_L2 + RAW_L2_O + LPIPS-VGG +
+SR_L2 + entropy(b^2) + area, w+ at lr/100) on the same inputs, side by side in one run, each in its own child
+process (so peak memory is that configuration's alone):
+
+* ``official``: the release's cost profile: release OOD sample ordering (its extra OOD importance pass), the
+  zero-weight OOD-only SR computed anyway, the plain (unfused) OOD query and composite, fp32 eager; stage B
+  uncached with the release's needless backward through the renderer.
+* ``fast``: our defaults: intended shared samples (no OOD importance pass), no OOD-only SR (weight 0), fused OOD
+  query + composite; stage B on cached SR inputs; on CUDA also bf16 autocast and ``torch.compile``.
+* one row per switch: the official configuration with that one switch flipped to its fast value.
+
+Per-step figures come from the stage's own ``progress`` callback (wall and process CPU seconds between calls; the
+first step is the warm-up and is dropped). CPU seconds are reported next to wall seconds because the 2-core
+machine is shared: under load, wall time measures the neighbours too. A stage-B epoch of ``T`` frames is
+``T * step`` (uncached) or ``T * step + T * render / epochs`` (cached, one render per frame amortised over the
+paper's 100 epochs). LPIPS-VGG uses random trunk weights when the real backbone is absent (same cost).
+
+    .venv/bin/python bench/stage_step.py [--quick] [--generators ffhq512-128 tiny] [--steps 2] [--frames 2]
+
+Writes ``bench/results/stage_step.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).resolve().parent / "results" / "stage_step.json"
+PAPER_EPOCHS_B = 100
+
+# stage-A variants: name -> JointConfig overrides on top of the `official` preset
+OFFICIAL_A = {"release_sample_order": True, "compute_unused": True, "fused": False, "amp": "off", "compile": False}
+FAST_A = {"release_sample_order": False, "compute_unused": False, "fused": True}
+FAST_A_CUDA = {**FAST_A, "amp": "bf16", "compile": True}
+SWITCHES_A = {
+    "no OOD importance pass (intended sample order)": {"release_sample_order": False},
+    "no OOD-only SR (SR_O weight 0)": {"compute_unused": False},
+    "fused OOD query + composite": {"fused": True},
+}
+SWITCHES_A_CUDA = {"bf16 autocast": {"amp": "bf16"}, "torch.compile": {"compile": True}}
+OFFICIAL_B = {"cached": False, "release_render_grad": True, "fused": False, "amp": "off", "compile": False}
+FAST_B = {"cached": True, "release_render_grad": False, "fused": True}
+FAST_B_CUDA = {**FAST_B, "amp": "bf16", "compile": True}
+SWITCHES_B = {
+    "no backward through the render": {"release_render_grad": False},
+    "cached SR inputs": {"cached": True, "release_render_grad": False},
+    "fused render (uncached)": {"fused": True},
+}
+SWITCHES_B_CUDA = {"bf16 autocast": {"amp": "bf16"}, "torch.compile": {"compile": True}}
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _lpips_for_timing(net: str = "vgg", spatial: bool = True, device="cpu"):
+    """The real LPIPS if its backbone is installed, else the same network with a random trunk (same cost)."""
+    import warnings
+
+    import lpips
+
+    from innout_core.errors import MissingWeightsError
+    from innout_core.losses import load_lpips
+
+    try:
+        return load_lpips(net, spatial, device)
+    except MissingWeightsError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = lpips.LPIPS(net=net, pnet_rand=True, pretrained=True, spatial=spatial, verbose=False)
+        m = m.to(device).eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+        return m
+
+
+def _inputs(G, T: int, device):
+    import torch
+
+    from innout_core.eg3d.camera import orbit_labels
+
+    H = G.init_kwargs["img_resolution"]
+    g = torch.Generator().manual_seed(0)
+    c = orbit_labels(T, 0.3, 0.1)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(T, G.z_dim, generator=g), c)
+    frames = torch.rand(T, 3, H, H, generator=g) * 2 - 1
+    masks = torch.ones(T, 1, H, H)
+    masks[:, :, : H // 3] = 0  # top third OOD
+    return frames.to(device), c.to(device), ws.to(device), masks.to(device)
+
+
+def _timed_progress(marks: list[tuple[float, float]]):
+    def cb(step: int, total: int, rec: dict) -> None:
+        if torch_sync is not None:
+            torch_sync()
+        marks.append((time.perf_counter(), _cpu_s()))
+
+    return cb
+
+
+torch_sync = None
+
+
+def _child(spec: dict) -> dict:
+    """One (generator, stage, variant) measurement in this process."""
+    global torch_sync
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    import innout_core.joint as joint
+    import innout_core.sr_tuning as sr_tuning
+    from innout_core.eg3d.configs import build_generator
+    from innout_core.ood import OODField
+
+    joint.load_lpips = _lpips_for_timing
+    sr_tuning.load_lpips = _lpips_for_timing
+    dev = torch.device(spec["device"])
+    if dev.type == "cuda":
+        torch_sync = torch.cuda.synchronize
+        torch.cuda.reset_peak_memory_stats()
+    G = build_generator(spec["generator"]).to(dev)
+    G.requires_grad_(False)
+    n_steps = spec["steps"] + 1  # + warm-up
+    marks: list[tuple[float, float]] = []
+    start = (time.perf_counter(), _cpu_s())
+    out: dict = {}
+    if spec["stage"] == "A":
+        frames, c, ws, masks = _inputs(G, 2, dev)
+        cfg = joint.JointConfig.preset("official").model_copy(
+            update={"steps": n_steps, "checkpoint_every": 0, **spec["overrides"]})
+        res = joint.run_stage_a(G, frames, c, ws, cfg, torch.Generator(dev).manual_seed(1), masks=masks,
+                                progress=_timed_progress(marks))
+        out["losses_first_step"] = res.losses[0]
+    else:
+        T = spec["frames"]
+        frames, c, ws, _ = _inputs(G, T, dev)
+        R = G.neural_rendering_resolution
+        ood = OODField(T, 32, 256 if spec["generator"] == "ffhq512-128" else 32,
+                       generator=torch.Generator().manual_seed(1)).to(dev)
+        sa = joint.StageAResult(ood.ood_state(), ood.phi.detach().clone(), ws, [], 0.0, neural_resolution=R)
+        cfg = sr_tuning.SRTuningConfig.preset("official").model_copy(
+            update={"epochs": 1, "checkpoint_every": 0, **spec["overrides"]})
+        # steps: at most one epoch of T frames; timed steps = min(steps, T - 1) after the warm-up
+        cfg_steps = min(n_steps, T)
+        calls = []
+
+        def stop_after(step, total, rec):
+            calls.append(rec)
+            _timed_progress(marks)(step, total, rec)
+            if step >= cfg_steps:
+                raise _Stop
+
+        try:
+            sr_tuning.run_stage_b(G, sa, frames, c, cfg, torch.Generator(dev).manual_seed(3), progress=stop_after)
+        except _Stop:
+            pass
+        out["losses_first_step"] = calls[0]
+        # one SR-input render, timed alone (the cached mode does T of them once per run)
+        t0, c0 = time.perf_counter(), _cpu_s()
+        sr_tuning.sr_inputs(G, ood.requires_grad_(False), sa, c, 0, torch.Generator(dev).manual_seed(5),
+                            fused=cfg.fused)
+        if torch_sync is not None:
+            torch_sync()
+        out["render_wall_s"], out["render_cpu_s"] = time.perf_counter() - t0, _cpu_s() - c0
+    walls = [b[0] - a[0] for a, b in zip([start, *marks[:-1]], marks)]
+    cpus = [b[1] - a[1] for a, b in zip([start, *marks[:-1]], marks)]
+    out.update({
+        "warmup_wall_s": walls[0], "step_wall_s": walls[1:], "step_cpu_s": cpus[1:],
+        "step_wall_median_s": statistics.median(walls[1:]) if len(walls) > 1 else walls[0],
+        "step_cpu_median_s": statistics.median(cpus[1:]) if len(cpus) > 1 else cpus[0],
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "cuda_max_allocated_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
+    })
+    return out
+
+
+class _Stop(Exception):
+    pass
+
+
+def _run(spec: dict) -> dict:
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"child failed: {spec['generator']} stage {spec['stage']} {spec['variant']}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _machine() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+
+
+def _atomic_json(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--generators", nargs="+", default=["ffhq512-128", "tiny"])
+    ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when present")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    ap.add_argument("--frames", type=int, default=4, help="stage-B frames (the epoch is stated for this count)")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 timed step, 2 stage-B frames; per-switch rows only for tiny on CPU")
+    ap.add_argument("--no-switches", action="store_true", help="official and fast rows only")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(_child(json.loads(a.child))))
+        return 0
+    import torch
+
+    devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    steps, frames = (1, 2) if a.quick else (a.steps, a.frames)
+    rows = []
+    for dev in devices:
+        for gen in a.generators:
+            cuda = dev == "cuda"
+            switches = not a.no_switches and not (a.quick and (gen != "tiny" or cuda))
+            for stage in ("A", "B"):
+                off = OFFICIAL_A if stage == "A" else OFFICIAL_B
+                fast = (FAST_A_CUDA if cuda else FAST_A) if stage == "A" else (FAST_B_CUDA if cuda else FAST_B)
+                variants = {"official": off, "fast": {**off, **fast}}
+                if switches:
+                    sw = SWITCHES_A if stage == "A" else SWITCHES_B
+                    if cuda:
+                        sw = {**sw, **(SWITCHES_A_CUDA if stage == "A" else SWITCHES_B_CUDA)}
+                    variants.update({f"official + {k}": {**off, **v} for k, v in sw.items()})
+                for name, ov in variants.items():
+                    spec = {"generator": gen, "device": dev, "stage": stage, "variant": name, "overrides": ov,
+                            "steps": steps, "frames": max(frames, 2), "threads": a.threads}
+                    r = _run(spec)
+                    r.update({k: spec[k] for k in ("generator", "device", "stage", "variant", "overrides")})
+                    if stage == "B":
+                        T = spec["frames"]
+                        amort = T * r["render_cpu_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
+                        amort_w = T * r["render_wall_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
+                        r["epoch_frames"] = T
+                        r["epoch_cpu_s"] = T * r["step_cpu_median_s"] + amort
+                        r["epoch_wall_s"] = T * r["step_wall_median_s"] + amort_w
+                    rows.append(r)
+                    print(f"{dev:5s} {gen:12s} {stage} {name:55s} step {r['step_wall_median_s']:8.2f} s wall "
+                          f"{r['step_cpu_median_s']:8.2f} s cpu  peak {r['peak_rss_gb']:.2f} GB", flush=True)
+    summary = []
+    for dev in devices:
+        for gen in a.generators:
+            for stage in ("A", "B"):
+                sel = {r["variant"]: r for r in rows if (r["device"], r["generator"], r["stage"]) == (dev, gen, stage)}
+                key = "step" if stage == "A" else "epoch"
+                o = sel["official"]
+                for name, r in sel.items():
+                    summary.append({
+                        "device": dev, "generator": gen, "stage": stage, "variant": name, "unit": key,
+                        "cpu_s": r[f"{key}_cpu_s" if stage == "B" else "step_cpu_median_s"],
+                        "wall_s": r[f"{key}_wall_s" if stage == "B" else "step_wall_median_s"],
+                        "speedup_cpu_s": (o["epoch_cpu_s"] / r["epoch_cpu_s"]) if stage == "B"
+                        else o["step_cpu_median_s"] / r["step_cpu_median_s"],
+                        "speedup_wall_s": (o["epoch_wall_s"] / r["epoch_wall_s"]) if stage == "B"
+                        else o["step_wall_median_s"] / r["step_wall_median_s"],
+                        "peak_rss_gb": r["peak_rss_gb"], "cuda_max_allocated_gb": r["cuda_max_allocated_gb"],
+                    })
+    print(f"\n{'device':6s}{'generator':13s}{'st':3s}{'variant':58s}{'unit':>6s}{'cpu s':>9s}{'wall s':>9s}"
+          f"{'x cpu':>7s}{'x wall':>7s}{'peak GB':>8s}")
+    for s in summary:
+        print(f"{s['device']:6s}{s['generator']:13s}{s['stage']:3s}{s['variant']:58s}{s['unit']:>6s}"
+              f"{s['cpu_s']:9.2f}{s['wall_s']:9.2f}{s['speedup_cpu_s']:7.2f}{s['speedup_wall_s']:7.2f}"
+              f"{s['peak_rss_gb']:8.2f}")
+    payload = {"bench": "stage_step", "machine": _machine(), "quick": a.quick, "timed_steps": steps,
+               "stage_b_frames": max(frames, 2), "stage_b_epochs_for_amortising_the_cache": PAPER_EPOCHS_B,
+               "threads": a.threads, "summary": summary, "rows": rows,
+               "notes": ["speedups are official / variant for the same device and generator, measured in this run",
+                         "cpu_s = process user+sys seconds (robust on a shared machine); wall_s = elapsed",
+                         "LPIPS-VGG trunk is random when the torchvision weights are absent (timing only)",
+                         "ffhq512-128 uses random weights with the released shapes"]}
+    _atomic_json(payload, a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
