@@ -249,6 +249,7 @@ def invert_video(
     *,
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
+    pivot: InversionResult | None = None,
 ) -> InversionResult:
     """Invert all frames of a video with W, W+ or PTI.
 
@@ -261,6 +262,8 @@ def invert_video(
         checkpoint: resumes from / saves to this :class:`Checkpointer` (state after the init search, then every
             ``checkpoint.every`` optimiser steps, and at the end).
         progress: called after each optimiser step with ``(step, total, losses)``.
+        pivot: PTI only: an existing W+ result of these frames used as the pivots (the latent phase is skipped;
+            its losses and seconds are carried over), so one W+ run serves both W+ and PTI.
     Returns:
         :class:`InversionResult` (ws detached, float32, on frames' device).
     """
@@ -275,6 +278,12 @@ def invert_video(
     need_lpips = cfg.lambda_lpips > 0 or cfg.init_metric == "lpips" or (
         cfg.method == "pti" and (cfg.pti_lambda_lpips > 0 or (cfg.pti_locality and cfg.locality_lambda_lpips > 0)))
     lpips = _Lpips(device) if need_lpips else None
+    if pivot is not None:
+        if cfg.method != "pti":
+            raise BadInputError(f"a pivot is only used by PTI, not by method {cfg.method!r}")
+        if pivot.ws.shape != (T, n_ws, pivot.ws.shape[-1]) or pivot.generator_state is not None:
+            raise BadInputError(f"PTI pivot must be a W/W+ result of {T} frames, got ws {list(pivot.ws.shape)}")
+        cfg = cfg.model_copy(update={"steps": 0})
     steps_per_epoch = math.ceil(T / (T if cfg.batch_size <= 0 else cfg.batch_size))
     n_inv = cfg.steps * steps_per_epoch
     n_pti = cfg.pti_steps * steps_per_epoch if cfg.method == "pti" else 0
@@ -282,7 +291,10 @@ def invert_video(
 
     state = checkpoint.latest() if checkpoint is not None else None
     is_w = cfg.method == "w"
-    if state is None:
+    if state is None and pivot is not None:  # latents are replaced by the pivot's after the (empty) phase 1
+        cano = pivot.w_canonical.to(device, torch.float32).clone()
+        resid = torch.zeros((T, *cano.shape[1:]), device=device)
+    elif state is None:
         best, _ = initial_latents(G, frames, cameras, cfg, generator, lpips)
         cano0 = best.mean(dim=0, keepdim=True)  # [1,14,512]
         cano = (cano0[:, 0] if is_w else cano0).clone()
@@ -356,6 +368,10 @@ def invert_video(
 
     ws_final = latents().detach().float()
     w_canonical = (cano[:, None, :].expand(1, n_ws, cano.shape[-1]) if is_w else cano).detach().float()
+    if pivot is not None:
+        ws_final, w_canonical = pivot.ws.to(device, torch.float32).clone(), pivot.w_canonical.to(device).float()
+        if state is None:
+            losses = list(pivot.losses)
 
     # -- phase 2: PTI generator fine-tuning ------------------------------------------------------------------
     g_state: dict[str, Tensor] | None = None
@@ -392,8 +408,9 @@ def invert_video(
                     checkpoint.maybe_save(step, lambda: snapshot("pti", batches), force=step == total)
         g_state = {k: v.detach().clone() for k, v in Gt.state_dict().items()}
 
+    seconds = time.perf_counter() - start + (pivot.seconds if pivot is not None else 0.0)
     return InversionResult(ws=ws_final, w_canonical=w_canonical, generator_state=g_state, losses=losses,
-                           seconds=time.perf_counter() - start)
+                           seconds=seconds)
 
 
 def _locality_loss(G: nn.Module, Gt: nn.Module, pivot: Tensor, camera: Tensor, cfg: InversionConfig,

@@ -131,6 +131,23 @@ def test_pti_tunes_a_copy_and_beats_its_pivots(G, target):
     assert _psnr(tuned, frames) > _psnr(pivots, frames)
 
 
+def test_pti_from_pivot_equals_full_pti(G, target):
+    """PTI on a given W+ pivot == PTI that runs the same W+ itself (same RNG stream after the latent phase)."""
+    frames, cams = target[0][:1], target[1][:1]
+    cfg = _cfg("pti", steps=1, pti_steps=1, pti_lr=2e-3)
+    full = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    wplus = invert_video(G, frames, cams, cfg.model_copy(update={"method": "w+"}), g)
+    tuned = invert_video(G, frames, cams, cfg, g, pivot=wplus)  # g continues where the W+ run left it
+    assert torch.equal(tuned.ws, wplus.ws) and torch.equal(tuned.ws, full.ws)
+    assert tuned.losses == full.losses and len(tuned.losses) == 1 + 1
+    assert all(torch.equal(tuned.generator_state[k], v) for k, v in full.generator_state.items())
+    with pytest.raises(BadInputError, match="only used by PTI"):
+        invert_video(G, frames, cams, cfg.model_copy(update={"method": "w+"}), g, pivot=wplus)
+    with pytest.raises(BadInputError, match="pivot"):
+        invert_video(G, frames, cams, cfg, g, pivot=tuned)
+
+
 def test_bad_inputs(G, target):
     frames, cams = target
     with pytest.raises(BadInputError, match="frames must be"):
