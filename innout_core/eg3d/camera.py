@@ -29,7 +29,7 @@ _V_EPS = 1e-5  # LookAtPoseSampler clamps the polar angle v to [1e-5, pi - 1e-5]
 
 
 def _as_vector(x: Tensor | float, name: str) -> Tensor:
-    t = torch.as_tensor(x, dtype=torch.float64)
+    t = x.to(torch.float64) if isinstance(x, Tensor) else torch.tensor(x, dtype=torch.float64)
     if t.dim() > 1 or t.numel() == 0:
         raise ValueError(f"{name} must be a float or a 1-D tensor [N], got shape {list(t.shape)}")
     return t.reshape(-1)
@@ -56,15 +56,14 @@ def lookat_cam2world(yaw: Tensor | float, pitch: Tensor | float, radius: float =
     origin = torch.stack((radius * torch.sin(phi) * torch.cos(math.pi - theta),
                           radius * torch.cos(phi),
                           radius * torch.sin(phi) * torch.sin(math.pi - theta)), dim=-1)  # [N, 3]
-    target = torch.tensor(lookat, dtype=torch.float64)
+    target = torch.tensor(lookat, dtype=torch.float64, device=origin.device)
     forward = torch.nn.functional.normalize(target - origin, dim=-1)
-    up_world = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).expand_as(forward)
+    up_world = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64, device=origin.device).expand_as(forward)
     right = -torch.nn.functional.normalize(torch.linalg.cross(up_world, forward, dim=-1), dim=-1)
     up = torch.nn.functional.normalize(torch.linalg.cross(forward, right, dim=-1), dim=-1)
-    cam2world = torch.eye(4, dtype=torch.float64).repeat(origin.shape[0], 1, 1)
-    cam2world[:, :3, :3] = torch.stack((right, up, forward), dim=-1)
-    cam2world[:, :3, 3] = origin
-    return cam2world.float()
+    top = torch.cat((torch.stack((right, up, forward), dim=-1), origin.unsqueeze(-1)), dim=-1)  # [N, 3, 4]
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64, device=origin.device).expand(len(origin), 1, 4)
+    return torch.cat((top, bottom), dim=1).float()  # built without in-place writes: yaw/pitch may carry grad
 
 
 def intrinsics_matrix(focal: float = FOCAL_FFHQ, cx: float = 0.5, cy: float = 0.5) -> Tensor:

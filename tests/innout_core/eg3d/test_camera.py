@@ -90,3 +90,12 @@ def test_bad_shapes_raise():
         cam.split_label(torch.zeros(2, 24))
     with pytest.raises(ValueError, match="intrinsics"):
         cam.make_label(torch.zeros(2, 4, 4), torch.zeros(3, 3, 3))
+
+
+def test_lookat_is_differentiable_in_yaw_pitch(device):
+    yaw = torch.tensor([0.3], device=device, requires_grad=True)
+    pitch = torch.tensor([-0.1], device=device, requires_grad=True)
+    m = cam.lookat_cam2world(yaw, pitch)
+    assert m.device.type == device.type
+    m[:, 0, 3].sum().backward()  # x = r sin(phi) sin(yaw): d/dyaw > 0 near yaw 0.3
+    assert yaw.grad is not None and yaw.grad.item() > 0
