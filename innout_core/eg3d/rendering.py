@@ -477,8 +477,10 @@ def _get_colors(self: RaySamples) -> Tensor:
     if value is None:
         parts = self.__dict__["_color_parts"]
         value = _sort_features(parts, self.sort_index)
-        self.__dict__["_colors"] = value
-        self.__dict__["_color_parts"] = None
+        if torch.is_grad_enabled() or not any(p.requires_grad for p in parts):
+            # cache; a read under no_grad of a differentiable render is not cached (it would drop the graph)
+            self.__dict__["_colors"] = value
+            self.__dict__["_color_parts"] = None
     return value
 
 

@@ -300,6 +300,10 @@ def test_render_planes_gradients_reach_planes():
     out = R.render_planes(planes, decode, origins, dirs, cfg, torch.Generator().manual_seed(0))
     out.rgb.sum().backward()
     assert planes.grad is not None and planes.grad.abs().sum() > 0
+    # sorted colours read under no_grad first must still carry the graph when read later with grad
+    with torch.no_grad():
+        assert not out.samples.colors.requires_grad
+    assert out.samples.colors.requires_grad
 
 
 # --- config ------------------------------------------------------------------------------------------------------
