@@ -72,7 +72,13 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
         with RunProgress(run_dir, plan, console=console, enabled=not _STATE["quiet"]):
             dataset_flow(str(manifest.resolve()), str(run_dir), config=str(config) if config else None,
                          preset=preset, workers=workers, only=only, return_state=True)
-    return print_status(run_dir, only)
+    code = print_status(run_dir, only)
+    if any(run_dir.glob("videos/*/metrics.parquet")):  # tables + report for whatever finished
+        from flows.tables import make_tables
+
+        make_tables(run_dir)
+        console.print(f"tables: {run_dir / 'tables'}  report: {run_dir / 'report' / 'index.html'}")
+    return code
 
 
 def print_status(run_dir: Path, only: list[str] | None = None) -> int:
@@ -132,7 +138,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> in
 
 @app.command()
 def tables(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> int:
-    """Regenerate Tables 1-3 and plots of RUN from its Parquet files alone."""
+    """Regenerate Tables 1-3, plots and the HTML report of RUN from its run directory alone."""
     from flows.tables import make_tables
 
     out = make_tables(run_dir)
@@ -169,13 +175,9 @@ def demo(
 ) -> int:
     """The embedded default end to end: ground-truth videos from the tiny generator -> every stage -> tables."""
     from flows.demo import build_demo_dataset
-    from flows.tables import make_tables
 
     manifest = build_demo_dataset(run_dir.resolve(), n_videos=videos, n_frames=frames)
-    code = execute(manifest, run_dir, None, "tiny-demo", workers)
-    out = make_tables(run_dir)
-    console.print(f"tables: {run_dir / 'tables'} ({len(out)} files); videos: {run_dir / 'videos'}/*/encode/")
-    return code
+    return execute(manifest, run_dir, None, "tiny-demo", workers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ def build_demo_dataset(run_dir: Path, n_videos: int = 3, n_frames: int = 3, seed
             video = make_ground_truth_video(G, vcfg, torch.Generator().manual_seed(seed + i))
             save_ground_truth_video(video, out)
         entries.append({"id": vid, "path": f"{vid}/frames.mp4", "cameras": f"{vid}/cameras.npy",
-                        "masks": f"{vid}/masks.npz"})
+                        "masks": f"{vid}/masks.npz", "clean": f"{vid}/clean.mp4"})
     manifest = data / "demo.yaml"
     atomic_write_text(manifest, yaml.safe_dump({"name": "demo", "videos": entries}, sort_keys=False))
     return manifest

@@ -1,4 +1,4 @@
-"""The ``tables`` flow: Tables 1-3 and plots of a run from its Parquet files alone (``reports.tables``)."""
+"""The ``tables`` flow: Tables 1-3, plots and the HTML report of a run from its run directory alone (``reports``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ __all__ = ["make_tables", "tables_flow"]
 
 
 def make_tables(run_dir: str | Path) -> dict[str, Path]:
-    """``reports.tables.write_tables(run_dir)``: name -> written file."""
+    """Tables 1-3 and plots (``reports.tables.write_tables``) and the HTML report (``reports.html.write_report``),
+    from the run directory alone; returns name -> written file."""
+    from reports.html import write_report
     from reports.tables import write_tables
 
-    return write_tables(Path(run_dir))
+    out = write_tables(Path(run_dir))
+    out["report/index.html"] = write_report(Path(run_dir))
+    return out
 
 
 @flow(name="tables", log_prints=True)

@@ -61,7 +61,7 @@ def make_job(run_dir: Path, manifest_path: Path, video_id: str, cfg: PipelineCon
     man = load_manifest(manifest_path)
     entry = man.video(video_id)
     entry = entry.model_copy(update={k: man.resolve(getattr(entry, k)) for k in ("path", "masks", "cameras",
-                                                                                  "landmarks")})
+                                                                                  "landmarks", "clean")})
     return VideoJob(run_dir=Path(run_dir).resolve(), run_name=Path(run_dir).name, video=entry, config=cfg)
 
 

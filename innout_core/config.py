@@ -308,6 +308,8 @@ class ManifestVideo(_Strict):
     masks: Path | None = Field(None, description="user masks (.npz with 'masks' [T,1,H,W], 1 = face) for 'user-masks'")
     cameras: Path | None = Field(None, description="given cameras (.npy [T,25]) for the 'given' face backend")
     landmarks: Path | None = Field(None, description="given landmarks (.npy [T,68|5,2]) for the 'given' face backend")
+    clean: Path | None = Field(None, description="ground-truth clean video without the occluder (synthetic data); "
+                                                 "shown beside the results in the report")
 
     @field_validator("frame_range")
     @classmethod

@@ -20,22 +20,10 @@ import yaml
 
 from reports.tables import Table, build_tables, load_metrics
 
-__all__ = ["VideoEntry", "collect_videos", "render_report", "write_report", "MEDIA_ORDER"]
+__all__ = ["MEDIA_DIR", "VideoEntry", "collect_videos", "media_captions", "render_report", "write_report"]
 
-#: Known media names (stem of files under ``videos/<video>/media/``), in display order, with their captions.
-MEDIA_ORDER: dict[str, str] = {
-    "side_by_side": "input | W+ | PTI | In-N-Out",
-    "input": "input (aligned)",
-    "recon_w": "W",
-    "recon_w+": "W+",
-    "recon_pti": "PTI",
-    "recon_innout": "In-N-Out reconstruction",
-    "remove_ood": "In-N-Out, OOD removed",
-    "blend_map": "OOD blend weight",
-    "novel_view": "novel-view orbit",
-    "gt_mask": "true occluder mask",
-    "gt_clean": "clean frame (ground truth)",
-}
+#: Media written by the ``encode`` stage (``videos/<video>/encode/*.mp4``, see ``tasks/encode.py``).
+MEDIA_DIR = "encode"
 _MEDIA_EXT = {".mp4": "video", ".webm": "video", ".png": "image", ".jpg": "image", ".gif": "image"}
 PAGE_SIZE = 20
 
@@ -47,8 +35,10 @@ class VideoEntry:
     name: str
     status: str  # done | failed | running | pending
     media: list[tuple[str, str, str]] = field(default_factory=list)  # (caption, kind, path relative to report/)
+    more_media: list[tuple[str, str, str]] = field(default_factory=list)  # every other branch, collapsed
     errors: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    started: str | None = None  # earliest stage start (ISO-8601 UTC)
 
 
 def _read_json(path: Path) -> dict:
@@ -81,23 +71,42 @@ def _error_text(stage: str, record: dict) -> str | None:
     return f"{stage}: {err}"
 
 
-def _media_caption(stem: str) -> str:
-    if stem in MEDIA_ORDER:
-        return MEDIA_ORDER[stem]
-    if stem.startswith("edit_"):
-        return "edit: " + stem[len("edit_"):].replace("_", " ")
-    return stem.replace("_", " ")
+def _norm(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
 
 
-def _media_key(stem: str) -> tuple[int, str]:
-    keys = list(MEDIA_ORDER)
-    if stem in MEDIA_ORDER:
-        return (keys.index(stem), stem)
-    return (len(keys) + (0 if stem.startswith("edit_") else 1), stem)
+def media_captions(stems: list[str], main_variant: str | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Split media stems into the headline list and the rest, each as (stem, caption) in display order.
+
+    Headline: input | W+ | PTI | In-N-Out, then the main In-N-Out branch (``main_variant``, default the first
+    branch that has a blend map): reconstruction, each edit, OOD removal, blend map, novel view; then the ground
+    truth (true occluder mask, clean frames).
+    """
+    stems = sorted(stems)
+    blends = [s[len("blend-"):] for s in stems if s.startswith("blend-")]
+    main = next((b for b in blends if main_variant and _norm(b) == _norm(main_variant)), blends[0] if blends else None)
+    head: list[tuple[str, str]] = []
+    if "compare-methods" in stems:
+        head.append(("compare-methods", "input | W+ | PTI | In-N-Out"))
+    if main is not None:
+        if main in stems:
+            head.append((main, f"In-N-Out ({main}) reconstruction"))
+        edits = [s for s in stems if s.startswith(main + "-") and s not in (f"{main}-remove_ood", f"{main}-novel_view")]
+        head += [(s, "edit: " + s[len(main) + 1:].replace("_", " ")) for s in edits]
+        for stem, caption in ((f"{main}-remove_ood", "OOD removed"), (f"blend-{main}", "OOD blend weight (white = OOD)"),
+                              (f"{main}-novel_view", "novel-view orbit")):
+            if stem in stems:
+                head.append((stem, caption))
+    for stem, caption in (("truth-mask", "true occluder mask"), ("truth-clean", "clean frames (ground truth)")):
+        if stem in stems:
+            head.append((stem, caption))
+    taken = {s for s, _ in head}
+    rest = [(s, s.replace("compare-", "input | ").replace("-", " · ")) for s in stems if s not in taken]
+    return head, rest
 
 
-def collect_videos(run_dir: Path, report_dir: Path) -> list[VideoEntry]:
-    """One entry per ``videos/<video>/`` directory: status from its stage records, media from ``media/``."""
+def collect_videos(run_dir: Path, report_dir: Path, main_variant: str | None = None) -> list[VideoEntry]:
+    """One entry per ``videos/<video>/`` directory: status from its stage records, media from ``encode/``."""
     entries = []
     for vdir in sorted(p for p in (run_dir / "videos").glob("*") if p.is_dir()):
         records = {p.parent.name: _read_json(p) for p in sorted(vdir.glob("*/stage.json"))}
@@ -111,11 +120,15 @@ def collect_videos(run_dir: Path, report_dir: Path) -> list[VideoEntry]:
                 entry.errors.append(msg)
             if (s := _stage_seconds(rec)) is not None:
                 entry.stage_seconds[stage] = s
-        media_dir = vdir / "media"
-        files = [p for p in media_dir.glob("*") if p.suffix.lower() in _MEDIA_EXT] if media_dir.is_dir() else []
-        for p in sorted(files, key=lambda p: _media_key(p.stem)):
-            rel = os.path.relpath(p, report_dir).replace(os.sep, "/")
-            entry.media.append((_media_caption(p.stem), _MEDIA_EXT[p.suffix.lower()], rel))
+            if isinstance(rec.get("started"), str) and (entry.started is None or rec["started"] < entry.started):
+                entry.started = rec["started"]
+        media_dir = vdir / MEDIA_DIR
+        files = {p.stem: p for p in media_dir.glob("*") if p.suffix.lower() in _MEDIA_EXT} if media_dir.is_dir() else {}
+        head, rest = media_captions(list(files), main_variant)
+        for target, items in ((entry.media, head), (entry.more_media, rest)):
+            for stem, caption in items:
+                rel = os.path.relpath(files[stem], report_dir).replace(os.sep, "/")
+                target.append((caption, _MEDIA_EXT[files[stem].suffix.lower()], rel))
         entries.append(entry)
     return entries
 
@@ -200,8 +213,30 @@ _JS = """
     }
   }
   show(0);
+  function playOpen(d){
+    Array.prototype.forEach.call(d.querySelectorAll(':scope > .media video'), function(v){
+      if (d.open && d.style.display !== 'none') { var p = v.play(); if (p && p.catch) p.catch(function(){}); }
+      else { v.pause(); }
+    });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('details'), function(d){
+    d.addEventListener('toggle', function(){ playOpen(d); });
+    if (d.open) playOpen(d);
+  });
 })();
 """ % PAGE_SIZE
+
+
+def _figures(media: list[tuple[str, str, str]]) -> str:
+    figs = []
+    for caption, kind, rel in media:
+        src = html.escape(rel)
+        if kind == "video":  # loaded and played only when its section is opened (see _JS)
+            el = f"<video src='{src}' muted loop playsinline controls preload='none'></video>"
+        else:
+            el = f"<img class='m' loading='lazy' src='{src}' alt='{html.escape(caption)}'>"
+        figs.append(f"<figure>{el}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return "".join(figs)
 
 
 def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> str:
@@ -214,15 +249,24 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> 
             run_meta = yaml.safe_load((run_dir / "run.yaml").read_text()) or {}
         except yaml.YAMLError:
             run_meta = {}
-    videos = collect_videos(run_dir, report_dir)
+    pipeline = run_meta.get("pipeline") if isinstance(run_meta.get("pipeline"), dict) else {}
+    variants = pipeline.get("innout_variants") or []
+    videos = collect_videos(run_dir, report_dir, main_variant=variants[0] if variants else None)
     body = [f"<h1>innout run <code>{html.escape(run_dir.name)}</code></h1>"]
     body.append(f"<p class='muted'>report built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the run directory</p>")
-    info_keys = ("preset", "code_version", "checkpoint", "checkpoint_sha256", "created", "device", "manifest",
-                 "manifest_hash", "generator")
-    info = {k: run_meta[k] for k in info_keys if k in run_meta and not isinstance(run_meta[k], (dict, list))}
+    info: dict[str, object] = {}
+    for key in ("preset", "generator", "checkpoint", "device", "seed"):
+        if key in pipeline:
+            info[key] = pipeline[key] if pipeline[key] is not None else "none"
+    for key in ("code_version", "checkpoint_sha256", "manifest", "manifest_hash"):
+        if key in run_meta and not isinstance(run_meta[key], (dict, list)):
+            info[key] = run_meta[key]
     for k, v in run_meta.items():
         if k not in info and isinstance(v, (str, int, float)) and len(info) < 14:
             info[k] = v
+    starts = [v.started for v in videos if v.started]
+    if starts:
+        info["started"] = min(starts)
     body.append("<h2>Run</h2><table class='info'>" + "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in info.items()
     ) + f"<tr><th>videos</th><td>{sum(v.status == 'done' for v in videos)} done, "
@@ -232,9 +276,11 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> 
         for s, sec in v.stage_seconds.items():
             stage_totals[s] = stage_totals.get(s, 0.0) + sec
     if stage_totals:
-        body.append("<h3>Wall time per stage (sum over videos)</h3><table class='info'>" + "".join(
-            f"<tr><th>{html.escape(s)}</th><td>{sec:.1f} s</td></tr>" for s, sec in stage_totals.items()
-        ) + "</table>")
+        total = sum(stage_totals.values())
+        body.append(f"<details id='stage-times'><summary>Wall time per stage (sum over videos: {total:.1f} s)</summary>"
+                    "<table class='info'>" + "".join(
+                        f"<tr><th>{html.escape(s)}</th><td>{sec:.1f} s</td></tr>" for s, sec in stage_totals.items()
+                    ) + "</table></details>")
     failed = [v for v in videos if v.status == "failed"]
     if failed:
         body.append("<h2 class='failed'>Failures</h2><ul id='failures'>" + "".join(
@@ -258,21 +304,18 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> 
         body.append("<h2>Plots</h2>")
         for p in plots:
             rel = os.path.relpath(p, report_dir).replace(os.sep, "/")
-            body.append(f"<p><img class='plot' loading='lazy' src='{html.escape(rel)}' alt='{html.escape(p.stem)}'></p>")
+            body.append(f"<p><img class='plot' src='{html.escape(rel)}' alt='{html.escape(p.stem)}'></p>")
     body.append(f"<h2>Videos ({len(videos)})</h2><div id='pager'></div>")
     for v in videos:
-        figs = []
-        for caption, kind, rel in v.media:
-            src = html.escape(rel)
-            if kind == "video":
-                el = f"<video src='{src}' muted loop autoplay playsinline controls preload='none'></video>"
-            else:
-                el = f"<img class='m' loading='lazy' src='{src}' alt='{html.escape(caption)}'>"
-            figs.append(f"<figure>{el}<figcaption>{html.escape(caption)}</figcaption></figure>")
         errs = "".join(f"<p class='failed'>{html.escape(e)}</p>" for e in v.errors)
+        more = ""
+        if v.more_media:
+            more = (f"<details class='more'><summary>all branches ({len(v.more_media)} files)</summary>"
+                    f"<div class='media'>{_figures(v.more_media)}</div></details>")
         body.append(
             f"<details class='video-entry' {'open' if len(videos) <= 5 else ''}><summary>{html.escape(v.name)} "
-            f"<span class='{v.status}'>{v.status}</span></summary>{errs}<div class='media'>{''.join(figs)}</div></details>"
+            f"<span class='{v.status}'>{v.status}</span></summary>{errs}<div class='media'>{_figures(v.media)}</div>"
+            f"{more}</details>"
         )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -8,7 +8,8 @@ Aggregation follows the paper: the mean over a video's frames, then the mean ove
 * **Table 1** (reconstruction): LPIPS, SSIM, PSNR, identity similarity and time per method, for single images
   (``mode == "image"``, the first frame) and for videos. Ablation variants are left out (they are Table 3).
 * **Table 2** (identity after editing): ArcFace cosine between the inverted and the edited frame (``id_sim_edit``)
-  per edit, plus the average over edits, for images and videos.
+  per semantic edit, plus the average over edits, for images and videos (OOD removal and novel views are not
+  semantic edits and are left out).
 * **Table 3** (ablation): for In-N-Out variants, reconstruction L2 and LPIPS and the editing identity average.
   L2 is the mean squared error of images in [0, 1], derived exactly from each frame's PSNR
   (``psnr`` uses data range 1 on [0, 1] images, so ``mse = 10 ** (-psnr / 10)``).
@@ -31,6 +32,7 @@ from innout_core.errors import BadInputError
 __all__ = [
     "ABLATION_VARIANTS",
     "METHOD_LABELS",
+    "NON_SEMANTIC_EDITS",
     "Table",
     "build_tables",
     "load_metrics",
@@ -40,6 +42,8 @@ __all__ = [
 
 #: Variants that are ablations of In-N-Out (Table 3 only).
 ABLATION_VARIANTS = ("w/o L_b", "w/o L_w")
+#: Edits that are not semantic (no identity-after-edit column in Tables 2–3): OOD removal and novel views.
+NON_SEMANTIC_EDITS = ("remove_ood", "novel_view")
 #: Display names, in the paper's row order (ours first).
 METHOD_LABELS = {"innout": "In-N-Out", "pti": "PTI", "w+": "W+", "w": "W"}
 _METHOD_ORDER = list(METHOD_LABELS)
@@ -133,7 +137,7 @@ def _table1(df: pd.DataFrame) -> Table:
 
 
 def _table2(df: pd.DataFrame) -> Table:
-    edits_df = df[(df["edit"] != "") & ~df["variant"].isin(ABLATION_VARIANTS)]
+    edits_df = df[(df["edit"] != "") & ~df["edit"].isin(NON_SEMANTIC_EDITS) & ~df["variant"].isin(ABLATION_VARIANTS)]
     edits = sorted(e for e in edits_df["edit"].unique() if e)
     rows = _order_rows(sorted({(m, v) for m, v in zip(edits_df["method"], edits_df["variant"])}))
     cols: list[tuple[str, str]] = []
@@ -168,7 +172,7 @@ def _table3(df: pd.DataFrame) -> Table:
     ours["l2"] = np.power(10.0, -ours["psnr"].astype(float) / 10.0)
     variants = sorted(ours["variant"].unique(), key=lambda v: (v not in ABLATION_VARIANTS, v))
     recon = ours[ours["edit"] == ""]
-    edits = ours[ours["edit"] != ""]
+    edits = ours[(ours["edit"] != "") & ~ours["edit"].isin(NON_SEMANTIC_EDITS)]
     vids = recon[recon["mode"] == "video"]
     agg_r = _per_video(vids, ["variant"], ["l2", "lpips"]) if not vids.empty else None
     ed = edits[edits["mode"] == "video"]

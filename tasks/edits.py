@@ -18,7 +18,7 @@ from innout_core.store import StageRecord, read_record
 from tasks.common import (StageOutput, VideoJob, config_hash, load_generator_cached, load_tensors, resolve_device,
                           run_stage, save_tensors, stage_generator)
 
-__all__ = ["edits_stage", "load_edits", "run_edits_stage"]
+__all__ = ["edits_stage", "load_blend_map", "load_edits", "run_edits_stage"]
 
 
 def edits_stage(branch: Branch) -> str:
@@ -26,7 +26,8 @@ def edits_stage(branch: Branch) -> str:
 
 
 def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
-    """Write ``edits.safetensors``: ``recon`` [T,3,H,W] and ``edit.<name>`` [T',3,H,W], all in [-1,1]."""
+    """Write ``edits.safetensors``: ``recon`` [T,3,H,W] and ``edit.<name>`` [T',3,H,W], all in [-1,1], and for
+    In-N-Out ``aux.blend_map`` [T,1,R,R] in [0,1] (the OOD share of each pixel's opacity)."""
     from innout_core.edit import apply_interfacegan, apply_styleclip, load_direction, load_styleclip_mapper
 
     cfg = job.config
@@ -50,8 +51,9 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
 
             sa = load_stage_a(job, branch.variant, branch.mode, dev)
             sr = load_sr_state(job, branch.variant, branch.mode, dev)
-            out["recon"] = render_composite_video(G, sa, cams, stage_generator(job, stage + "/recon", dev),
-                                                  sr_state=sr).image.clamp(-1, 1)
+            recon = render_composite_video(G, sa, cams, stage_generator(job, stage + "/recon", dev), sr_state=sr)
+            out["recon"] = recon.image.clamp(-1, 1)
+            out["aux.blend_map"] = recon.blend_map  # [T,1,R,R] in [0,1], for the report
             for name, frames in run_edits(G, sa, cams, ecfg, stage_generator(job, stage, dev), sr_state=sr).items():
                 out[f"edit.{name}"] = frames.clamp(-1, 1)
         else:
@@ -71,7 +73,8 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
                 out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
                                                          stage_generator(job, stage + "/" + e.name, dev))
         save_tensors(d / "edits.safetensors", out)
-        return StageOutput({"edits": "edits.safetensors"}, {"edits": sorted(k[5:] for k in out if k != "recon")})
+        return StageOutput({"edits": "edits.safetensors"},
+                           {"edits": sorted(k[5:] for k in out if k.startswith("edit."))})
 
     return run_stage(job, stage, inputs, config_hash(ecfg, edit_files, cfg.generator, cfg.seed), body)
 
@@ -79,4 +82,10 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
 def load_edits(job: VideoJob, branch: Branch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """``{"recon": [T,3,H,W], "<edit name>": [T',3,H,W], ...}`` of a branch."""
     t = load_tensors(job.stage_dir(edits_stage(branch)) / "edits.safetensors", device)
-    return {("recon" if k == "recon" else k[5:]): v for k, v in t.items()}
+    return {("recon" if k == "recon" else k[5:]): v for k, v in t.items() if k == "recon" or k.startswith("edit.")}
+
+
+def load_blend_map(job: VideoJob, branch: Branch, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """The In-N-Out branch's blend map [T,1,R,R] in [0,1]; None for baselines."""
+    t = load_tensors(job.stage_dir(edits_stage(branch)) / "edits.safetensors", device)
+    return t.get("aux.blend_map")

@@ -1,20 +1,55 @@
-"""Stage ``encode``: result videos (H.264 mp4 at the source frame rate) for every finished video-mode branch:
-``<key>.mp4`` (reconstruction), ``<key>-<edit>.mp4`` and ``compare-<key>.mp4`` (input | reconstruction | first
-edit, labelled)."""
+"""Stage ``encode``: result videos (H.264 mp4 at the source frame rate) for every finished video-mode branch.
+
+Names (relative to ``encode/``), read by the report:
+
+- ``<key>.mp4`` reconstruction, ``<key>-<edit>.mp4`` each edit (incl. ``remove_ood`` and ``novel_view``),
+  ``compare-<key>.mp4`` (input | reconstruction | first edit, labelled);
+- ``blend-<key>.mp4``: In-N-Out's OOD blend weight per pixel (white = OOD), nearest-upsampled to the crop size;
+- ``compare-methods.mp4``: input | W+ | PTI | In-N-Out (the first configured variant), when those branches exist;
+- ``truth-mask.mp4`` / ``truth-clean.mp4``: the manifest's true occluder mask (white = occluder) and clean video,
+  for ground-truth data.
+
+``<key>`` is the branch key with ``+`` spelled ``plus`` (``wplus``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from flows.plan import Branch
-from innout_core.store import StageRecord, read_record
+from innout_core.store import StageRecord, hash_file, read_record
 from tasks.common import StageOutput, VideoJob, config_hash, run_stage
-from tasks.edits import edits_stage, load_edits
+from tasks.edits import edits_stage, load_blend_map, load_edits
 from tasks.frames import load_frames
 
-__all__ = ["STAGE", "run_encode"]
+__all__ = ["STAGE", "media_name", "run_encode"]
 
 STAGE = "encode"
+_COMPARE_METHODS = (("w+", "W+"), ("pti", "PTI"), ("innout", "In-N-Out"))
+
+
+def media_name(branch_key: str) -> str:
+    """File-name form of a branch key (``w+`` -> ``wplus``)."""
+    return branch_key.replace("+", "plus")
+
+
+def _grey(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[T,1,r,r] in [0,1] -> [T,3,H,W] in [-1,1] (nearest upsampling keeps the map's pixels visible)."""
+    up = F.interpolate(maps.float().clamp(0, 1), size=size, mode="nearest")
+    return up.expand(-1, 3, -1, -1) * 2 - 1
+
+
+def _clean_frames(path: Path, indices: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """The clean video's frames at the source ``indices``, resized to ``size``; [T,3,H,W] in [-1,1]."""
+    from innout_core.video import iter_frames
+
+    wanted = set(indices)
+    got = {i: f for i, f in iter_frames(path, stop=max(indices) + 1) if i in wanted}
+    frames = torch.stack([torch.from_numpy(got[i].copy()).permute(2, 0, 1) for i in indices]).float() / 127.5 - 1
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
@@ -23,20 +58,23 @@ def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
 
     vids = [b for b in branches if b.mode == "video"]
     recs = [read_record(job.stage_dir(s)) for s in ["face", *(edits_stage(b) for b in vids)]]
-    inputs = [r.output_hash if r else "" for r in recs] + [b.key for b in vids]
+    truth = [p for p in (job.video.masks, job.video.clean) if p is not None]
+    inputs = [r.output_hash if r else "" for r in recs] + [b.key for b in vids] + [hash_file(p) for p in truth]
     enc = EncodeConfig(preset="veryfast")
 
     def body(d: Path) -> StageOutput:
-        import torch
-
         from tasks.face import load_face
 
-        _, _, fps = load_frames(job)
-        crops = load_face(job, torch.device("cpu"))["crops"]
+        indices, _, fps = load_frames(job)
+        face = load_face(job, torch.device("cpu"))
+        crops = face["crops"]
+        size = (crops.shape[-2], crops.shape[-1])
         outputs: dict[str, str] = {}
+        recons: dict[str, torch.Tensor] = {}
         for b in vids:
             out = load_edits(job, b)
-            name = b.key.replace("+", "plus")
+            name = media_name(b.key)
+            recons[b.key] = out["recon"]
             outputs[name] = encode_video(out["recon"], d / f"{name}.mp4", fps, enc).name
             cols, labels = [crops, out["recon"]], ["input", b.key]
             for edit, frames in sorted(out.items()):
@@ -47,6 +85,21 @@ def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
                     cols.append(frames)
                     labels.append(edit)
             outputs[f"compare-{name}"] = encode_side_by_side(cols, d / f"compare-{name}.mp4", fps, labels, enc).name
+            if b.method == "innout" and (blend := load_blend_map(job, b)) is not None:
+                outputs[f"blend-{name}"] = encode_video(_grey(blend, size), d / f"blend-{name}.mp4", fps, enc).name
+        cols, labels = [crops], ["input"]
+        for method, label in _COMPARE_METHODS:
+            key = next((b.key for b in vids if b.method == method), None)
+            if key is not None and recons[key].shape == crops.shape:
+                cols.append(recons[key])
+                labels.append(label if method != "innout" else f"{label} ({key})")
+        if len(cols) > 1:
+            outputs["compare-methods"] = encode_side_by_side(cols, d / "compare-methods.mp4", fps, labels, enc).name
+        if "masks" in face:  # 1 = face; shown white where the occluder is
+            outputs["truth-mask"] = encode_video(_grey(1 - face["masks"], size), d / "truth-mask.mp4", fps, enc).name
+        if job.video.clean is not None:
+            clean = _clean_frames(job.video.clean, indices, size)
+            outputs["truth-clean"] = encode_video(clean, d / "truth-clean.mp4", fps, enc).name
         return StageOutput(outputs, {"videos": len(outputs)})
 
     return run_stage(job, STAGE, inputs, config_hash(enc), body)

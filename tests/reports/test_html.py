@@ -33,19 +33,20 @@ def _make_run(root: Path, n_videos: int, with_media: bool = True) -> Path:
     run = root / "demo"
     rng = np.random.default_rng(1)
     (run).mkdir(parents=True)
-    (run / "run.yaml").write_text("preset: tiny-demo\ncode_version: test\ndevice: cpu\n")
+    (run / "run.yaml").write_text("code_version: test\npipeline:\n  preset: tiny-demo\n  device: cpu\n"
+                                  "  innout_variants: [no-masks, w/o L_b]\n")
     for i in range(n_videos):
         name = f"vid{i:03d}"
         write_metrics(run / "videos" / name / "metrics.parquet", _rows(name, rng), definitions=DEFS)
         rec = StageRecord(stage="frames", video=name, status="done", seconds=1.5)
         write_record(run / "videos" / name / "frames", rec)
         if with_media and i < 2:
-            media = run / "videos" / name / "media"
+            media = run / "videos" / name / "encode"
             media.mkdir()
-            subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=5",
-                            "-t", "1", "-pix_fmt", "yuv420p", str(media / "recon_innout.mp4")], check=True)
-            subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64",
-                            "-frames:v", "1", str(media / "blend_map.png")], check=True)
+            for stem in ("compare-methods", "wo-Lb", "no-masks", "no-masks-smile", "no-masks-remove_ood",
+                         "blend-wo-Lb", "blend-no-masks", "truth-mask"):
+                subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=5",
+                                "-t", "1", "-pix_fmt", "yuv420p", str(media / f"{stem}.mp4")], check=True)
     bad = run / "videos" / "broken"
     write_record(bad / "frames", StageRecord(stage="frames", video="broken", status="failed", error=StageFailure(
         file="broken.mp4", stage="frames", message="zero-byte file")))
@@ -58,8 +59,11 @@ def test_collect_videos_reads_status_media_and_errors(tmp_path):
     assert entries["broken"].status == "failed" and "zero-byte file" in entries["broken"].errors[0]
     assert entries["vid000"].status == "done"
     captions = [c for c, _, _ in entries["vid000"].media]
-    assert captions == ["In-N-Out reconstruction", "OOD blend weight"]  # known order
-    assert all((run / "report" / rel).resolve().exists() for _, _, rel in entries["vid000"].media)
+    assert captions == ["input | W+ | PTI | In-N-Out", "In-N-Out (no-masks) reconstruction", "edit: smile",
+                        "OOD removed", "OOD blend weight (white = OOD)", "true occluder mask"]
+    assert sorted(c for c, _, _ in entries["vid000"].more_media) == ["blend · wo · Lb", "wo · Lb"]
+    media = entries["vid000"].media + entries["vid000"].more_media
+    assert all((run / "report" / rel).resolve().exists() for _, _, rel in media)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is installed by setup.sh; absent only off-setup")
@@ -87,8 +91,13 @@ def test_report_in_headless_chromium(tmp_path):
             "#table1 tbody tr", "rows => rows.map(r => [r.querySelector('th').textContent,"
             " Array.from(r.querySelectorAll('td')).map(td => td.getAttribute('data-value'))])")
         failures = page.inner_text("#failures")
+        # videos of an open section play (H.264 decodes in Chromium); those of closed sections stay unloaded
+        page.wait_for_function("() => { const v = document.querySelector('details[open] .media video');"
+                               " return v && !v.paused && v.readyState >= 2 && !v.error; }", timeout=15000)
+        closed = page.eval_on_selector_all("details.more video", "vs => vs.map(v => v.readyState)")
         browser.close()
     assert problems == []
+    assert closed and all(state == 0 for state in closed)
     assert (tmp_path / "shot.png").stat().st_size > 1000
     assert srcs and all((index.parent / s).resolve().is_file() for s in srcs)
     assert "zero-byte file" in failures

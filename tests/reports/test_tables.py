@@ -25,7 +25,7 @@ def _rows() -> pd.DataFrame:
                              lpips=0.1 + 0.01 * f, ssim=0.8, psnr=psnr, id_sim=0.9, id_sim_edit=np.nan,
                              seconds=10.0 if method == "w+" else 100.0, reason=None)
                     )
-                    for edit, sim in (("smile", 0.95), ("younger", 0.85)):
+                    for edit, sim in (("smile", 0.95), ("younger", 0.85), ("remove_ood", 0.1)):
                         rows.append(
                             dict(run="r", video=video, method=method, variant=variant, mode=mode, frame=f,
                                  edit=edit, lpips=np.nan, ssim=np.nan, psnr=np.nan, id_sim=np.nan,
@@ -52,7 +52,8 @@ def test_table1_mean_of_video_means_and_best():
 
 def test_table2_average_over_edits():
     _, t2, _ = build_tables(_rows())
-    assert t2.data.loc["W+", ("Videos", "average")] == pytest.approx(0.8, abs=1e-12)
+    assert t2.data.loc["W+", ("Videos", "average")] == pytest.approx(0.8, abs=1e-12)  # remove_ood not averaged
+    assert ("Videos", "remove_ood") not in t2.data.columns
     assert t2.data.loc["In-N-Out (no-masks)", ("Images", "smile")] == pytest.approx(0.95)
     assert t2.best()[("Videos", "average")] == "In-N-Out (no-masks)"
 
