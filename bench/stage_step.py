@@ -14,8 +14,8 @@ process (so peak memory is that configuration's alone):
 Per-step figures come from the stage's own ``progress`` callback (wall and process CPU seconds between calls; the
 first step is the warm-up and is dropped). CPU seconds are reported next to wall seconds because the 2-core
 machine is shared: under load, wall time measures the neighbours too. A stage-B epoch of ``T`` frames is
-``T * step`` (uncached) or ``T * step + T * render / epochs`` (cached, one render per frame amortised over the
-paper's 100 epochs). LPIPS-VGG uses random trunk weights when the real backbone is absent (same cost).
+``ceil(T / batch) * step`` (uncached) plus, when cached, ``T * render / 100`` (one render per frame amortised over
+the paper's 100 epochs). LPIPS-VGG uses random trunk weights when the real backbone is absent (same cost).
 
     .venv/bin/python bench/stage_step.py [--quick] [--generators ffhq512-128 tiny] [--steps 2] [--frames 2]
 
@@ -58,6 +58,7 @@ SWITCHES_B = {
     "no backward through the render": {"release_render_grad": False},
     "cached SR inputs": {"cached": True, "release_render_grad": False},
     "fused render (uncached)": {"fused": True},
+    "cached + 2 frames per step": {"cached": True, "release_render_grad": False, "batch_frames": 2},
 }
 SWITCHES_B_CUDA = {"bf16 autocast": {"amp": "bf16"}, "torch.compile": {"compile": True}}
 
@@ -154,9 +155,8 @@ def _child(spec: dict) -> dict:
                        generator=torch.Generator().manual_seed(1)).to(dev)
         sa = joint.StageAResult(ood.ood_state(), ood.phi.detach().clone(), ws, [], 0.0, neural_resolution=R)
         cfg = sr_tuning.SRTuningConfig.preset("official").model_copy(
-            update={"epochs": 1, "checkpoint_every": 0, **spec["overrides"]})
-        # steps: at most one epoch of T frames; timed steps = min(steps, T - 1) after the warm-up
-        cfg_steps = min(n_steps, T)
+            update={"epochs": n_steps, "checkpoint_every": 0, **spec["overrides"]})
+        cfg_steps = n_steps
         calls = []
 
         def stop_after(step, total, rec):
@@ -268,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                         T = spec["frames"]
                         amort = T * r["render_cpu_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
                         amort_w = T * r["render_wall_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
+                        n = -(-T // ov.get("batch_frames", 1))  # steps per epoch
                         r["epoch_frames"] = T
-                        r["epoch_cpu_s"] = T * r["step_cpu_median_s"] + amort
-                        r["epoch_wall_s"] = T * r["step_wall_median_s"] + amort_w
+                        r["epoch_cpu_s"] = n * r["step_cpu_median_s"] + amort
+                        r["epoch_wall_s"] = n * r["step_wall_median_s"] + amort_w
                     rows.append(r)
                     print(f"{dev:5s} {gen:12s} {stage} {name:55s} step {r['step_wall_median_s']:8.2f} s wall "
                           f"{r['step_cpu_median_s']:8.2f} s cpu  peak {r['peak_rss_gb']:.2f} GB", flush=True)

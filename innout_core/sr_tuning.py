@@ -40,7 +40,7 @@ class SRTuningConfig(BaseModel):
     """Stage B configuration. Presets: :meth:`preset`."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: int = Field(100, ge=0, description="passes over all frames, one frame per step")
+    epochs: int = Field(100, ge=0, description="passes over all frames, batch_frames per step")
     lr: float = Field(1e-3, gt=0, description="Adam lr of the SR module")
     l2: float = Field(1.0, ge=0, description="weight of the L2 loss at full resolution")
     lpips: float = Field(1.0, ge=0, description="weight of the LPIPS loss at full resolution")
@@ -53,6 +53,8 @@ class SRTuningConfig(BaseModel):
     fused: bool = Field(True, description="fused OOD query + composite in the SR-input render (same maths, 1e-5)")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA autocast precision (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the trained SR on CUDA (ignored on CPU)")
+    batch_frames: int = Field(1, ge=1, description="frames per step (loss = batch mean, same gradient in "
+                              "expectation; an epoch is ceil(T/batch) steps)")
     checkpoint_every: int = Field(1000, ge=0, description="steps between checkpoints (0 = only the final one)")
     seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator")
 
@@ -168,26 +170,31 @@ def run_stage_b(
                 "losses": list(history)}
 
     noise = _sr_noise(G)
-    total_steps = cfg.epochs * T
+    per_epoch = -(-T // cfg.batch_frames)
+    total_steps = cfg.epochs * per_epoch
     for step in range(start, total_steps):
         if perm is None or pos >= T:
             perm = torch.randperm(T, generator=generator, device=generator.device).cpu()
             pos = 0
-        t = int(perm[pos])
-        pos += 1
-        if cache is not None:
-            raw, feat, w = cache[t]
-        else:
-            # Gb: the frozen copy, so a release-style backward never reaches the caller's G
-            raw, feat, w = sr_inputs(Gb, ood, stage_a, cameras, t, gen_for(t), fused=cfg.fused, grad=release_grad)
+        batch = [int(i) for i in perm[pos : pos + cfg.batch_frames]]
+        pos += len(batch)
+        t = batch[0]
+        parts = []
+        for f in batch:
+            if cache is not None:
+                parts.append(cache[f])
+            else:  # Gb: the frozen copy, so a release-style backward never reaches the caller's G
+                parts.append(sr_inputs(Gb, ood, stage_a, cameras, f, gen_for(f), fused=cfg.fused, grad=release_grad))
+        raw, feat, w = parts[0] if len(parts) == 1 else (torch.cat(x) for x in zip(*parts))
+        target = frames[t : t + 1] if len(batch) == 1 else frames[torch.tensor(batch, device=device)]
         with autocast(amp_dtype):
             img = superresolve(raw, feat, w, noise_mode=noise).float()
         img = img.clamp(-1, 1) if cfg.clamp else img
         terms: dict[str, Tensor] = {}
         if cfg.l2 > 0:
-            terms["l2"] = l2_loss(img, frames[t : t + 1])
+            terms["l2"] = l2_loss(img, target)
         if lp is not None:
-            terms["lpips"] = lpips_loss(lp, img, frames[t : t + 1])
+            terms["lpips"] = lpips_loss(lp, img, target)
         total = cfg.l2 * terms.get("l2", 0.0) + cfg.lpips * terms.get("lpips", 0.0)
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total) and total.requires_grad:

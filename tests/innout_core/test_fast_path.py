@@ -182,3 +182,22 @@ def test_stage_b_release_equivalent_path_equals_cached() -> None:
     for k, v in G.state_dict().items():  # the release-style backward never touches the caller's G
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None for p in G.parameters())
+
+
+def test_stage_b_batched_frames_is_the_mean_of_the_frame_losses() -> None:
+    from innout_core.losses import l2_loss
+    from innout_core.sr_tuning import _frame_generator, sr_inputs
+
+    G, sa, frames, c = _stage_b_setup()
+    curve = []
+    cfg = SRTuningConfig.preset("tiny-demo").model_copy(update={"epochs": 2, "lr": 1e-2, "batch_frames": 2})
+    g = torch.Generator().manual_seed(3)
+    run_stage_b(G, sa, frames, c, cfg, g, progress=lambda s, n, rec: curve.append((s, n, rec)))
+    assert [(s, n) for s, n, _ in curve] == [(1, 2), (2, 2)]  # an epoch of 2 frames is one step
+    # independent: the first step's loss is the mean of the two frames' L2 at the initial SR, same SR inputs
+    base = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(3)))
+    ood = OODField.from_state(sa.ood_state, sa.phi)
+    with torch.no_grad():
+        per = [l2_loss(G.superresolve(*sr_inputs(G, ood, sa, c, t, _frame_generator(base, t, c.device))).clamp(-1, 1),
+                       frames[t : t + 1]) for t in range(2)]
+    assert curve[0][2]["l2"] == pytest.approx(float(sum(per) / 2), rel=1e-5)
