@@ -35,6 +35,9 @@ def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progre
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "ERROR" if quiet else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # Dask reads this when `distributed` is first imported (here and in every worker process it spawns): keeps
+    # connection chatter at shutdown ("Batched Comm Closed", proxy hints) out of the terminal unless --debug.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if debug else "error")
 
 
 # ------------------------------------------------------------------------------------------------------ running
