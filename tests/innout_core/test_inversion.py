@@ -44,7 +44,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _cfg(method: str, **kw) -> InversionConfig:
-    base = dict(steps=4, init_samples=2, init_stride=1, lr=3e-2)
+    base = dict(steps=4, init_samples=2, init_stride=1, lr=3e-2, lr_schedule="constant")  # no warm-up in 4 steps
     base.update(kw)
     return InversionConfig.preset("tiny-demo", method).model_copy(update=base)
 
@@ -65,6 +65,7 @@ def test_presets_and_defaults():
     assert (off.steps, off.lr, off.residual_weight, off.delta_form, off.pti_locality) == (500, 5e-3, 0.7, "official", True)
     tiny = InversionConfig.preset("tiny-demo", "w")
     assert tiny.method == "w" and tiny.lambda_lpips == 0 and tiny.pti_lambda_lpips == 0 and tiny.init_metric == "l2"
+    assert (tiny.steps, tiny.lr, tiny.lr_schedule) == (60, 3e-2, "official")  # measured by bench/ground_truth.py
     with pytest.raises(BadInputError):
         InversionConfig.preset("nope", "w")
 
