@@ -478,9 +478,9 @@ def run_stage_a(
                 sr_o = sr_o.clamp(-1, 1) if cfg.clamp_raw else sr_o
                 terms["sr_l2_ood"] = masked_l2_loss(sr_o, frames[t : t + 1], region_full[t : t + 1])
             if w.blend_entropy > 0:
-                terms["blend_entropy"] = blend_entropy_loss(r.blend, cfg.blend_entropy_skew)
+                terms["blend_entropy"] = blend_entropy_loss(r.blend.float(), cfg.blend_entropy_skew)
             if w.blend_area > 0:
-                terms["blend_area"] = blend_area_loss(r.blend, r.is_coarse)
+                terms["blend_area"] = blend_area_loss(r.blend.float(), r.is_coarse)
             if w.latent > 0:
                 terms["latent"] = latent_reg_loss(wt, w_avg, cfg.latent_squared)
             if w.delta > 0:
