@@ -47,7 +47,7 @@ VARIANTS = {"innout-none": "none", "innout-auto": "auto", "innout-user": "user"}
 #: blend weights collapse to 0 within ~10 steps on `tiny` (the occluder's L2 gain is smaller than the area penalty)
 #: and the composite equals W+; with 0.05 each the composite gains ~0.6 dB. lr_w 1e-2 gained another ~1 dB but made
 #: each step 5x slower (backbone backward, no plane cache), so w+ stays frozen here (lr_w 0 enables the plane cache).
-#: Proposed as the tiny-demo preset values in joint.py (owned by another engineer).
+#: Since adopted as the tiny-demo preset values in joint.py; kept so every results JSON states what stage A ran with.
 JOINT_TINY_OVERRIDES: dict[str, Any] = {"lr_w": 0.0, "weights": {"blend_area": 0.05, "blend_entropy": 0.05}}
 TARGETS = {"psnr_gain_occluded_db": 2.0, "iou_auto": 0.6, "removal_gain_db": 3.0}
 

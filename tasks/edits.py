@@ -62,7 +62,8 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
 
             res, renders = load_inversion(job, branch.method, branch.mode, dev)
             out["recon"] = renders
-            for e in ecfg.interfacegan:
+            # the same edits as In-N-Out: a preset's generator-made direction is saved next to the outputs
+            for e in ecfg.materialise(G, d / "directions").interfacegan:
                 ws = apply_interfacegan(res.ws, load_direction(e.path).to(dev), e.strength, e.layers)
                 out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
                                                          stage_generator(job, stage + "/" + e.name, dev))

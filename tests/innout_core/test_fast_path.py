@@ -109,10 +109,13 @@ def test_stage_a_fused_matches_plain_and_unused_work_changes_nothing(video) -> N
 
 
 def test_stage_a_sr_ood_weight_adds_the_release_term(video) -> None:
-    res = _stage_a(video, _cfg(steps=1, weights=LossWeights(**{**_cfg().weights.model_dump(), "sr_l2_ood": 1.0})))
+    weights = LossWeights(**{**_cfg().weights.model_dump(), "sr_l2_ood": 1.0})
+    res = _stage_a(video, _cfg(steps=1, weights=weights))
     rec = res.losses[0]
     assert rec["sr_l2_ood"] > 0
-    assert rec["total"] == pytest.approx(sum(v for k, v in rec.items() if k not in ("total", "frame")), rel=1e-5)
+    terms = {k: v for k, v in rec.items() if k not in ("total", "frame")}
+    expected = sum(getattr(weights, k) * v for k, v in terms.items())  # records hold unweighted terms
+    assert rec["total"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_face_plane_cache_is_bitwise_when_w_frozen(video) -> None:
