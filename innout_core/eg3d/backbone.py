@@ -19,6 +19,8 @@ from innout_core.eg3d.ops import bias_act, modulated_conv2d, setup_filter, upsam
 __all__ = ["SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "SynthesisNetwork", "Generator", "NOISE_MODES"]
 
 NOISE_MODES = ("random", "const", "none")
+CPU_CHANNELS_LAST_MIN_RES = 32
+"""Blocks at this resolution and above keep activations channels-last on the CPU (layout only, not maths)."""
 
 
 def _grad_needed(*tensors: Tensor | None) -> bool:
@@ -289,10 +291,12 @@ class SynthesisBlock(nn.Module):
             force_fp32 = True
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
+        if ws.device.type == "cpu" and self.resolution >= CPU_CHANNELS_LAST_MIN_RES:
+            memory_format = torch.channels_last  # same maths; oneDNN's NHWC convs are 1.2-3x faster on the CPU
         fused = _resolve_fused(fused_modconv, self.fused_modconv_default, self.training, ws.shape[0])
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.contiguous(memory_format=memory_format)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused, generator=generator)
         else:
             assert x is not None

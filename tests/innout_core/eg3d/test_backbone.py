@@ -41,6 +41,23 @@ def test_case_b_block_intermediates(small):
             torch.testing.assert_close(img, d[f"backbone/item0_b{res}_img"], atol=1e-4, rtol=0)
 
 
+def test_cpu_channels_last_layout_does_not_change_values(small, monkeypatch):
+    # Channels-last activations (CPU speed-up) vs plain NCHW everywhere, batch 1 and 2: same planes to fp32
+    # reordering, and the output is a plain contiguous tensor either way.
+    import innout_core.eg3d.backbone as backbone
+
+    g, d = small[0], small[1]
+    outs = {}
+    for min_res in (4, 1 << 30):
+        monkeypatch.setattr(backbone, "CPU_CHANNELS_LAST_MIN_RES", min_res)
+        with torch.inference_mode():
+            outs[min_res] = [g.backbone.synthesis(d["backbone/ws"][:k], noise_mode="const") for k in (1, 2)]
+    for a, b in zip(outs[4], outs[1 << 30]):
+        assert a.is_contiguous() and b.is_contiguous()
+        torch.testing.assert_close(a, b, atol=2e-5 * b.abs().max().item(), rtol=0)
+        assert not torch.equal(a, torch.zeros_like(a))
+
+
 def test_case_b_noise_none(small):
     _, d, _, _, none, _ = small
     torch.testing.assert_close(_sub(none, d["backbone/sub_idx"]), d["backbone/planes_sub_noise_none_item0"],

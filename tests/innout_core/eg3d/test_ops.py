@@ -66,6 +66,19 @@ def test_upfirdn2d_matches_loop_reference(up, down, pad, gain, flip, separable):
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-5, rtol=0)  # float32 vs float64 sums of <= 16 terms
 
 
+@pytest.mark.parametrize("pad,separable", [((1, 1, 1, 1), True), ((2, 2, 1, 1), False), ((3, 2, 3, 2), True)])
+def test_upfirdn2d_channels_last_input_matches_loop_reference(pad, separable):
+    # Channels-last inputs take the one-2-D-kernel depthwise path: same values, any padding.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 9, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    f = setup_filter([1, 3, 3, 1]) if separable else torch.rand(4, 4, generator=g)
+    b = torch.randn(5, generator=g)
+    out = upfirdn2d(x, f, padding=list(pad), gain=4.0, bias=b)
+    ref = _np_upfirdn(x.numpy(), f.numpy(), 1, 1, pad, 4.0, False) + b.numpy().reshape(1, -1, 1, 1)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-5, rtol=0)
+
+
 def test_upsample2d_fast_path_matches_reference(device):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 5, 8, 6, generator=g)
