@@ -64,7 +64,8 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
             out["recon"] = renders
             # the same edits as In-N-Out: a preset's generator-made direction is saved next to the outputs
             for e in ecfg.materialise(G, d / "directions").interfacegan:
-                ws = apply_interfacegan(res.ws, load_direction(e.path).to(dev), e.strength, e.layers)
+                direction = load_direction(e.path, w_dim=res.ws.shape[-1], n_ws=res.ws.shape[1]).to(dev)
+                ws = apply_interfacegan(res.ws, direction, e.strength, e.layers)
                 out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
                                                          stage_generator(job, stage + "/" + e.name, dev))
             for e in ecfg.styleclip:
