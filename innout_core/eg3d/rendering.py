@@ -40,11 +40,12 @@ __all__ = [
 DecodeFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 """sampled features [N, 3, P, C] -> (rgb [N, P, C'], raw sigma [N, P, 1])."""
 
-DEFAULT_CHUNK = 1 << 18
+DEFAULT_CHUNK = 1 << 16
 """Points per item decoded at once by `render_planes` (results do not depend on it). Measured on the 2-core CPU
-at ffhq512-128 (786K points per pass): 64K-point chunks use the least CPU time single-threaded (intermediates are
-reused from the heap, not page-faulted in), but with 2 threads on a busy machine each extra op pays a thread
-barrier and 64K is ~1.6x slower than 256K; 256K and 1M tie there, and 256K bounds no-grad peak memory."""
+at ffhq512-128 (786K points per pass, 2 threads, load 2-3, same process, interleaved): 32K-64K-point chunks take
+1.6 CPU s per render vs 2.55 for 256K (the ~17 MB intermediates stay in cache and are reused from the heap) and
+bound the no-grad peak memory lower. An earlier measurement under a load of 7-9 favoured 256K on wall time
+(thread barriers per op); CPU time, the robust figure on a shared machine, favours 64K."""
 
 # Which two world axes give (u, v) on plane 0, 1, 2: (x, y), (x, z), (z, x) — the official plane axes (spec §6).
 _PLANE_UV_AXES = (0, 1, 0, 2, 2, 0)
@@ -526,12 +527,26 @@ def _decode_points(planes4: Tensor, decode: DecodeFn, points: Tensor, box_warp: 
     n, p = points.shape[:2]
     step = p if chunk is None else chunk
     rgbs, sigmas = [], []
+    rgb = sigma = None
     for start in range(0, p, step):
-        rgb, sigma = decode(_sample_planes4(planes4, points[:, start:start + step], box_warp))
-        rgbs.append(rgb)
-        sigmas.append(sigma)
-    rgb = rgbs[0] if len(rgbs) == 1 else torch.cat(rgbs, 1)
-    sigma = sigmas[0] if len(sigmas) == 1 else torch.cat(sigmas, 1)
+        part_rgb, part_sigma = decode(_sample_planes4(planes4, points[:, start:start + step], box_warp))
+        if rgb is None and not rgbs and step < p and not (part_rgb.requires_grad or part_sigma.requires_grad):
+            k = min(step, p - start)
+            _check(part_rgb.dim() == 3 and part_rgb.shape[:2] == (n, k) and tuple(part_sigma.shape) == (n, k, 1),
+                   f"render_planes: decode must return rgb [N,P,C] and sigma [N,P,1] with N={n}, P={k}; got "
+                   f"{list(part_rgb.shape)} and {list(part_sigma.shape)}")
+            # No autograd: write chunks straight into the outputs (no list of chunks + concatenated copy at once).
+            rgb = part_rgb.new_empty((n, p, part_rgb.shape[-1]))
+            sigma = part_sigma.new_empty((n, p, 1))
+        if rgb is not None:
+            rgb[:, start:start + step] = part_rgb
+            sigma[:, start:start + step] = part_sigma
+        else:
+            rgbs.append(part_rgb)
+            sigmas.append(part_sigma)
+    if rgb is None:
+        rgb = rgbs[0] if len(rgbs) == 1 else torch.cat(rgbs, 1)
+        sigma = sigmas[0] if len(sigmas) == 1 else torch.cat(sigmas, 1)
     _check(rgb.dim() == 3 and rgb.shape[:2] == (n, p) and tuple(sigma.shape) == (n, p, 1),
            f"render_planes: decode must return rgb [N,P,C] and sigma [N,P,1] with N={n}, P={p}; got "
            f"{list(rgb.shape)} and {list(sigma.shape)}")

@@ -287,6 +287,29 @@ def test_render_planes_chunking_and_lazy_colors_do_not_change_results():
     assert c.samples.colors.abs().sum() == 0
 
 
+def test_render_planes_chunked_decode_with_autograd_equals_unchunked():
+    # With autograd the chunks are concatenated (no preallocated outputs); values and gradients match chunk=None.
+    g = torch.Generator().manual_seed(6)
+    planes = torch.randn(1, 3, 4, 8, 8, generator=g)
+
+    def decode(f):
+        m = f.mean(1)
+        return torch.sigmoid(m), m[..., :1] * 5
+
+    origins, dirs = R.sample_rays(cam.lookat_cam2world(0.1, 0.0), cam.intrinsics_matrix().unsqueeze(0), 4)
+    cfg = R.RenderingConfig(depth_resolution=6, depth_resolution_importance=6)
+    outs, grads = [], []
+    for chunk in (None, 7):
+        p = planes.clone().requires_grad_(True)
+        out = R.render_planes(p, decode, origins, dirs, cfg, torch.Generator().manual_seed(0), chunk=chunk)
+        out.rgb.square().sum().backward()
+        outs.append(out.rgb.detach())
+        grads.append(p.grad)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=0)
+    assert grads[0].abs().sum() > 0
+
+
 def test_render_planes_gradients_reach_planes():
     g = torch.Generator().manual_seed(2)
     planes = torch.randn(1, 3, 4, 8, 8, generator=g, requires_grad=True)
