@@ -10,9 +10,10 @@ import torch
 from innout_core.composite import render_composite
 from innout_core.eg3d.camera import orbit_labels
 from innout_core.eg3d.configs import build_generator
-from innout_core.joint import JointConfig, LossWeights, StageAResult, maybe_compile, run_stage_a, use_amp
+from innout_core.joint import JointConfig, LossWeights, maybe_compile, run_stage_a, use_amp
 from innout_core.ood import OODField
 from innout_core.sr_tuning import SRTuningConfig, run_stage_b
+from tests.innout_core.tiny_video import occluded_video, untrained_stage_a
 
 # fp32 re-association (matmul instead of midpoint sums, one grid_sample instead of three expands, phi folded into
 # the bias): differences are rounding only, a few ulp of values of order 1.
@@ -22,16 +23,7 @@ FUSED_ATOL = 2e-5
 @pytest.fixture(scope="module")
 def video():
     """Tiny generator, 2 frames with a pasted occluder, user masks (1 = face)."""
-    G = build_generator("tiny")
-    c = orbit_labels(2, 0.3, 0.1)
-    z = torch.randn(2, G.init_kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ws = G.mapping(z, c)
-        frames = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image.clamp(-1, 1)
-    frames[:, :, 40:80, 30:90] = torch.tensor([0.9, -0.6, 0.3]).view(1, 3, 1, 1)
-    masks = torch.ones(2, 1, 128, 128)
-    masks[:, :, 40:80, 30:90] = 0
-    return G, frames, c, ws, masks
+    return occluded_video()
 
 
 def _cfg(**kw) -> JointConfig:
@@ -152,21 +144,8 @@ def test_cuda_amp_and_compile_within_tolerance(video, device) -> None:
             assert hf["total"] == pytest.approx(hp["total"], rel=rel), name
 
 
-def _stage_b_setup():
-    G = build_generator("tiny")
-    c = orbit_labels(2, 0.3, 0.1)
-    z = torch.randn(2, G.init_kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ws = G.mapping(z, c)
-        frames = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image.clamp(-1, 1)
-    ood = OODField(2, 32, 16, generator=torch.Generator().manual_seed(1))
-    sa = StageAResult(ood_state=ood.ood_state(), phi=ood.phi.detach().clone(), ws=ws, losses=[], seconds=0.0,
-                      neural_resolution=16)
-    return G, sa, frames, c
-
-
 def test_stage_b_release_equivalent_path_equals_cached() -> None:
-    G, sa, frames, c = _stage_b_setup()
+    G, sa, frames, c = untrained_stage_a()
     before = {k: v.clone() for k, v in G.state_dict().items()}
     runs = {}
     for name, kw in {"release": dict(cached=False, fused=False, release_render_grad=True),
@@ -191,7 +170,7 @@ def test_stage_b_batched_frames_is_the_mean_of_the_frame_losses() -> None:
     from innout_core.losses import l2_loss
     from innout_core.sr_tuning import _frame_generator, sr_inputs
 
-    G, sa, frames, c = _stage_b_setup()
+    G, sa, frames, c = untrained_stage_a()
     curve = []
     cfg = SRTuningConfig.preset("tiny-demo").model_copy(update={"epochs": 2, "lr": 1e-2, "batch_frames": 2})
     g = torch.Generator().manual_seed(3)

@@ -6,8 +6,6 @@ import pytest
 import torch
 
 from innout_core.checkpointing import Checkpointer
-from innout_core.eg3d.camera import orbit_labels
-from innout_core.eg3d.configs import build_generator
 from innout_core.errors import BadInputError, CheckpointError
 from innout_core.joint import (
     JointConfig,
@@ -18,23 +16,13 @@ from innout_core.joint import (
     stage_a_fingerprint,
 )
 
-OCC = (slice(40, 80), slice(30, 90))  # occluder rows/cols at 128 px
+from tests.innout_core.tiny_video import occluded_video
 
 
 @pytest.fixture(scope="module")
 def video():
     """Tiny generator, 2 frames rendered from known latents with a solid occluder pasted in, true masks."""
-    G = build_generator("tiny")
-    c = orbit_labels(2, 0.3, 0.1)
-    z = torch.randn(2, G.init_kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ws = G.mapping(z, c)
-        clean = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image.clamp(-1, 1)
-    frames = clean.clone()
-    frames[:, :, OCC[0], OCC[1]] = torch.tensor([0.9, -0.6, 0.3]).view(1, 3, 1, 1)
-    masks = torch.ones(2, 1, 128, 128)
-    masks[:, :, OCC[0], OCC[1]] = 0
-    return G, frames, c, ws, masks
+    return occluded_video()
 
 
 def _cfg(**kw) -> JointConfig:

@@ -6,27 +6,15 @@ import pytest
 import torch
 
 from innout_core.checkpointing import Checkpointer
-from innout_core.eg3d.camera import orbit_labels
-from innout_core.eg3d.configs import build_generator
 from innout_core.errors import BadInputError
-from innout_core.joint import StageAResult
-from innout_core.ood import OODField
 from innout_core.sr_tuning import SRTuningConfig, run_stage_b, stage_b_fingerprint
+from tests.innout_core.tiny_video import untrained_stage_a
 
 
 @pytest.fixture(scope="module")
 def setup():
     """Tiny generator, 2 frames, a stage-A result with a random (untrained) OOD field at neural resolution 16."""
-    G = build_generator("tiny")
-    c = orbit_labels(2, 0.3, 0.1)
-    z = torch.randn(2, G.init_kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ws = G.mapping(z, c)
-        frames = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image.clamp(-1, 1)
-    ood = OODField(2, 32, 16, generator=torch.Generator().manual_seed(1))
-    sa = StageAResult(ood_state=ood.ood_state(), phi=ood.phi.detach().clone(), ws=ws, losses=[], seconds=0.0,
-                      neural_resolution=16)
-    return G, sa, frames, c
+    return untrained_stage_a()
 
 
 def _cfg(**kw) -> SRTuningConfig:
