@@ -255,20 +255,20 @@ def modulated_conv2d(
         weight = weight * (1 / math.sqrt(c_in * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.abs().amax(dim=1, keepdim=True)
     dcoefs = None
-    wm = None
-    if demodulate or fused_modconv:
-        wm = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, C_out, C_in, kh, kw], weight dtype
     if demodulate:
-        dcoefs = (wm.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, C_out]
+        # sum_{i,k} (W[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k W[o,i,k]^2: a [N,C_in] x [C_in,C_out] product instead of
+        # a pass over an [N, C_out, C_in, kh, kw] tensor (same sum, reordered).
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, C_out]
     if noise is not None:
         noise = noise.to(dtype) * out_gain if out_gain != 1.0 else noise.to(dtype)
     if fused_modconv:
-        assert wm is not None
+        # W'_n = W * s_n (input channels) * d_n * out_gain (output channels), in one pass over the weight.
         scale = dcoefs * out_gain if dcoefs is not None else None
-        if scale is not None:
-            wm = wm * scale.reshape(n, -1, 1, 1, 1)
-        elif out_gain != 1.0:
-            wm = wm * out_gain
+        if scale is None:
+            coef = styles * out_gain if out_gain != 1.0 else styles
+            wm = weight.unsqueeze(0) * coef.reshape(n, 1, -1, 1, 1)
+        else:
+            wm = weight.unsqueeze(0) * (scale.unsqueeze(2) * styles.unsqueeze(1)).reshape(n, c_out, c_in, 1, 1)
         b = bias.to(dtype).repeat(n) if bias is not None else None
         y = conv2d_resample(
             x if n == 1 else x.reshape(1, -1, *x.shape[2:]),  # n == 1: keep x's strides (channels-last detection)

@@ -40,12 +40,13 @@ __all__ = [
 DecodeFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 """sampled features [N, 3, P, C] -> (rgb [N, P, C'], raw sigma [N, P, 1])."""
 
-DEFAULT_CHUNK = 1 << 16
+DEFAULT_CHUNK = 1 << 18
 """Points per item decoded at once by `render_planes` (results do not depend on it). Measured on the 2-core CPU
-at ffhq512-128 (786K points per pass, 2 threads, load 2-3, same process, interleaved): 32K-64K-point chunks take
-1.6 CPU s per render vs 2.55 for 256K (the ~17 MB intermediates stay in cache and are reused from the heap) and
-bound the no-grad peak memory lower. An earlier measurement under a load of 7-9 favoured 256K on wall time
-(thread barriers per op); CPU time, the robust figure on a shared machine, favours 64K."""
+at ffhq512-128 (786K points per pass, 2 threads, same process, interleaved): with the other core idle (load ~2)
+64K-point chunks take 1.6 CPU s per render vs 2.55 for 256K (intermediates stay in cache), but with it busy
+(load 3.5-4) 64K takes 4.9 vs 3.2 for 256K and 3.9 for 128K: every op is a 2-thread parallel region that waits
+out a scheduler slice when one thread is descheduled, so fewer, larger ops win. 256K is kept for the shared
+machine; without autograd the chunks are written into preallocated outputs (no list + concatenated copy)."""
 
 # Which two world axes give (u, v) on plane 0, 1, 2: (x, y), (x, z), (z, x) — the official plane axes (spec §6).
 _PLANE_UV_AXES = (0, 1, 0, 2, 2, 0)
