@@ -114,21 +114,11 @@ class SynthesisLayer(nn.Module):
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         fold = self.activation in ("lrelu", "relu", "linear") and act_gain > 0
+        conv = dict(noise=noise, up=self.up, padding=self.padding, resample_filter=self.resample_filter,
+                    flip_weight=(self.up == 1), fused_modconv=fused_modconv)
         if fold:
             # act(z) * g == act(z * g) for g > 0: fold the gain and the bias into the conv (one pass fewer).
-            x = modulated_conv2d(
-                x,
-                self.weight,
-                styles,
-                noise=noise,
-                up=self.up,
-                padding=self.padding,
-                resample_filter=self.resample_filter,
-                flip_weight=(self.up == 1),
-                fused_modconv=fused_modconv,
-                out_gain=act_gain,
-                bias=self.bias * act_gain,
-            )
+            x = modulated_conv2d(x, self.weight, styles, out_gain=act_gain, bias=self.bias * act_gain, **conv)
             inplace = not _grad_needed(x)
             if self.activation == "lrelu":
                 x = F.leaky_relu_(x, 0.2) if inplace else F.leaky_relu(x, 0.2)
@@ -137,17 +127,7 @@ class SynthesisLayer(nn.Module):
             if act_clamp is not None:
                 x = x.clamp_(-act_clamp, act_clamp) if inplace else x.clamp(-act_clamp, act_clamp)
             return x
-        x = modulated_conv2d(
-            x,
-            self.weight,
-            styles,
-            noise=noise,
-            up=self.up,
-            padding=self.padding,
-            resample_filter=self.resample_filter,
-            flip_weight=(self.up == 1),
-            fused_modconv=fused_modconv,
-        )
+        x = modulated_conv2d(x, self.weight, styles, **conv)
         return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self) -> str:
