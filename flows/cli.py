@@ -62,7 +62,9 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = {v.id: [s for s in plan_stages(cfg, v) if not missing_modules(s)]
             for v in man.videos if only is None or v.id in only}
-    with prefect_api(run_dir / ".prefect") as url:
+    from flows.runlog import run_log
+
+    with run_log(run_dir), prefect_api(run_dir / ".prefect") as url:
         import logging
 
         for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
