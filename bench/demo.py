@@ -7,7 +7,6 @@ Dask workers) of the embedded default end to end. Prints a table and writes benc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from innout_core.store import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,10 +79,7 @@ def main() -> int:
         print(f"{k:32s} {result[k]}")
     print(f"{'mean 1-min load average':32s} {result['machine']['mean_load_avg_1m']:.1f} (on {os.cpu_count()} cores)")
     dest = REPO / "bench" / "results" / "demo.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, dest)
+    atomic_write_json(dest, result)
     if proc.returncode != 0:
         print(out[-3000:])
     return proc.returncode

@@ -25,9 +25,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from innout_core.store import atomic_write_json
 
 OFFICIAL = {"ffhq512-128": {"seconds": 7.0, "backbone": 1.0, "renderer": 2.9, "sr": 2.9, "peak_rss_gb": 1.68}}
 RESULTS = Path(__file__).resolve().parent / "results" / "eg3d_forward.json"
@@ -199,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"benchmark": "eg3d_forward", "machine": _machine(load_at_start), "threads": args.threads,
                "repeats": args.repeats, "results": results,
                "note": "official baseline measured by the reference-data author on this machine class, unloaded"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, payload)
     print(f"wrote {args.out}")
     return 0
 

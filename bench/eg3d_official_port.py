@@ -29,7 +29,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +45,7 @@ from innout_core.eg3d.camera import split_label  # noqa: E402
 from innout_core.eg3d.configs import build_generator  # noqa: E402
 from innout_core.eg3d.generator import TriPlaneGenerator, features_to_image  # noqa: E402
 from innout_core.eg3d.rendering import sample_rays  # noqa: E402
+from innout_core.store import atomic_write_json  # noqa: E402
 from rendering import official_render  # noqa: E402  (bench/rendering.py: official ImportanceRenderer port)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eg3d_official_port.json"
@@ -376,11 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "same process, interleaved rounds, identical weights/inputs/seeds; official = port of the official "
                 "CPU ref paths (fused modconv, eval) + the official-style renderer of bench/rendering.py",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, payload)
     print(f"wrote {args.out}")
     return 0
 

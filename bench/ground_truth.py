@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from innout_core.inversion import InversionConfig, InversionResult, invert_video
 from innout_core.joint import JointConfig, mask_iou, render_composite_video, run_stage_a  # noqa: E402
 from innout_core.metrics import psnr, ssim  # noqa: E402
 from innout_core.synthetic import GroundTruthVideo, benchmark_videos, make_ground_truth_video  # noqa: E402
+from innout_core.store import atomic_write_json  # noqa: E402
 
 VARIANTS = {"innout-none": "none", "innout-auto": "auto", "innout-user": "user"}
 #: Stage-A settings this benchmark uses on top of ``JointConfig.preset("tiny-demo")`` (``--plain-preset`` drops them).
@@ -233,11 +233,7 @@ def report(videos: list[dict[str, Any]], total: float, a: argparse.Namespace, n_
         "targets": TARGETS, "checks": checks, "met": met, "mean": mean, "input_psnr_vs_clean": input_psnr_clean,
         "videos": videos,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, out)
+    atomic_write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -12,7 +12,6 @@ and the max output difference; writes ``bench/results/rendering.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from innout_core.eg3d import camera as cam  # noqa: E402
 from innout_core.eg3d import rendering as R  # noqa: E402
 from innout_core.eg3d.decoder import OSGDecoder  # noqa: E402
+from innout_core.store import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rendering.json"
 
@@ -118,10 +118,7 @@ def main() -> None:
               "config": {"threads": args.threads, "repeats": args.repeats, "rays": 128 * 128,
                          "samples": [48, 48], "planes": [1, 3, 32, 256, 256], "chunk": R.DEFAULT_CHUNK},
               "best": best, "all": times, "speedup_wall": ratio, "max_abs_diff": diff}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_name(f".{RESULTS.name}.{os.getpid()}.tmp")  # same dir, umask permissions, then rename
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, RESULTS)
+    atomic_write_json(RESULTS, result)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,9 @@ Prints a table and writes ``bench/results/sr_tuning.json`` (machine, versions, c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from innout_core.eg3d.configs import build_generator  # noqa: E402
 from innout_core.joint import StageAResult  # noqa: E402
 from innout_core.ood import OODField  # noqa: E402
 from innout_core.sr_tuning import SRTuningConfig, run_stage_b  # noqa: E402
+from innout_core.store import atomic_write_json  # noqa: E402
 
 
 def main() -> None:
@@ -73,11 +72,7 @@ def main() -> None:
         "note": "cached includes the one-off per-frame render, amortised over the epochs measured",
     }
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(res, f, indent=2)
-    os.replace(tmp, out)
+    atomic_write_json(out, res)
     print(f"wrote {out}")
 
 

@@ -32,11 +32,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from innout_core.store import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_step.json"
 PAPER_EPOCHS_B = 100
@@ -217,14 +218,6 @@ def _machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
 
 
-def _atomic_json(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generators", nargs="+", default=["ffhq512-128", "tiny"])
@@ -306,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                          "cpu_s = process user+sys seconds (robust on a shared machine); wall_s = elapsed",
                          "LPIPS-VGG trunk is random when the torchvision weights are absent (timing only)",
                          "ffhq512-128 uses random weights with the released shapes"]}
-    _atomic_json(payload, a.out)
+    atomic_write_json(a.out, payload)
     print(f"wrote {a.out}")
     return 0
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from innout_core.store import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 STAGE_STEP = HERE / "results" / "stage_step.json"
@@ -98,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       "inversion_steps_per_frame": a.inversion_steps_per_frame},
                "inversion_step_s": a.inversion_step_s or "estimated = fast stage-A step", "projection": results,
                "paper_hours": PAPER_HOURS}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=a.out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, a.out)
+    atomic_write_json(a.out, payload)
     print(f"wrote {a.out}")
     return 0
 
