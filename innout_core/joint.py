@@ -247,6 +247,17 @@ def use_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def optimizer_step(total: Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward of ``total`` and one step of ``opt``; through the fp16 gradient scaler when one is given."""
+    if scaler is None:
+        total.backward()
+        opt.step()
+    else:
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
+
+
 def autocast(dtype: torch.dtype | None):
     """``torch.autocast('cuda', dtype)`` or a no-op context when dtype is None."""
     from contextlib import nullcontext
@@ -489,13 +500,7 @@ def run_stage_a(
                 terms["delta"] = delta_reg_loss(wt, min(cfg.delta_count, wt.shape[1] - 1), cfg.delta_squared)
             total = sum(getattr(w, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                total.backward()
-                opt.step()
-            else:
-                scaler.scale(total).backward()
-                scaler.step(opt)
-                scaler.update()
+            optimizer_step(total, opt, scaler)
             rec = {k: float(v.detach()) for k, v in terms.items()}
             rec["total"] = float(total.detach())
             rec["frame"] = float(t)

@@ -27,6 +27,7 @@ from innout_core.joint import (
     _sr_noise,
     autocast,
     maybe_compile,
+    optimizer_step,
     use_amp,
     validate_inputs,
 )
@@ -198,13 +199,7 @@ def run_stage_b(
         total = cfg.l2 * terms.get("l2", 0.0) + cfg.lpips * terms.get("lpips", 0.0)
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total) and total.requires_grad:
-            if scaler is None:
-                total.backward()
-                opt.step()
-            else:
-                scaler.scale(total).backward()
-                scaler.step(opt)
-                scaler.update()
+            optimizer_step(total, opt, scaler)
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
         rec["frame"] = float(t)
