@@ -8,7 +8,9 @@ process (so peak memory is that configuration's alone):
   zero-weight OOD-only SR computed anyway, the plain (unfused) OOD query and composite, fp32 eager; stage B
   uncached with the release's needless backward through the renderer.
 * ``fast``: our defaults: intended shared samples (no OOD importance pass), no OOD-only SR (weight 0), fused OOD
-  query + composite; stage B on cached SR inputs; on CUDA also bf16 autocast and ``torch.compile``.
+  query + composite; stage B on cached SR inputs; bf16 autocast on CUDA and on CPUs with native bf16
+  (AVX512-BF16 / AMX; ``--no-cpu-bf16`` keeps fp32), ``torch.compile`` on CUDA. ``fast, fp32`` is the same
+  configuration without autocast.
 * one row per switch: the official configuration with that one switch flipped to its fast value.
 
 Per-step figures come from the stage's own ``progress`` callback (wall and process CPU seconds between calls; the
@@ -51,7 +53,8 @@ SWITCHES_A = {
     "no OOD-only SR (SR_O weight 0)": {"compute_unused": False},
     "fused OOD query + composite": {"fused": True},
 }
-SWITCHES_A_CUDA = {"bf16 autocast": {"amp": "bf16"}, "torch.compile": {"compile": True}}
+SWITCHES_A_CUDA = {"torch.compile": {"compile": True}}
+BF16 = {"bf16 autocast": {"amp": "bf16"}}  # CUDA, and CPUs with native bf16 (AVX512-BF16 / AMX)
 OFFICIAL_B = {"cached": False, "release_render_grad": True, "fused": False, "amp": "off", "compile": False}
 FAST_B = {"cached": True, "release_render_grad": False, "fused": True}
 FAST_B_CUDA = {**FAST_B, "amp": "bf16", "compile": True}
@@ -61,7 +64,17 @@ SWITCHES_B = {
     "fused render (uncached)": {"fused": True},
     "cached + 2 frames per step": {"cached": True, "release_render_grad": False, "batch_frames": 2},
 }
-SWITCHES_B_CUDA = {"bf16 autocast": {"amp": "bf16"}, "torch.compile": {"compile": True}}
+SWITCHES_B_CUDA = {"torch.compile": {"compile": True}}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (else bf16 autocast is emulated and slower than fp32)."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _cpu_s() -> float:
@@ -228,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="1 timed step, 2 stage-B frames; per-switch rows only for tiny on CPU")
     ap.add_argument("--no-switches", action="store_true", help="official and fast rows only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-cpu-bf16", action="store_true", help="keep the CPU fast configuration in fp32")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
@@ -237,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    cpu_bf16 = cpu_has_native_bf16() and not a.no_cpu_bf16
     steps, frames = (1, 2) if a.quick else (a.steps, a.frames)
     rows = []
     for dev in devices:
@@ -246,9 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             for stage in ("A", "B"):
                 off = OFFICIAL_A if stage == "A" else OFFICIAL_B
                 fast = (FAST_A_CUDA if cuda else FAST_A) if stage == "A" else (FAST_B_CUDA if cuda else FAST_B)
+                bf16 = cuda or cpu_bf16
+                fast = {**fast, "amp": "bf16"} if bf16 else fast
                 variants = {"official": off, "fast": {**off, **fast}}
+                if bf16:  # the same fast path in fp32: what the bf16 switch adds on top
+                    variants["fast, fp32"] = {**off, **fast, "amp": "off", "compile": False}
                 if switches:
                     sw = SWITCHES_A if stage == "A" else SWITCHES_B
+                    sw = {**sw, **(BF16 if bf16 else {})}
                     if cuda:
                         sw = {**sw, **(SWITCHES_A_CUDA if stage == "A" else SWITCHES_B_CUDA)}
                     variants.update({f"official + {k}": {**off, **v} for k, v in sw.items()})
@@ -292,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s['device']:6s}{s['generator']:13s}{s['stage']:3s}{s['variant']:58s}{s['unit']:>6s}"
               f"{s['cpu_s']:9.2f}{s['wall_s']:9.2f}{s['speedup_cpu_s']:7.2f}{s['speedup_wall_s']:7.2f}"
               f"{s['peak_rss_gb']:8.2f}")
-    payload = {"bench": "stage_step", "machine": _machine(), "quick": a.quick, "timed_steps": steps,
+    payload = {"bench": "stage_step", "machine": {**_machine(), "cpu_native_bf16": cpu_bf16}, "quick": a.quick, "timed_steps": steps,
                "stage_b_frames": max(frames, 2), "stage_b_epochs_for_amortising_the_cache": PAPER_EPOCHS_B,
                "threads": a.threads, "summary": summary, "rows": rows,
                "notes": ["speedups are official / variant for the same device and generator, measured in this run",

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from innout_core.errors import BadInputError
+from innout_core.eg3d.rendering import weighted_sum
 
 __all__ = ["CompositeMarch", "composite_march", "CompositeRender", "render_composite", "release_order_ood"]
 
@@ -117,17 +118,17 @@ def _composite_fused(samples, ood_colors: Tensor, ood_densities: Tensor, blend: 
     """
     depths = samples.depths
     w_o, w_i = _interval_weights(samples.densities, ood_densities, blend, depths, form)
-    rgb = torch.matmul(_node_weights(w_o).unsqueeze(-2), ood_colors).squeeze(-2)
+    rgb = weighted_sum(_node_weights(w_o), ood_colors)
     node_i = _node_weights(w_i)
     parts = samples.__dict__.get("_color_parts")
     if parts is None:  # colours already sorted (materialised, or a single coarse pass)
-        rgb = rgb + torch.matmul(node_i.unsqueeze(-2), samples.colors).squeeze(-2)
+        rgb = rgb + weighted_sum(node_i, samples.colors)
     else:
         node_i = torch.zeros_like(node_i).scatter(-1, samples.sort_index.squeeze(-1), node_i)
         start = 0
         for part in parts:
             k = part.shape[2]
-            rgb = rgb + torch.matmul(node_i[..., start : start + k].unsqueeze(-2), part).squeeze(-2)
+            rgb = rgb + weighted_sum(node_i[..., start : start + k], part)
             start += k
     weights = w_o + w_i
     acc = weights.sum(dim=-2)

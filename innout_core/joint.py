@@ -107,7 +107,8 @@ class JointConfig(BaseModel):
     plane_cache_mb: float = Field(1024.0, ge=0, description="with lr_w = 0: cache face tri-planes up to this size, MB")
     fused: bool = Field(True, description="fused OOD query + composite without colour midpoints (same maths, 1e-5)")
     compute_unused: bool = Field(False, description="also run the release's zero-weight OOD-only SR (cost parity)")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA autocast precision (ignored on CPU)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision: bf16 (CUDA, CPU) or fp16 (CUDA "
+                                                 "only; ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the SR and OOD query on CUDA (ignored on CPU)")
     checkpoint_every: int = Field(2000, ge=0, description="steps between checkpoints (0 = only the final one)")
     seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator (release value)")
@@ -241,8 +242,10 @@ def _sr_noise(G) -> str:
 
 
 def use_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for an ``amp`` switch on ``device``: None (fp32) on CPU or when off."""
-    if amp == "off" or device.type != "cuda":
+    """Autocast dtype for an ``amp`` switch on ``device``: None (fp32) when off; bf16 on CUDA and CPU (oneDNN runs
+    bf16 convolutions and matmuls natively on CPUs with AVX512-BF16 or AMX); fp16 on CUDA only (None on CPU, where
+    fp16 autocast has no fast kernels)."""
+    if amp == "off" or (amp == "fp16" and device.type != "cuda") or device.type not in ("cuda", "cpu"):
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
@@ -258,11 +261,11 @@ def optimizer_step(total: Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.
         scaler.update()
 
 
-def autocast(dtype: torch.dtype | None):
-    """``torch.autocast('cuda', dtype)`` or a no-op context when dtype is None."""
+def autocast(dtype: torch.dtype | None, device: torch.device | str = "cuda"):
+    """``torch.autocast(device.type, dtype)``, or a no-op context when dtype is None."""
     from contextlib import nullcontext
 
-    return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+    return nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def maybe_compile(fn: Callable, enabled: bool, device: torch.device) -> Callable:
@@ -461,7 +464,7 @@ def run_stage_a(
                         planes = G.backbone_planes(wt, noise_mode="const")
                     if (len(plane_cache) + 1) * planes.numel() * planes.element_size() <= cfg.plane_cache_mb * 2**20:
                         plane_cache[t] = planes
-            with autocast(amp_dtype):
+            with autocast(amp_dtype, device):
                 if not frozen_w:
                     planes = G.backbone_planes(wt, noise_mode="const")
                 r = render_composite(G, planes, cameras[t : t + 1], ood, torch.tensor([t], device=device),

@@ -9,6 +9,7 @@ A point's feature is the **mean** of the three plane samples (the code; the pape
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innout_core.eg3d.mapping import FullyConnectedLayer
@@ -104,23 +105,34 @@ class OODField(nn.Module):
         return self.decoder(torch.cat([feats, phi], dim=-1))
 
     def _query_fused(self, points: Tensor, frame_idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`query` without the per-point concat: the tri-plane is shared by all frames, so every point of the
-        batch is sampled in one ``grid_sample`` on channels-last planes, and phi's part of the first layer,
-        ``W_phi phi_t + b``, is computed once per frame and broadcast as a bias (no [N,P,C+phi] tensor)."""
-        from innout_core.eg3d.rendering import _sample_planes4
+        """:meth:`query` in layouts that keep every large tensor contiguous, forward and backward.
+
+        The tri-plane is shared by all frames, so each plane is sampled once for every point of the batch
+        (channels-last planes) and the three [C, N*P] samples are summed in grid_sample's own layout; the first
+        layer reads that sum through a transposed view, so autograd hands each plane's grid_sample backward a
+        contiguous gradient (no [3, C, N*P] copy). phi's part of the first layer, ``W_phi phi_t + b``, is computed
+        once per frame and broadcast (no [N, P, C+phi] concat), the mean's 1/3 is folded into the weight, and the
+        hidden Softplus is the decoder module's fast CPU form (within 1e-6 of torch's).
+        """
+        from innout_core.eg3d.decoder import Softplus
+        from innout_core.eg3d.rendering import project_onto_planes
 
         n, p, _ = points.shape
-        planes4 = self.triplanes[0].contiguous(memory_format=torch.channels_last)  # [3,C,R,R]
-        feats = _sample_planes4(planes4, points.reshape(1, n * p, 3), self.box_warp)  # [1,3,N*P,C]
+        c = self.channels
+        planes = self.triplanes[0].contiguous(memory_format=torch.channels_last)  # [3,C,R,R]
+        grid = project_onto_planes(points.reshape(1, n * p, 3), self.box_warp).to(planes.dtype)  # [1,3,N*P,2]
+        feat_sum = None  # [C, N*P]: sum of the three planes' samples
+        for i in range(3):
+            s = F.grid_sample(planes[i : i + 1], grid[:, i : i + 1], mode="bilinear", padding_mode="zeros",
+                              align_corners=False).view(c, n * p)
+            feat_sum = s if feat_sum is None else feat_sum + s
         l0, l2 = self.decoder.net[0], self.decoder.net[2]
         w0 = l0.weight * l0.weight_gain
-        c = self.channels
         phi = self.phi[frame_idx.to(self.phi.device)]  # [N,phi_dim]
         bias = torch.addmm(l0.bias * l0.bias_gain, phi, w0[:, c:].t())  # [N,hidden]
-        feat_sum = feats.sum(dim=1).view(n, p, c)  # the mean's 1/3 goes into the weight
-        h = torch.baddbmm(bias.unsqueeze(1), feat_sum, (w0[:, :c] / 3).t().unsqueeze(0).expand(n, -1, -1))
-        h = self.decoder.net[1](h)
-        o = torch.addmm(l2.bias * l2.bias_gain, h.view(n * p, -1), (l2.weight * l2.weight_gain).t()).view(n, p, -1)
+        h = torch.mm(feat_sum.t(), (w0[:, :c] / 3).t())  # [N*P,hidden]
+        h = Softplus()((h.view(n, p, -1) + bias.unsqueeze(1)).view(n * p, -1))
+        o = torch.addmm(l2.bias * l2.bias_gain, h, (l2.weight * l2.weight_gain).t()).view(n, p, -1)
         sigma = o[..., :1]
         colors = torch.sigmoid(o[..., 1 : 1 + c]) * (1 + 2 * 0.001) - 0.001
         blend = torch.sigmoid(o[..., 1 + c :])

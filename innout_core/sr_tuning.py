@@ -52,7 +52,8 @@ class SRTuningConfig(BaseModel):
     release_render_grad: bool = Field(False, description="uncached: back-propagate through the render as the "
                                       "release does (w+, phi require grad; results unused; cost parity only)")
     fused: bool = Field(True, description="fused OOD query + composite in the SR-input render (same maths, 1e-5)")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="CUDA autocast precision (ignored on CPU)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision of SR + LPIPS: bf16 (CUDA, CPU) "
+                                                 "or fp16 (CUDA only; ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the trained SR on CUDA (ignored on CPU)")
     batch_frames: int = Field(1, ge=1, description="frames per step (loss = batch mean, same gradient in "
                               "expectation; an epoch is ceil(T/batch) steps)")
@@ -188,14 +189,15 @@ def run_stage_b(
                 parts.append(sr_inputs(Gb, ood, stage_a, cameras, f, gen_for(f), fused=cfg.fused, grad=release_grad))
         raw, feat, w = parts[0] if len(parts) == 1 else (torch.cat(x) for x in zip(*parts))
         target = frames[t : t + 1] if len(batch) == 1 else frames[torch.tensor(batch, device=device)]
-        with autocast(amp_dtype):
+        with autocast(amp_dtype, device):
             img = superresolve(raw, feat, w, noise_mode=noise).float()
         img = img.clamp(-1, 1) if cfg.clamp else img
         terms: dict[str, Tensor] = {}
         if cfg.l2 > 0:
             terms["l2"] = l2_loss(img, target)
-        if lp is not None:
-            terms["lpips"] = lpips_loss(lp, img, target)
+        if lp is not None:  # VGG at full resolution costs as much as the SR: it runs under the same autocast
+            with autocast(amp_dtype, device):
+                terms["lpips"] = lpips_loss(lp, img, target).float()
         total = cfg.l2 * terms.get("l2", 0.0) + cfg.lpips * terms.get("lpips", 0.0)
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total) and total.requires_grad:

@@ -100,3 +100,30 @@ def test_lpips_loss_is_map_mean() -> None:
     assert m.shape == (1, 1, 32, 32)
     assert lpips_loss(model, x, y).item() == pytest.approx(m.mean().item())
     assert lpips_loss(model, x, x).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_lpips_vgg_under_bf16_autocast_is_within_tolerance(device) -> None:
+    """Stage B runs LPIPS-VGG under the SR's autocast: the loss and its gradient stay close to fp32."""
+    import warnings
+
+    import lpips
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, spatial=True, verbose=False).to(device)
+    model.requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(1, 3, 64, 64, generator=g) * 2 - 1).to(device)
+    x0 = (y + 0.3 * torch.randn(1, 3, 64, 64, generator=g).to(device)).clamp(-1, 1)
+    out = {}
+    for amp in (False, True):
+        x = x0.clone().requires_grad_(True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = lpips_loss(model, x, y).float()
+        loss.backward()
+        out[amp] = (loss.item(), x.grad)
+    assert out[True][0] != out[False][0]  # autocast really ran
+    assert out[True][0] == pytest.approx(out[False][0], rel=5e-2)
+    cos = torch.nn.functional.cosine_similarity(out[True][1].flatten(), out[False][1].flatten(), dim=0)
+    assert cos > 0.98

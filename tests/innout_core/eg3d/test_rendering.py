@@ -388,3 +388,21 @@ def test_density_noise_draws_after_each_pass_decode():
     sig = torch.empty_like(a.samples.densities).scatter_(2, a.samples.sort_index, a.samples.densities)
     sig_clean = torch.empty_like(clean.densities).scatter_(2, clean.sort_index, clean.densities)
     assert torch.allclose(sig[:, :, :5], sig_clean[:, :, :5] + noise_c.view(1, 9, 5, 1) * 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weighted_sum_matches_matmul_with_a_strided_incoming_gradient(device, dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.rand(1, 64, 12, generator=g, dtype=dtype)
+    c0 = torch.rand(1, 64, 12, 5, generator=g, dtype=dtype)
+    up = torch.randn(1, 5, 64, generator=g, dtype=dtype).transpose(1, 2)  # strided, as after an image permute
+    results = []
+    for fn in (R.weighted_sum, lambda w, c: torch.matmul(w.unsqueeze(-2), c).squeeze(-2)):
+        w = w0.to(device).requires_grad_(True)
+        c = c0.to(device).requires_grad_(True)
+        out = fn(w[..., 2:], c[..., 2:, :])  # a sliced (non-contiguous) weight view, as the marcher passes
+        out.backward(up.to(device))
+        results.append((out, w.grad, c.grad))
+    for mine, ref in zip(*results):
+        torch.testing.assert_close(mine, ref)
+    assert results[0][1][..., :2].abs().sum() == 0  # gradients land only on the sliced entries
