@@ -67,16 +67,6 @@ SWITCHES_B = {
 SWITCHES_B_CUDA = {"torch.compile": {"compile": True}}
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (else bf16 autocast is emulated and slower than fp32)."""
-    import torch
-
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -251,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    from innout_core.joint import cpu_has_native_bf16
+
     cpu_bf16 = cpu_has_native_bf16() and not a.no_cpu_bf16
     steps, frames = (1, 2) if a.quick else (a.steps, a.frames)
     rows = []

@@ -114,6 +114,15 @@ def _gpu() -> Check:
                                      f"{torch.version.cuda})", without)
 
 
+def _cpu_bf16() -> Check:
+    from innout_core.joint import cpu_has_native_bf16
+
+    without = "amp: bf16 runs in fp32 on this CPU (same results, no bf16 speed-up)"
+    if cpu_has_native_bf16():
+        return Check("CPU bf16", True, "native (oneDNN AVX512-BF16/AMX): amp: bf16 speeds up the CPU stages", without)
+    return Check("CPU bf16", False, "no native bf16 instructions", without)
+
+
 def _packages() -> list[Check]:
     checks = []
     for dist, without in (
@@ -147,6 +156,7 @@ def run_checks() -> list[Check]:
             detail = f"not found (looked in: {', '.join(map(str, w.searched))}); {w.how}"
         checks.append(Check(w.name, w.ok, detail, w.without))
     checks.append(_gpu())
+    checks.append(_cpu_bf16())
     checks.extend(_packages())
     return checks
 

@@ -107,8 +107,8 @@ class JointConfig(BaseModel):
     plane_cache_mb: float = Field(1024.0, ge=0, description="with lr_w = 0: cache face tri-planes up to this size, MB")
     fused: bool = Field(True, description="fused OOD query + composite without colour midpoints (same maths, 1e-5)")
     compute_unused: bool = Field(False, description="also run the release's zero-weight OOD-only SR (cost parity)")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision: bf16 (CUDA, CPU) or fp16 (CUDA "
-                                                 "only; ignored on CPU)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision: bf16 (CUDA; CPUs with native "
+                                                 "bf16) or fp16 (CUDA only); fp32 where unsupported")
     compile: bool = Field(False, description="torch.compile the SR and OOD query on CUDA (ignored on CPU)")
     checkpoint_every: int = Field(2000, ge=0, description="steps between checkpoints (0 = only the final one)")
     seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator (release value)")
@@ -122,7 +122,7 @@ class JointConfig(BaseModel):
         * ``paper``: paper Eq. 5–8: no masks, L2 + LPIPS + L_b (entropy of b) + L_w (squared, λ=1) + L_Delta (13
           squared, λ=1e-3), paper Eq. 4 transmittance, 10 000 steps at 5e-3; w+ lr 5e-4 (the paper does not give
           it; the mask-free release script's value).
-        * ``fast``: the official losses with automatic masks and 2 000 steps (quick real runs).
+        * ``fast``: the official losses with automatic masks and 2 000 steps (quick real runs), bf16 autocast.
         * ``tiny-demo``: seconds on a CPU with the ``tiny`` generator; no LPIPS (weight 0, needs no weights).
         """
         if name == "official":
@@ -135,7 +135,7 @@ class JointConfig(BaseModel):
                                     delta=1e-3),
             )
         if name == "fast":
-            return cls(steps=2000, mask_mode="auto", checkpoint_every=500, ood_resolution=128)
+            return cls(steps=2000, mask_mode="auto", checkpoint_every=500, ood_resolution=128, amp="bf16")
         if name == "tiny-demo":
             # blend regularisers at 0.05 and w+ frozen: measured by bench/ground_truth.py on `tiny`, the paper's
             # weight 1 collapses b to 0 within ~10 steps (the composite then equals W+); lr_w 0 caches the planes
@@ -241,11 +241,22 @@ def _sr_noise(G) -> str:
     return getattr(G.rendering, "superresolution_noise_mode", "none")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower
+    than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def use_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for an ``amp`` switch on ``device``: None (fp32) when off; bf16 on CUDA and CPU (oneDNN runs
-    bf16 convolutions and matmuls natively on CPUs with AVX512-BF16 or AMX); fp16 on CUDA only (None on CPU, where
-    fp16 autocast has no fast kernels)."""
-    if amp == "off" or (amp == "fp16" and device.type != "cuda") or device.type not in ("cuda", "cpu"):
+    """Autocast dtype for an ``amp`` switch on ``device``: None (fp32) when off. bf16 on CUDA, and on CPUs with
+    native bf16 (:func:`cpu_has_native_bf16`; elsewhere None: emulated bf16 would be slower than fp32). fp16 on CUDA
+    only (None on CPU, where fp16 autocast has no fast kernels)."""
+    if amp == "off" or device.type not in ("cuda", "cpu"):
+        return None
+    if device.type == "cpu" and (amp == "fp16" or not cpu_has_native_bf16()):
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
 

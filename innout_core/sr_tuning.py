@@ -52,8 +52,8 @@ class SRTuningConfig(BaseModel):
     release_render_grad: bool = Field(False, description="uncached: back-propagate through the render as the "
                                       "release does (w+, phi require grad; results unused; cost parity only)")
     fused: bool = Field(True, description="fused OOD query + composite in the SR-input render (same maths, 1e-5)")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision of SR + LPIPS: bf16 (CUDA, CPU) "
-                                                 "or fp16 (CUDA only; ignored on CPU)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision of SR + LPIPS: bf16 (CUDA; CPUs "
+                                                 "with native bf16) or fp16 (CUDA only); fp32 where unsupported")
     compile: bool = Field(False, description="torch.compile the trained SR on CUDA (ignored on CPU)")
     batch_frames: int = Field(1, ge=1, description="frames per step (loss = batch mean, same gradient in "
                               "expectation; an epoch is ceil(T/batch) steps)")
@@ -63,11 +63,11 @@ class SRTuningConfig(BaseModel):
     @classmethod
     def preset(cls, name: str) -> "SRTuningConfig":
         """``official`` / ``paper``: 100 epochs at 1e-3, L2 + LPIPS-VGG (both agree; cached inputs, which keep the
-        maths); ``fast``: 20 epochs; ``tiny-demo``: 2 epochs, no LPIPS (needs no weights)."""
+        maths); ``fast``: 20 epochs, bf16 autocast; ``tiny-demo``: 2 epochs, no LPIPS (needs no weights)."""
         if name in ("official", "paper"):
             return cls()
         if name == "fast":
-            return cls(epochs=20, checkpoint_every=500)
+            return cls(epochs=20, checkpoint_every=500, amp="bf16")
         if name == "tiny-demo":
             return cls(epochs=2, lpips=0.0, checkpoint_every=20)
         raise BadInputError(f"unknown SRTuningConfig preset {name!r}; choose paper, official, fast or tiny-demo")
