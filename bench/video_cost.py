@@ -5,8 +5,9 @@ over the frames = 200 steps per frame), stage A 10 000 steps, stage B 100 epochs
 figures come from ``bench/results/stage_step.json`` (run ``bench/stage_step.py`` first, or pass ``--measure``):
 stage A = the measured step, stage B = the measured epoch (for its frame count) scaled to 200 frames. A W+
 inversion step is one synthesis forward + backward through backbone, renderer and SR, i.e. about a stage-A step
-without the OOD field; it is estimated as the measured ``fast`` stage-A step unless ``--inversion-step-s`` is given
-(it is the same code path in both configurations, so it does not change the ratio much and is reported apart).
+without the OOD field. It is taken from ``bench/results/inversion_step.json`` when that exists (official: the fp32
+row; fast: the bf16 row where one was measured, as the ``fast`` preset turns bf16 on), else estimated as the fp32
+fast stage-A step (the same for both variants); ``--inversion-step-s`` overrides both.
 
     .venv/bin/python bench/video_cost.py [--frames 200] [--generator ffhq512-128] [--device cpu] [--measure]
 
@@ -26,25 +27,32 @@ from innout_core.store import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 STAGE_STEP = HERE / "results" / "stage_step.json"
+INVERSION_STEP = HERE / "results" / "inversion_step.json"
 RESULTS = HERE / "results" / "video_cost.json"
 PAPER_HOURS = {"ours_total": 2.68, "w+": 0.49, "pti": 1.45, "gpu": "RTX A6000"}
 
 
 def project(summary: list[dict], generator: str, device: str, frames: int, steps_a: int, epochs_b: int,
-            inversion_steps: int, inversion_step_s: float | None, clock: str) -> dict:
+            inversion_steps: int, inversion_step_s: float | None, clock: str,
+            inversion_rows: list[dict] | None = None) -> dict:
     """Hours per stage and in total for the official and fast variants (``clock`` = 'cpu_s' or 'wall_s')."""
     sel = {(s["stage"], s["variant"]): s for s in summary if s["generator"] == generator and s["device"] == device}
     if ("A", "official") not in sel or ("B", "fast") not in sel:
         raise SystemExit(f"stage_step.json has no {generator}/{device} rows; run bench/stage_step.py first")
     b_frames = next(r for r in _rows if r["generator"] == generator and r["device"] == device
                     and r["stage"] == "B")["epoch_frames"]
-    inv = inversion_step_s if inversion_step_s is not None else sel[("A", "fast")][clock]
+    estimate = sel.get(("A", "fast, fp32"), sel[("A", "fast")])[clock]
+    measured = {r["amp"]: r[f"step_{clock.split('_')[0]}_median_s"] for r in inversion_rows or []
+                if r["generator"] == generator and r["device"] == device}
+    fp32 = measured.get("off", estimate)
+    inv_by_variant = {"official": fp32, "fast": measured.get("bf16", fp32)}
     out = {}
     for variant in ("official", "fast"):
+        inv = inversion_step_s if inversion_step_s is not None else inv_by_variant[variant]
         a = sel[("A", variant)][clock] * steps_a
         b = sel[("B", variant)][clock] * frames / b_frames * epochs_b
         w = inv * inversion_steps * frames
-        out[variant] = {"inversion_h": w / 3600, "stage_a_h": a / 3600, "stage_b_h": b / 3600,
+        out[variant] = {"inversion_h": w / 3600, "inversion_step_s": inv, "stage_a_h": a / 3600, "stage_b_h": b / 3600,
                         "stage_a_step_s": sel[("A", variant)][clock],
                         "stage_b_epoch_s_per_frame": sel[("B", variant)][clock] / b_frames,
                         "total_h": (w + a + b) / 3600, "in_n_out_h (A+B)": (a + b) / 3600}
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inversion-step-s", type=float, default=None, help="seconds per W+ step (else estimated)")
     ap.add_argument("--measure", action="store_true", help="run bench/stage_step.py --quick first")
     ap.add_argument("--stage-step", type=Path, default=STAGE_STEP)
+    ap.add_argument("--inversion-step", type=Path, default=INVERSION_STEP)
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
     if a.measure:
@@ -76,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{a.stage_step}: not found; run bench/stage_step.py first or pass --measure")
     data = json.loads(a.stage_step.read_text())
     _rows[:] = data["rows"]
+    inv_rows = json.loads(a.inversion_step.read_text())["rows"] if a.inversion_step.exists() else None
     devices = [a.device] if a.device else sorted({s["device"] for s in data["summary"]})
     results = {}
     print(f"one {a.frames}-frame video, {a.generator}: W+ {a.inversion_steps_per_frame} steps/frame, stage A "
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for dev in devices:
         for clock in ("cpu_s", "wall_s"):
             p = project(data["summary"], a.generator, dev, a.frames, a.stage_a_steps, a.stage_b_epochs,
-                        a.inversion_steps_per_frame, a.inversion_step_s, clock)
+                        a.inversion_steps_per_frame, a.inversion_step_s, clock, inv_rows)
             results[f"{dev}/{clock}"] = p
             for v in ("official", "fast"):
                 r = p[v]
@@ -96,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                "generator": a.generator, "schedule": {"stage_a_steps": a.stage_a_steps,
                                                       "stage_b_epochs": a.stage_b_epochs,
                                                       "inversion_steps_per_frame": a.inversion_steps_per_frame},
-               "inversion_step_s": a.inversion_step_s or "estimated = fast stage-A step", "projection": results,
+               "inversion_step_s": a.inversion_step_s or (str(a.inversion_step) if inv_rows else
+                                                           "estimated = fp32 fast stage-A step"), "projection": results,
                "paper_hours": PAPER_HOURS}
     atomic_write_json(a.out, payload)
     print(f"wrote {a.out}")

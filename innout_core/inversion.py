@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.errors import BadInputError
 from innout_core.losses import delta_reg_loss, l2_loss, load_lpips
+from innout_core.joint import autocast, use_amp
 
 __all__ = [
     "ProgressFn",
@@ -98,6 +99,8 @@ class InversionConfig(BaseModel):
     locality_psi: float = Field(0.5, ge=0, le=1, description="truncation of the locality samples")
     locality_lambda_l2: float = Field(0.1, ge=0, description="locality MSE weight")
     locality_lambda_lpips: float = Field(0.1, ge=0, description="locality LPIPS weight")
+    amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast of the render + LPIPS in the latent and "
+                                        "PTI phases (CUDA; CPUs with native bf16); fp32 where unsupported")
 
     @classmethod
     def preset(cls, name: str, method: str = "w+") -> InversionConfig:
@@ -106,7 +109,7 @@ class InversionConfig(BaseModel):
             "paper": {},
             "official": dict(steps=500, lr=5e-3, delta_form="official", pti_steps=50, pti_lambda_lpips=10.0,
                              pti_locality=True),
-            "fast": dict(steps=50, lr=5e-3, batch_size=4, init_samples=64, pti_steps=20, pti_lr=3e-4),
+            "fast": dict(steps=50, lr=5e-3, batch_size=4, init_samples=64, pti_steps=20, pti_lr=3e-4, amp="bf16"),
             # tiny-demo lr/schedule measured by bench/ground_truth.py: lr 3e-2 with the official warm-up + cosine
             # decay reaches a lower loss in 40 epochs than 2e-2 constant does in 100 (it overshoots early).
             "tiny-demo": dict(steps=60, lr=3e-2, batch_size=0, lambda_lpips=0.0, init_samples=8, init_metric="l2",
@@ -292,6 +295,7 @@ def invert_video(
 
     state = checkpoint.latest() if checkpoint is not None else None
     is_w = cfg.method == "w"
+    amp_dtype = use_amp(cfg.amp, device)
     if state is None and pivot is not None:  # latents are replaced by the pivot's after the (empty) phase 1
         cano = pivot.w_canonical.to(device, torch.float32).clone()
         resid = torch.zeros((T, *cano.shape[1:]), device=device)
@@ -347,11 +351,13 @@ def invert_video(
         while batches:
             idx = batches.pop(0).to(device)
             ws = latents()[idx]
-            synth = _render(G, ws, cameras[idx], generator)
+            with autocast(amp_dtype, device):
+                synth = _render(G, ws, cameras[idx], generator).float()
+                lp = lpips("vgg", synth, frames[idx]).float().mean() if cfg.lambda_lpips > 0 else None
             parts = {"l2": l2_loss(synth, frames[idx])}
             loss = cfg.lambda_l2 * parts["l2"]
-            if cfg.lambda_lpips > 0:
-                parts["lpips"] = lpips("vgg", synth, frames[idx]).mean()
+            if lp is not None:
+                parts["lpips"] = lp
                 loss = loss + cfg.lambda_lpips * parts["lpips"]
             if not is_w and cfg.lambda_delta > 0:
                 official = cfg.delta_form == "official"  # official: range(1, 13) of 14, i.e. all but the last
@@ -388,11 +394,13 @@ def invert_video(
             perm_left = None
             while batches:
                 idx = batches.pop(0).to(device)
-                synth = _render(Gt, ws_final[idx], cameras[idx], generator)
+                with autocast(amp_dtype, device):
+                    synth = _render(Gt, ws_final[idx], cameras[idx], generator).float()
+                    lp = lpips("vgg", synth, frames[idx]).float().mean() if cfg.pti_lambda_lpips > 0 else None
                 parts = {"l2": l2_loss(synth, frames[idx])}
                 loss = cfg.pti_lambda_l2 * parts["l2"]
-                if cfg.pti_lambda_lpips > 0:
-                    parts["lpips"] = lpips("vgg", synth, frames[idx]).mean()
+                if lp is not None:
+                    parts["lpips"] = lp
                     loss = loss + cfg.pti_lambda_lpips * parts["lpips"]
                 if cfg.pti_locality:
                     parts["locality"] = _locality_loss(G, Gt, ws_final[idx[:1]], cameras[idx[:1]], cfg, generator,
