@@ -325,6 +325,30 @@ def invert_video(
         w = cano + cfg.residual_weight * resid
         return w[:, None, :].expand(T, n_ws, w.shape[-1]) if is_w else w
 
+    def photometric(gen: nn.Module, ws: Tensor, idx: Tensor, w_l2: float, w_lpips: float
+                    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Render frames ``idx`` of ``gen`` at ``ws`` (under the amp switch): L2 + LPIPS-VGG terms and their sum."""
+        with autocast(amp_dtype, device):
+            synth = _render(gen, ws, cameras[idx], generator).float()
+            lp = lpips("vgg", synth, frames[idx]).float().mean() if w_lpips > 0 else None
+        parts = {"l2": l2_loss(synth, frames[idx])}
+        loss = w_l2 * parts["l2"]
+        if lp is not None:
+            parts["lpips"] = lp
+            loss = loss + w_lpips * lp
+        return parts, loss
+
+    def optimise(optimiser: torch.optim.Optimizer, loss: Tensor, parts: dict[str, Tensor]) -> None:
+        """One optimiser step on ``loss``; records it and reports progress."""
+        nonlocal step
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step, total, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
+
     def snapshot(phase: str, perm: list[Tensor] | None) -> dict[str, Any]:
         snap: dict[str, Any] = {"cano": cano.detach().cpu(), "resid": resid.detach().cpu(), "losses": list(losses),
                                 "rng": rng_state(generator), "phase": phase,
@@ -351,25 +375,12 @@ def invert_video(
         while batches:
             idx = batches.pop(0).to(device)
             ws = latents()[idx]
-            with autocast(amp_dtype, device):
-                synth = _render(G, ws, cameras[idx], generator).float()
-                lp = lpips("vgg", synth, frames[idx]).float().mean() if cfg.lambda_lpips > 0 else None
-            parts = {"l2": l2_loss(synth, frames[idx])}
-            loss = cfg.lambda_l2 * parts["l2"]
-            if lp is not None:
-                parts["lpips"] = lp
-                loss = loss + cfg.lambda_lpips * parts["lpips"]
+            parts, loss = photometric(G, ws, idx, cfg.lambda_l2, cfg.lambda_lpips)
             if not is_w and cfg.lambda_delta > 0:
                 official = cfg.delta_form == "official"  # official: range(1, 13) of 14, i.e. all but the last
                 parts["delta"] = delta_reg_loss(ws, n_deltas=n_ws - 2 if official else n_ws - 1, squared=not official)
                 loss = loss + cfg.lambda_delta * parts["delta"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step, total, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
+            optimise(opt, loss, parts)
             if checkpoint is not None:
                 checkpoint.maybe_save(step, lambda: snapshot("inv", batches), force=step == n_inv and n_pti == 0)
 
@@ -394,25 +405,12 @@ def invert_video(
             perm_left = None
             while batches:
                 idx = batches.pop(0).to(device)
-                with autocast(amp_dtype, device):
-                    synth = _render(Gt, ws_final[idx], cameras[idx], generator).float()
-                    lp = lpips("vgg", synth, frames[idx]).float().mean() if cfg.pti_lambda_lpips > 0 else None
-                parts = {"l2": l2_loss(synth, frames[idx])}
-                loss = cfg.pti_lambda_l2 * parts["l2"]
-                if lp is not None:
-                    parts["lpips"] = lp
-                    loss = loss + cfg.pti_lambda_lpips * parts["lpips"]
+                parts, loss = photometric(Gt, ws_final[idx], idx, cfg.pti_lambda_l2, cfg.pti_lambda_lpips)
                 if cfg.pti_locality:
                     parts["locality"] = _locality_loss(G, Gt, ws_final[idx[:1]], cameras[idx[:1]], cfg, generator,
                                                        lpips)
                     loss = loss + parts["locality"]
-                opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                if progress is not None:
-                    progress(step, total, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
+                optimise(opt_g, loss, parts)
                 if checkpoint is not None:
                     checkpoint.maybe_save(step, lambda: snapshot("pti", batches), force=step == total)
         g_state = {k: v.detach().clone() for k, v in Gt.state_dict().items()}
