@@ -122,3 +122,15 @@ def test_save_resolved_run_yaml_roundtrips(tmp_path):
     assert doc["manifest_hash"] == "abc" and doc["code_version"].startswith("innout")
     assert doc["stages"]["joint[w/o L_w]"]["weights"]["latent"] == 0.0
     assert load_config(p) == cfg  # `innout retry` reads the run's config back from run.yaml
+
+
+def test_amp_is_on_in_the_fast_preset_only_and_overridable(tmp_path) -> None:
+    fast, paper = load_config(None, "fast"), load_config(None, "paper")
+    v = paper.innout_variants[0]
+    assert (fast.joint_config(v).amp, fast.sr_config().amp, fast.inversion_config("w+").amp) == ("bf16",) * 3
+    assert (paper.joint_config(v).amp, paper.sr_config().amp, paper.inversion_config("pti").amp) == ("off",) * 3
+    cfg = tmp_path / "bf16.yaml"
+    cfg.write_text("preset: paper\ninversion: {amp: bf16}\njoint: {amp: bf16}\nsr_tuning: {amp: bf16}\n")
+    mine = load_config(cfg)
+    assert (mine.joint_config(v).amp, mine.sr_config().amp, mine.inversion_config("w").amp) == ("bf16",) * 3
+    assert mine.joint_config(v).steps == paper.joint_config(v).steps  # the rest stays the paper's
