@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from innout_core.joint import cpu_has_native_bf16
+    from innout_core.precision import cpu_has_native_bf16
     from stage_step import _machine
 
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    from innout_core.joint import cpu_has_native_bf16
+    from innout_core.precision import cpu_has_native_bf16
 
     cpu_bf16 = cpu_has_native_bf16() and not a.no_cpu_bf16
     steps, frames = (1, 2) if a.quick else (a.steps, a.frames)
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 fast = {**fast, "amp": "bf16"} if bf16 else fast
                 variants = {"official": off, "fast": {**off, **fast}}
                 if bf16:  # the same fast path in fp32: what the bf16 switch adds on top
-                    variants["fast, fp32"] = {**off, **fast, "amp": "off", "compile": False}
+                    variants["fast, fp32"] = {**off, **fast, "amp": "off"}
                 if switches:
                     sw = SWITCHES_A if stage == "A" else SWITCHES_B
                     sw = {**sw, **(BF16 if bf16 else {})}

@@ -115,7 +115,7 @@ def _gpu() -> Check:
 
 
 def _cpu_bf16() -> Check:
-    from innout_core.joint import cpu_has_native_bf16
+    from innout_core.precision import cpu_has_native_bf16
 
     without = "amp: bf16 runs in fp32 on this CPU (same results, no bf16 speed-up)"
     if cpu_has_native_bf16():

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.errors import BadInputError
 from innout_core.losses import delta_reg_loss, l2_loss, load_lpips
-from innout_core.joint import autocast, use_amp
+from innout_core.precision import autocast, use_amp
 
 __all__ = [
     "ProgressFn",

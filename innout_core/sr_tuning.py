@@ -25,14 +25,11 @@ from innout_core.joint import (
     StageAResult,
     _features_to_image,
     _sr_noise,
-    autocast,
-    maybe_compile,
-    optimizer_step,
-    use_amp,
     validate_inputs,
 )
 from innout_core.losses import l2_loss, load_lpips, lpips_loss
 from innout_core.ood import OODField
+from innout_core.precision import autocast, maybe_compile, optimizer_step, use_amp
 
 __all__ = ["SRTuningConfig", "run_stage_b", "sr_inputs", "stage_b_fingerprint"]
 

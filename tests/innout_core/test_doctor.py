@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import innout_core.doctor as doctor
-import innout_core.joint as joint
+import innout_core.precision as precision
 from innout_core.doctor import Check, format_report, run_checks
 from innout_core.errors import MissingWeightsError
 from tests.innout_core.test_weights import write_fake_alexnet
@@ -50,7 +50,7 @@ def test_nothing_found(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(doctor, "find_dlib_model", no_dlib_models)
     monkeypatch.setattr(doctor.metadata, "version", version)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(joint, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
 
     checks = run_checks()
     assert all(isinstance(c, Check) for c in checks)
@@ -91,7 +91,7 @@ def test_everything_found(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
-    monkeypatch.setattr(joint, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
 
     checks = run_checks()
     assert [c.name for c in checks if not c.ok] == []

@@ -10,8 +10,9 @@ import torch
 from innout_core.composite import render_composite
 from innout_core.eg3d.camera import orbit_labels
 from innout_core.eg3d.configs import build_generator
-from innout_core.joint import JointConfig, LossWeights, cpu_has_native_bf16, maybe_compile, run_stage_a, use_amp
+from innout_core.joint import JointConfig, LossWeights, run_stage_a
 from innout_core.ood import OODField
+from innout_core.precision import cpu_has_native_bf16, maybe_compile, use_amp
 from innout_core.sr_tuning import SRTuningConfig, run_stage_b
 from tests.innout_core.tiny_video import occluded_video, untrained_stage_a
 

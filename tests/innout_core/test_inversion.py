@@ -159,7 +159,7 @@ def test_bad_inputs(G, target):
 
 @pytest.mark.parametrize("method", ["w+", "pti"])
 def test_bf16_autocast_within_tolerance(G, target, method):
-    from innout_core.joint import cpu_has_native_bf16
+    from innout_core.precision import cpu_has_native_bf16
 
     if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16: amp falls back to fp32")
