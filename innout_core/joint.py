@@ -7,7 +7,8 @@ checkpoint ends with bitwise the same parameters as an uninterrupted one (same d
 
 Losses (each weight configurable; 0 skips the term): raw L2 and LPIPS of the composite at the neural resolution,
 masked OOD-only raw L2 (needs masks), SR L2 through the frozen SR, blend entropy of ``b**skew``, blend area
-``(max b)^2``, latent regulariser L_w and delta regulariser L_Delta. Reductions are means (see ``losses.py``).
+``(max b)^2``, latent regulariser L_w and delta regulariser L_Delta. ``reduction``: ``mean`` (the release) or
+``sum`` (the paper's Eq. 5/6 sums over pixels and samples, for which its weights were set; see ``losses.py``).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class JointConfig(BaseModel):
     delta_count: int = Field(13, ge=1, le=13, description="deltas in L_Delta: 13 paper, 12 release (capped at num_ws - 1)")
     delta_squared: bool = Field(True, description="L_Delta squared norms (paper) or plain (release)")
     lpips_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone (release: vgg)")
+    reduction: Literal["mean", "sum"] = Field("mean", description="pixel L2 / blend terms: mean over elements "
+                                              "(release) or sum over pixels and samples (paper Eq. 5-6)")
     mask_mode: Literal["none", "auto", "user"] = Field("none", description="OOD masks: none, automatic, user")
     auto_mask: AutoMaskConfig = Field(default_factory=AutoMaskConfig, description="automatic mask settings")
     composite_form: Literal["official", "paper"] = Field("official", description="composite transmittance form")
@@ -121,8 +124,9 @@ class JointConfig(BaseModel):
         * ``official``: the released default script (§3.6): user masks, no L_w / L_Delta, w+ at lr/100,
           entropy of b², area loss, SR L2, 10 000 steps.
         * ``paper``: paper Eq. 5–8: no masks, L2 + LPIPS + L_b (entropy of b) + L_w (squared, λ=1) + L_Delta (13
-          squared, λ=1e-3), paper Eq. 4 transmittance, 10 000 steps at 5e-3; w+ lr 5e-4 (the paper does not give
-          it; the mask-free release script's value).
+          squared, λ=1e-3) with the paper's sums (pixel L2 summed over pixels and channels, L_b over every
+          sample), paper Eq. 4 transmittance, 10 000 steps at 5e-3; w+ lr 5e-4 (the paper does not give it; the
+          mask-free release script's value).
         * ``fast``: the official losses with automatic masks and 2 000 steps (quick real runs), bf16 autocast.
         * ``tiny-demo``: seconds on a CPU with the ``tiny`` generator; no LPIPS (weight 0, needs no weights).
         """
@@ -131,7 +135,7 @@ class JointConfig(BaseModel):
                        delta_squared=False)
         if name == "paper":
             return cls(
-                lr_w=5e-4, mask_mode="none", composite_form="paper", blend_entropy_skew=1.0,
+                lr_w=5e-4, mask_mode="none", composite_form="paper", blend_entropy_skew=1.0, reduction="sum",
                 weights=LossWeights(l2=1, l2_ood=0, lpips=1, sr_l2=0, blend_entropy=1, blend_area=0, latent=1,
                                     delta=1e-3),
             )
@@ -446,24 +450,25 @@ def run_stage_a(
                     sr_o = superresolve(feat_o[:, :3], feat_o, wt, noise_mode=noise).float()
             raw = feat[:, :3].clamp(-1, 1) if cfg.clamp_raw else feat[:, :3]
             terms: dict[str, Tensor] = {}
+            red = cfg.reduction
             if w.l2 > 0:
-                terms["l2"] = l2_loss(raw, targets_raw[t : t + 1])
+                terms["l2"] = l2_loss(raw, targets_raw[t : t + 1], red)
             if need_ood_only:
                 raw_o = _features_to_image(r.ood_rgb.float(), R)[:, :3]
                 raw_o = raw_o.clamp(-1, 1) if cfg.clamp_raw else raw_o
-                terms["l2_ood"] = masked_l2_loss(raw_o, targets_raw[t : t + 1], region_raw[t : t + 1])
+                terms["l2_ood"] = masked_l2_loss(raw_o, targets_raw[t : t + 1], region_raw[t : t + 1], reduction=red)
             if lp is not None:
                 terms["lpips"] = lpips_loss(lp, raw, targets_raw[t : t + 1])
             if sr is not None:
                 sr = sr.clamp(-1, 1) if cfg.clamp_raw else sr
-                terms["sr_l2"] = l2_loss(sr, frames[t : t + 1])
+                terms["sr_l2"] = l2_loss(sr, frames[t : t + 1], red)
             if sr_o is not None and w.sr_l2_ood > 0 and region_full is not None:
                 sr_o = sr_o.clamp(-1, 1) if cfg.clamp_raw else sr_o
-                terms["sr_l2_ood"] = masked_l2_loss(sr_o, frames[t : t + 1], region_full[t : t + 1])
+                terms["sr_l2_ood"] = masked_l2_loss(sr_o, frames[t : t + 1], region_full[t : t + 1], reduction=red)
             if w.blend_entropy > 0:
-                terms["blend_entropy"] = blend_entropy_loss(r.blend.float(), cfg.blend_entropy_skew)
+                terms["blend_entropy"] = blend_entropy_loss(r.blend.float(), cfg.blend_entropy_skew, red)
             if w.blend_area > 0:
-                terms["blend_area"] = blend_area_loss(r.blend.float(), r.is_coarse)
+                terms["blend_area"] = blend_area_loss(r.blend.float(), r.is_coarse, red)
             if w.latent > 0:
                 terms["latent"] = latent_reg_loss(wt, w_avg, cfg.latent_squared)
             if w.delta > 0:

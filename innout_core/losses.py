@@ -1,12 +1,16 @@
 """Losses of stage A / stage B: pixel L2, LPIPS, blend entropy, blend area, latent (L_w) and delta (L_Delta) terms.
 
-All pixel inputs are float tensors in [-1, 1]. Reductions are means (the official code's convention; the paper's
-Eq. 5 sums, which only rescales the weights). See ``spec/in-n-out-official-code.md`` §3.6–3.7 and paper §4.1–4.4.
+All pixel inputs are float tensors in [-1, 1]. ``reduction`` picks how a term is reduced over its elements:
+``"mean"`` (the release: every term a mean) or ``"sum"`` (the paper: Eq. 5 sums squared errors over pixels and
+channels, Eq. 6 sums the blend entropy over the samples of every ray). The paper's weights (lambda_w = 1,
+lambda_Delta = 1e-3, lambda_b = 1) only have the paper's balance with ``"sum"``: with means, the pixel L2 shrinks by
+3*R*R and the entropy by R*R*S. LPIPS is a spatial mean in both (it is defined as one); L_w and L_Delta are per
+frame. See ``spec/in-n-out-official-code.md`` §3.6–3.7 and paper §4.1–4.4.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -25,19 +29,31 @@ __all__ = [
 ]
 
 
+Reduction = Literal["mean", "sum"]
+
+
+def _reduce(x: Tensor, reduction: Reduction) -> Tensor:
+    if reduction == "mean":
+        return x.mean()
+    if reduction == "sum":
+        return x.sum()
+    raise BadInputError(f"loss reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
 class LPIPSModel(Protocol):
     def __call__(self, x: Tensor, y: Tensor) -> Tensor: ...
 
 
-def l2_loss(x: Tensor, y: Tensor) -> Tensor:
-    """Mean squared error over every element. x, y: same shape, any range. Returns a scalar."""
+def l2_loss(x: Tensor, y: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Squared error over every element, mean or sum (paper Eq. 5: sum). x, y: same shape, any range. Scalar."""
     if x.shape != y.shape:
         raise BadInputError(f"l2_loss: shapes differ {tuple(x.shape)} vs {tuple(y.shape)}")
-    return (x - y).square().mean()
+    return _reduce((x - y).square(), reduction)
 
 
-def masked_l2_loss(x: Tensor, y: Tensor, region: Tensor, eps: float = 0.0) -> Tensor:
-    """Official RAW_L2_O: ``sum((region*(x-y))^2) / sum(region broadcast to x)``.
+def masked_l2_loss(x: Tensor, y: Tensor, region: Tensor, eps: float = 0.0, reduction: Reduction = "mean") -> Tensor:
+    """Official RAW_L2_O: ``sum((region*(x-y))^2) / sum(region broadcast to x)`` (``reduction="sum"``: the
+    numerator alone, i.e. the squared error summed over the region).
 
     Args:
         x, y: [N,C,H,W].
@@ -47,6 +63,10 @@ def masked_l2_loss(x: Tensor, y: Tensor, region: Tensor, eps: float = 0.0) -> Te
     """
     r = region.expand_as(x)
     num = (r * (x - y)).square().sum()
+    if reduction == "sum":
+        return num
+    if reduction != "mean":
+        raise BadInputError(f"loss reduction must be 'mean' or 'sum', got {reduction!r}")
     den = r.sum()
     if eps == 0.0 and float(den) == 0.0:
         return num * 0.0
@@ -69,20 +89,21 @@ def load_lpips(net: str = "vgg", spatial: bool = True, device: torch.device | st
     return model
 
 
-def blend_entropy_loss(blend: Tensor, skew: float = 2.0) -> Tensor:
-    """Official BLENDW_LOSS: binary entropy of ``b**skew``, averaged over every sample.
+def blend_entropy_loss(blend: Tensor, skew: float = 2.0, reduction: Reduction = "mean") -> Tensor:
+    """Official BLENDW_LOSS: binary entropy of ``b**skew``, averaged over every sample (``reduction="sum"``: summed
+    over every sample of every ray, paper Eq. 6 inside Eq. 5's sum over rays).
 
     ``p = clamp(b^skew, 1e-19, 1 - 1e-19)``, ``q = max(1 - p, 1e-19)``, ``H = -(p ln p + q ln q)``.
     (fp32 rounds ``1 - 1e-19`` to 1, exactly as the release does on GPU.) skew 2 = official, skew 1 = the paper's
-    intended binary entropy of b. blend: any shape, values in [0, 1]. Returns a scalar in [0, ln 2].
+    intended binary entropy of b. blend: any shape, values in [0, 1]. Returns a scalar (mean: in [0, ln 2]).
     """
     p = blend.pow(skew).clamp(1e-19, 1 - 1e-19)
     q = (1 - p).clamp(min=1e-19)
-    return -(p * p.log() + q * q.log()).mean()
+    return _reduce(-(p * p.log() + q * q.log()), reduction)
 
 
-def blend_area_loss(blend: Tensor, is_coarse: Tensor | None = None) -> Tensor:
-    """Official BLENDW_AREA_LOSS (from D²NeRF): mean over rays of ``(max_k b_k)^2``.
+def blend_area_loss(blend: Tensor, is_coarse: Tensor | None = None, reduction: Reduction = "mean") -> Tensor:
+    """Official BLENDW_AREA_LOSS (from D²NeRF): mean (or sum) over rays of ``(max_k b_k)^2``.
 
     Args:
         blend: [N,M,S,1] per-sample blend weight in [0,1].
@@ -91,10 +112,10 @@ def blend_area_loss(blend: Tensor, is_coarse: Tensor | None = None) -> Tensor:
     """
     b = blend.squeeze(-1)
     if is_coarse is None:
-        return b.amax(dim=-1).square().mean()
+        return _reduce(b.amax(dim=-1).square(), reduction)
     c = is_coarse.squeeze(-1)
-    coarse = torch.where(c, b, torch.zeros_like(b)).amax(dim=-1).square().mean()
-    fine = torch.where(~c, b, torch.zeros_like(b)).amax(dim=-1).square().mean()
+    coarse = _reduce(torch.where(c, b, torch.zeros_like(b)).amax(dim=-1).square(), reduction)
+    fine = _reduce(torch.where(~c, b, torch.zeros_like(b)).amax(dim=-1).square(), reduction)
     return 0.5 * (coarse + fine)
 
 

@@ -43,6 +43,8 @@ class SRTuningConfig(BaseModel):
     l2: float = Field(1.0, ge=0, description="weight of the L2 loss at full resolution")
     lpips: float = Field(1.0, ge=0, description="weight of the LPIPS loss at full resolution")
     lpips_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone (release: vgg)")
+    reduction: Literal["mean", "sum"] = Field("mean", description="L2 over pixels: mean (release) or sum per frame "
+                                              "(paper Eq. 9, ||x - x^||_2^2)")
     cached: bool = Field(True, description="render SR inputs once per frame (False = re-render every step)")
     per_frame_seeds: bool = Field(True, description="ray samples seeded per frame (deterministic SR inputs)")
     clamp: bool = Field(True, description="clamp the SR output to [-1,1] before the losses (release)")
@@ -59,10 +61,13 @@ class SRTuningConfig(BaseModel):
 
     @classmethod
     def preset(cls, name: str) -> "SRTuningConfig":
-        """``official`` / ``paper``: 100 epochs at 1e-3, L2 + LPIPS-VGG (both agree; cached inputs, which keep the
-        maths); ``fast``: 20 epochs, bf16 autocast; ``tiny-demo``: 2 epochs, no LPIPS (needs no weights)."""
-        if name in ("official", "paper"):
+        """``official`` / ``paper``: 100 epochs at 1e-3, L2 + LPIPS-VGG (cached inputs, which keep the maths); the
+        release averages the L2 over pixels, the paper's Eq. 9 sums it (``reduction``); ``fast``: 20 epochs, bf16
+        autocast; ``tiny-demo``: 2 epochs, no LPIPS (needs no weights)."""
+        if name == "official":
             return cls()
+        if name == "paper":
+            return cls(reduction="sum")
         if name == "fast":
             return cls(epochs=20, checkpoint_every=500, amp="bf16")
         if name == "tiny-demo":
@@ -190,8 +195,8 @@ def run_stage_b(
             img = superresolve(raw, feat, w, noise_mode=noise).float()
         img = img.clamp(-1, 1) if cfg.clamp else img
         terms: dict[str, Tensor] = {}
-        if cfg.l2 > 0:
-            terms["l2"] = l2_loss(img, target)
+        if cfg.l2 > 0:  # "sum": per frame, averaged over the frames of a batch like the LPIPS term
+            terms["l2"] = l2_loss(img, target, cfg.reduction) / (len(batch) if cfg.reduction == "sum" else 1)
         if lp is not None:  # VGG at full resolution costs as much as the SR: it runs under the same autocast
             with autocast(amp_dtype, device):
                 terms["lpips"] = lpips_loss(lp, img, target).float()

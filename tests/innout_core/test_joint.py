@@ -145,3 +145,21 @@ def test_composite_video_removal_is_face_render(video) -> None:
     assert full.blend_map.max() > 0 and not torch.allclose(full.image_raw, out.image_raw)
     with pytest.raises(BadInputError):
         render_composite_video(G, res, c[:1], torch.Generator().manual_seed(5))
+
+
+def test_paper_reduction_sums_pixels_and_samples(video) -> None:
+    """Same first step (same seed, same render) under the paper preset's sums and the release's means: the pixel
+    L2 differs by 3*R*R elements, the blend entropy by R*R*S samples, the per-frame L_w and L_Delta not at all."""
+    G, frames, c, ws, _ = video
+    R = 16
+    pap = JointConfig.preset("paper").model_copy(update={"steps": 1, "neural_resolution": R, "ood_resolution": 16})
+    pap.weights.lpips = 0.0
+    mean = pap.model_copy(update={"reduction": "mean"})
+    assert pap.reduction == "sum"
+    hs = run_stage_a(G, frames, c, ws, pap, torch.Generator().manual_seed(0)).losses[0]
+    hm = run_stage_a(G, frames, c, ws, mean, torch.Generator().manual_seed(0)).losses[0]
+    S = int(G.rendering.depth_resolution + G.rendering.depth_resolution_importance)
+    assert hs["l2"] == pytest.approx(hm["l2"] * 3 * R * R, rel=1e-5)
+    assert hs["blend_entropy"] == pytest.approx(hm["blend_entropy"] * R * R * S, rel=1e-4)
+    assert hs["latent"] == pytest.approx(hm["latent"], rel=1e-6) and hs["delta"] == pytest.approx(hm["delta"], rel=1e-6)
+    assert hs["total"] == pytest.approx(hs["l2"] + hs["blend_entropy"] + hs["latent"] + 1e-3 * hs["delta"], rel=1e-6)

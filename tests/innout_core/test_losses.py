@@ -127,3 +127,47 @@ def test_lpips_vgg_under_bf16_autocast_is_within_tolerance(device) -> None:
     assert out[True][0] == pytest.approx(out[False][0], rel=5e-2)
     cos = torch.nn.functional.cosine_similarity(out[True][1].flatten(), out[False][1].flatten(), dim=0)
     assert cos > 0.98
+
+
+def test_reductions_hand() -> None:
+    x = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
+    assert l2_loss(x, torch.zeros_like(x), "sum").item() == pytest.approx(1 + 1 + 0.25)
+    b = torch.tensor([0.1, 0.9, 0.3, 0.2, 0.0, 0.4]).reshape(1, 2, 3, 1)
+    assert blend_area_loss(b, reduction="sum").item() == pytest.approx(0.81 + 0.16)
+    region = torch.tensor([[[[1.0, 0.0]]]])
+    xm = torch.zeros(1, 3, 1, 2)
+    xm[0, :, 0, 0] = torch.tensor([1.0, 2.0, 3.0])
+    assert masked_l2_loss(xm, torch.zeros_like(xm), region, reduction="sum").item() == pytest.approx(14.0)
+    assert blend_entropy_loss(b, 1.0, "sum").item() == pytest.approx(6 * blend_entropy_loss(b, 1.0).item(), rel=1e-6)
+    with pytest.raises(BadInputError):
+        l2_loss(x, x, "max")
+
+
+def test_paper_preset_has_the_papers_relative_weights() -> None:
+    """Eq. 8 for one frame, by hand with numpy sums: sum_pixels ||C - C_gt||^2 + 1 * sum_rays sum_k H_b(b)
+    + 1 * ||w - w_avg||^2 + 1e-3 * sum_{i=1..13} ||w_i - w_0||^2, against the paper preset's terms and weights."""
+    import numpy as np
+
+    from innout_core.joint import JointConfig
+
+    cfg = JointConfig.preset("paper")
+    g = torch.Generator().manual_seed(0)
+    R, S = 4, 6
+    raw = torch.rand(1, 3, R, R, generator=g) * 2 - 1
+    target = torch.rand(1, 3, R, R, generator=g) * 2 - 1
+    blend = torch.rand(1, R * R, S, 1, generator=g)
+    ws = torch.randn(1, 14, 512, generator=g)
+    w_avg = torch.randn(512, generator=g)
+    terms = {"l2": l2_loss(raw, target, cfg.reduction),
+             "blend_entropy": blend_entropy_loss(blend, cfg.blend_entropy_skew, cfg.reduction),
+             "latent": latent_reg_loss(ws, w_avg, cfg.latent_squared),
+             "delta": delta_reg_loss(ws, cfg.delta_count, cfg.delta_squared)}
+    total = sum(getattr(cfg.weights, k) * v for k, v in terms.items()).item()
+    rn, tn, bn, wn, an = (t.double().numpy() for t in (raw, target, blend, ws, w_avg))
+    bb = np.clip(bn, 1e-19, 1.0)
+    hb = -(bb * np.log(bb) + np.clip(1 - bb, 1e-19, None) * np.log(np.clip(1 - bb, 1e-19, None)))
+    hand = (((rn - tn) ** 2).sum() + 1.0 * hb.sum() + 1.0 * ((wn[0] - an) ** 2).sum()
+            + 1e-3 * sum(((wn[0, i] - wn[0, 0]) ** 2).sum() for i in range(1, 14)))
+    assert total == pytest.approx(hand, rel=1e-5)
+    # the official preset keeps the release's means
+    assert JointConfig.preset("official").reduction == "mean"

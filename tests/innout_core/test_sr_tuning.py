@@ -73,3 +73,14 @@ def test_bad_inputs(setup) -> None:
     with pytest.raises(BadInputError):
         SRTuningConfig.preset("nope")
     assert SRTuningConfig.preset("official").epochs == 100 and SRTuningConfig.preset("official").lr == 1e-3
+
+
+def test_paper_reduction_sums_the_l2_over_pixels(setup) -> None:
+    """Paper Eq. 9 sums the squared error over the 3*H*W pixel values; the release averages it (same first step)."""
+    G, sa, frames, c = setup
+    assert SRTuningConfig.preset("paper").reduction == "sum" and SRTuningConfig.preset("official").reduction == "mean"
+    _, cs = _run(G, sa, frames, c, _cfg(reduction="sum"))
+    _, cm = _run(G, sa, frames, c, _cfg(reduction="mean"))
+    H = frames.shape[-1]
+    assert cs[0]["frame"] == cm[0]["frame"]
+    assert cs[0]["l2"] == pytest.approx(cm[0]["l2"] * 3 * H * H, rel=1e-5)
