@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.tables import ABLATION_VARIANTS, method_label  # noqa: E402
+from reports.labels import ABLATION_VARIANTS, method_label  # noqa: E402
 
 __all__ = ["write_plots", "distribution_plot", "per_frame_plot"]
 

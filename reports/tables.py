@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from innout_core.errors import BadInputError
+from reports.labels import ABLATION_VARIANTS, METHOD_LABELS, METHOD_ORDER, NON_SEMANTIC_EDITS, method_label
 
 __all__ = [
     "ABLATION_VARIANTS",
@@ -40,13 +41,6 @@ __all__ = [
     "method_label",
 ]
 
-#: Variants that are ablations of In-N-Out (Table 3 only).
-ABLATION_VARIANTS = ("w/o L_b", "w/o L_w")
-#: Edits that are not semantic (no identity-after-edit column in Tables 2–3): OOD removal and novel views.
-NON_SEMANTIC_EDITS = ("remove_ood", "novel_view")
-#: Display names, in the paper's row order (ours first).
-METHOD_LABELS = {"innout": "In-N-Out", "pti": "PTI", "w+": "W+", "w": "W"}
-_METHOD_ORDER = list(METHOD_LABELS)
 _RECON_METRICS = [("lpips", "LPIPS", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"), ("id_sim", "ID", "max")]
 
 
@@ -76,12 +70,6 @@ class Table:
         return out
 
 
-def method_label(method: str, variant: str) -> str:
-    """Human row label, e.g. ``In-N-Out (auto-masks)``."""
-    base = METHOD_LABELS.get(method, method)
-    return f"{base} ({variant})" if variant else base
-
-
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """All ``videos/*/metrics.parquet`` of a run as one frame (rows of every video)."""
     run_dir = Path(run_dir)
@@ -106,7 +94,7 @@ def _per_video(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataF
 def _order_rows(labels: list[tuple[str, str]]) -> list[tuple[str, str]]:
     def key(mv: tuple[str, str]) -> tuple[int, str]:
         m, v = mv
-        return (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), v)
+        return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), v)
 
     return sorted(labels, key=key)
 

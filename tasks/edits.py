@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from flows.plan import Branch
 from innout_core.store import StageRecord, read_record
 from tasks.common import (StageOutput, VideoJob, config_hash, load_generator_cached, load_tensors, resolve_device,
                           run_stage, save_tensors, stage_generator)
+from tasks.plan import Branch
 
 __all__ = ["edits_stage", "load_blend_map", "load_edits", "run_edits_stage"]
 

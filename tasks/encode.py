@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from flows.plan import Branch
 from innout_core.store import StageRecord, hash_file, read_record
 from tasks.common import StageOutput, VideoJob, config_hash, run_stage
 from tasks.edits import edits_stage, load_blend_map, load_edits
 from tasks.frames import load_frames
+from tasks.plan import Branch
 
 __all__ = ["STAGE", "media_name", "run_encode"]
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from flows.plan import variant_slug
 from innout_core.store import StageRecord, atomic_write_text, read_record
 from tasks.common import (StageOutput, VideoJob, config_hash, load_generator_cached, load_tensors, progress_writer,
                           read_json, resolve_device, run_stage, save_tensors, stage_generator)
 from tasks.face import STAGE as FACE
 from tasks.face import load_face
 from tasks.inversion import invert_stage, load_inversion
+from tasks.plan import variant_slug
 
 __all__ = ["load_stage_a", "load_sr_state", "run_stage_a", "run_stage_b", "stage_a_name", "stage_b_name"]
 

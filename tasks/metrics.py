@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from flows.plan import Branch
 from innout_core.errors import MissingWeightsError
 from innout_core.store import StageRecord, metrics_path, read_record, write_metrics
 from tasks.common import StageOutput, VideoJob, config_hash, read_json, run_stage
 from tasks.edits import edits_stage, load_edits
+from tasks.plan import Branch
 
 __all__ = ["STAGE", "branch_seconds", "run_metrics"]
 

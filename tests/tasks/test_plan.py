@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.plan import branches, plan_stages
 from innout_core.config import ManifestVideo, PipelineConfig
+from tasks.plan import branches, plan_stages
 
 
 def test_plan_covers_methods_variants_modes():

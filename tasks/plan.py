@@ -1,0 +1,62 @@
+"""Which stages a video goes through for a config: its result branches and stage names, in execution order.
+
+Pure data (no Prefect, no I/O). It lives in ``tasks`` because stage names are the task layer's vocabulary (each is a
+stage directory a task writes); the flows (video flow, ``innout status``, progress) import it from here, or via the
+re-export :mod:`flows.plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from innout_core.config import ManifestVideo, PipelineConfig
+
+__all__ = ["Branch", "branches", "plan_stages", "variant_slug"]
+
+_SLUGS = {"no-masks": "no-masks", "auto-masks": "auto-masks", "user-masks": "user-masks",
+          "w/o L_b": "wo-Lb", "w/o L_w": "wo-Lw"}
+
+
+def variant_slug(variant: str) -> str:
+    """Directory-safe name of an In-N-Out variant ('w/o L_b' -> 'wo-Lb')."""
+    return _SLUGS[variant]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One (method, variant, mode) result of a video: the stages that make it, in order."""
+
+    method: str  # w | w+ | pti | innout
+    variant: str  # "" for baselines
+    mode: str  # video | image
+    key: str  # w | w+ | pti | <variant slug>, plus "-image" in image mode
+    stages: tuple[str, ...]
+
+
+def branches(cfg: PipelineConfig, entry: ManifestVideo) -> list[Branch]:
+    """Every result branch of a video. 'user-masks' only when the entry has masks."""
+    out: list[Branch] = []
+    for mode in cfg.modes:
+        sfx = "" if mode == "video" else "-image"
+        for m in ("w", "w+", "pti"):
+            if m in cfg.methods:
+                out.append(Branch(m, "", mode, m + sfx, (f"invert-{m}{sfx}", f"edits-{m}{sfx}")))
+        if "innout" in cfg.methods:
+            for v in cfg.innout_variants:
+                if v == "user-masks" and entry.masks is None:
+                    continue
+                s = variant_slug(v) + sfx
+                out.append(Branch("innout", v, mode, s, (f"invert-w+{sfx}", f"stage-a-{s}", f"stage-b-{s}",
+                                                        f"edits-{s}")))
+    return out
+
+
+def plan_stages(cfg: PipelineConfig, entry: ManifestVideo) -> list[str]:
+    """All stage names of a video in execution order (no duplicates)."""
+    names = ["frames", "face"]
+    for b in branches(cfg, entry):
+        names.extend(s for s in b.stages if s not in names)
+    names.append("metrics")
+    if cfg.video.encode:
+        names.append("encode")
+    return names
