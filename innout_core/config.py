@@ -29,12 +29,17 @@ __all__ = [
     "PRESETS",
     "PipelineConfig",
     "PresetName",
+    "STAGE_SECTIONS",
+    "StageConfigError",
     "VideoSettings",
+    "key_path",
     "load_config",
     "load_manifest",
     "manifest_hash",
     "save_resolved",
+    "validation_problems",
     "variant_overrides",
+    "yaml_problem",
 ]
 
 PresetName = Literal["paper", "official", "fast", "tiny-demo"]
@@ -126,9 +131,46 @@ def _stage_model(module: str, name: str) -> type[BaseModel]:
     return getattr(importlib.import_module(module), name)
 
 
+def _preset_data(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise BadInputError(f"preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return _deep_update({"preset": name, **PRESETS[name].values}, overrides)
+
+
 def _preset_of(model: type[BaseModel], preset: str, *args: Any) -> BaseModel:
     maker = getattr(model, "preset", None)
     return maker(preset, *args) if callable(maker) else model(*args) if args else model()
+
+
+def key_path(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
+    """A pydantic error location as a key path: ``joint.weights.l2``, ``videos[1].path`` (``prefix`` first)."""
+    tail = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    return (prefix + tail).lstrip(".")
+
+
+def validation_problems(err: ValidationError, prefix: str = "") -> list[str]:
+    """Every error of ``err`` as ``"<key path>: <problem>"`` (the bad value too when it is a short scalar).
+
+    An error without a location (a whole-model check) is named by ``prefix``, or ``(top level)`` without one.
+    """
+    out: list[str] = []
+    for e in err.errors():
+        where = key_path(e["loc"], prefix) or "(top level)"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        value = e.get("input")
+        if e["type"] not in ("missing", "extra_forbidden") and isinstance(value, (str, int, float, bool)) \
+                and len(repr(value)) <= 40:
+            msg += f" (got {value!r})"
+        out.append(f"{where}: {msg}")
+    return out
+
+
+class StageConfigError(BadInputError):
+    """One or more stage-section overrides do not fit the stage's model; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 def _apply(model_cls: type[BaseModel], base: BaseModel, overrides: dict[str, Any], where: str) -> BaseModel:
@@ -136,9 +178,11 @@ def _apply(model_cls: type[BaseModel], base: BaseModel, overrides: dict[str, Any
     try:
         return model_cls.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise BadInputError(f"config section '{where}': {loc}: {first['msg']}") from err
+        raise StageConfigError(validation_problems(err, where)) from err
+
+
+#: The stage sections of a config: overrides of each stage engineer's own model.
+STAGE_SECTIONS: tuple[str, ...] = ("face", "inversion", "joint", "sr_tuning", "edit")
 
 
 class PipelineConfig(_Strict):
@@ -180,15 +224,12 @@ class PipelineConfig(_Strict):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PipelineConfig:
-        """The preset's values with ``overrides`` (nested dicts merge) applied."""
-        if name not in PRESETS:
-            raise BadInputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        data = _deep_update({"preset": name, **PRESETS[name].values}, overrides)
+        """The preset's values with ``overrides`` (nested dicts merge) applied (stage sections are checked by
+        :meth:`stage_problems`; :func:`load_config` does both)."""
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(_preset_data(name, overrides))
         except ValidationError as err:
-            first = err.errors()[0]
-            raise BadInputError(f"config: {'.'.join(map(str, first['loc']))}: {first['msg']}") from err
+            raise BadInputError("; ".join(validation_problems(err))) from err
 
     # ------------------------------------------------------------------ stage configs
 
@@ -217,6 +258,39 @@ class PipelineConfig(_Strict):
         """``EditConfig`` (its preset when it has one) with the ``edit`` overrides."""
         cls = _stage_model("innout_core.edit", "EditConfig")
         return _apply(cls, _preset_of(cls, self.preset), self.edit, "edit")
+
+    def stage_problems(self) -> list[str]:
+        """Every problem of the stage sections (``face``, ``inversion``, ``joint``, ``sr_tuning``, ``edit``) as
+        ``"<section>.<key path>: <problem>"``, each once; built as the run builds them (each method, each variant).
+        A stage whose module is not installed is not checked (the run skips it and says so)."""
+        makers: list[Any] = [self.face_config, lambda: [self.inversion_config(m) for m in self._inversion_methods()]]
+        makers += [lambda: [self.joint_config(v) for v in self.innout_variants or ["no-masks"]],
+                   self.sr_config, self.edit_config]
+        problems: list[str] = []
+        for make in makers:
+            try:
+                make()
+            except ImportError:
+                continue
+            except StageConfigError as err:
+                problems += [p for p in err.problems if p not in problems]
+        return problems
+
+    def _inversion_methods(self) -> list[str]:
+        methods = [m for m in self.methods if m != "innout"]
+        return methods + (["w+"] if "innout" in self.methods and "w+" not in methods else [])
+
+    def with_workers(self, workers: int | None) -> PipelineConfig:
+        """This config with ``dask.workers`` set (validated: at least 1); ``None`` keeps it."""
+        if workers is None:
+            return self
+        try:
+            dask = DaskSettings.model_validate({**self.dask.model_dump(), "workers": workers})
+        except ValidationError as err:
+            msg = str(err.errors()[0]["msg"])
+            raise BadInputError(f"workers: {msg} (got {workers!r}): at least one worker process runs the videos") \
+                from err
+        return self.model_copy(update={"dask": dask})
 
     def resolved(self) -> dict[str, Any]:
         """Plain dict of this config plus every stage config fully expanded (stages not importable are noted)."""
@@ -263,8 +337,22 @@ def variant_overrides(variant: str, joint_cfg: BaseModel) -> dict[str, Any]:
     raise BadInputError(f"JointConfig has no loss weight for {variant!r} (looked for {key})")
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line with its line and column (1-based): ``line 3, column 7: mapping values are not
+    allowed here``."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    text = f"{context}, {problem}" if context else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {text}" if mark is not None else text
+
+
 def load_config(path: str | Path | None = None, preset: str | None = None) -> PipelineConfig:
-    """Read a YAML config (its ``preset`` key, or ``preset``, picks the base); no path = the preset alone."""
+    """Read a YAML config (its ``preset`` key, or ``preset``, picks the base); no path = the preset alone.
+
+    Every section is validated here, the stage sections too (against each stage's own model, for every method and
+    variant the config runs): one :class:`BadInputError` names the file and every bad key path with its problem.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -273,7 +361,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Pi
         except OSError as err:
             raise BadInputError(f"cannot read config ({err.strerror or err})", path=p) from err
         except yaml.YAMLError as err:
-            raise BadInputError(f"not valid YAML ({str(err).splitlines()[0]})", path=p) from err
+            raise BadInputError(f"not valid YAML ({yaml_problem(err)})", path=p) from err
         if not isinstance(data, dict):
             raise BadInputError("a config file must be a YAML mapping", path=p)
         if "pipeline" in data and isinstance(data["pipeline"], dict):  # a saved run.yaml
@@ -281,9 +369,23 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Pi
     name = preset or data.pop("preset", None) or "tiny-demo"
     data.pop("preset", None)
     try:
-        return PipelineConfig.from_preset(name, **data)
+        merged = _preset_data(str(name), data)
     except BadInputError as err:
         raise BadInputError(err.message, path=path) from err
+    problems: list[str] = []
+    try:
+        cfg = PipelineConfig.model_validate(merged)
+    except ValidationError as err:
+        problems += validation_problems(err)
+        # still check the stage sections that are mappings, against the preset's methods and variants
+        base = PipelineConfig.model_validate(_preset_data(str(name), {}))
+        cfg = base.model_copy(update={k: merged[k] for k in STAGE_SECTIONS if isinstance(merged.get(k), dict)})
+        problems += [p for p in cfg.stage_problems() if p not in problems]
+        raise BadInputError("; ".join(problems), path=path) from err
+    problems = cfg.stage_problems()
+    if problems:
+        raise BadInputError("; ".join(problems), path=path)
+    return cfg
 
 
 def save_resolved(cfg: PipelineConfig, run_dir: str | Path, manifest_hash: str, manifest: Path | None = None) -> Path:
@@ -354,22 +456,24 @@ def load_manifest(path: str | Path) -> Manifest:
     except OSError as err:
         raise BadInputError(f"cannot read manifest ({err.strerror or err})", path=p) from err
     except yaml.YAMLError as err:
-        raise BadInputError(f"manifest is not valid YAML ({str(err).splitlines()[0]})", path=p) from err
+        raise BadInputError(f"manifest is not valid YAML ({yaml_problem(err)})", path=p) from err
     if not isinstance(data, dict):
         raise BadInputError("a manifest must be a YAML mapping with 'name' and 'videos'", path=p)
     data["root"] = str(p.resolve().parent)
     try:
         return Manifest.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = first["loc"]
-        where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
-        entry = ""
-        if len(loc) >= 2 and loc[0] == "videos" and isinstance(loc[1], int):
-            vids = data.get("videos") or []
-            if loc[1] < len(vids) and isinstance(vids[loc[1]], dict) and "id" in vids[loc[1]]:
-                entry = f" (video {vids[loc[1]]['id']!r})"
-        raise BadInputError(f"manifest entry {where}{entry}: {first['msg']}", path=p) from err
+        problems = []
+        for e in err.errors():
+            loc = e["loc"]
+            entry = ""
+            if len(loc) >= 2 and loc[0] == "videos" and isinstance(loc[1], int):
+                vids = data.get("videos") or []
+                if loc[1] < len(vids) and isinstance(vids[loc[1]], dict) and "id" in vids[loc[1]]:
+                    entry = f" (video {vids[loc[1]]['id']!r})"
+            where = f"manifest entry {key_path(loc)}{entry}" if loc else "manifest"
+            problems.append(f"{where}: {str(e['msg']).removeprefix('Value error, ')}")
+        raise BadInputError("; ".join(problems), path=p) from err
 
 
 def manifest_hash(path: str | Path) -> str:

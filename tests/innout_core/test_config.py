@@ -109,8 +109,77 @@ def test_stage_configs_from_presets_and_variants():
 
 def test_bad_stage_override_names_section():
     cfg = PipelineConfig.from_preset("tiny-demo", joint={"stepz": 3})
-    with pytest.raises(BadInputError, match="config section 'joint': stepz"):
+    with pytest.raises(BadInputError, match=r"^joint\.stepz: Extra inputs are not permitted$"):
         cfg.joint_config("no-masks")
+
+
+def test_stage_sections_are_validated_when_the_config_is_loaded(tmp_path):
+    """Every stage section is checked against its stage's model at load time, every bad key named in one line."""
+    p = tmp_path / "stages.yaml"
+    p.write_text("joint: {stepz: 3, steps: many}\nface: {backend: nope}\nedit: {colour: red}\n"
+                 "sr_tuning: {epochs: -1}\ninversion: {steps: 2, lr: fast}\n")
+    with pytest.raises(BadInputError) as info:
+        load_config(p)
+    msg = str(info.value)
+    assert msg.startswith(f"{p}: ") and "\n" not in msg
+    for needle in ("face.backend: Input should be 'insightface', 'dlib' or 'given' (got 'nope')",
+                   "inversion.lr: Input should be a valid number", "joint.steps: Input should be a valid integer",
+                   "joint.stepz: Extra inputs are not permitted", "sr_tuning.epochs: Input should be greater than "
+                   "or equal to 0 (got -1)", "edit.colour: Extra inputs are not permitted"):
+        assert msg.count(needle) == 1, (needle, msg)  # each once, although inversion is built per method
+    assert "inversion.steps" not in msg  # a good key is not reported
+
+
+def test_pipeline_and_stage_errors_are_reported_together(tmp_path):
+    p = tmp_path / "both.yaml"
+    p.write_text("methods: [w, e4e]\nretries: -1\njoint: {stepz: 1}\n")
+    with pytest.raises(BadInputError) as info:
+        load_config(p)
+    msg = str(info.value)
+    assert "methods[1]: Input should be 'w', 'w+', 'pti' or 'innout' (got 'e4e')" in msg
+    assert "retries: Input should be greater than or equal to 0 (got -1)" in msg
+    assert "joint.stepz: Extra inputs are not permitted" in msg
+
+
+def test_error_without_location_names_something(tmp_path):
+    p = tmp_path / "empty-methods.yaml"
+    p.write_text("methods: []\n")
+    with pytest.raises(BadInputError) as info:
+        load_config(p)
+    assert f"{p}: (top level): methods and modes must not be empty" == str(info.value)
+    m = tmp_path / "dup.yaml"
+    m.write_text(yaml.safe_dump({"name": "s", "videos": [{"id": "a", "path": "x"}, {"id": "a", "path": "y"}]}))
+    with pytest.raises(BadInputError) as info:
+        load_manifest(m)
+    assert str(info.value) == f"{m}: manifest: duplicate video id 'a'"
+
+
+def test_manifest_errors_name_every_bad_entry(tmp_path):
+    m = tmp_path / "two.yaml"
+    m.write_text(yaml.safe_dump({"name": "s", "videos": [{"id": "a", "path": "x", "frame_range": [3, 1]},
+                                                          {"id": "b", "colour": 1}]}))
+    with pytest.raises(BadInputError) as info:
+        load_manifest(m)
+    msg = str(info.value)
+    assert "manifest entry videos[0].frame_range (video 'a'): frame_range must be [first, last)" in msg
+    assert "manifest entry videos[1].path (video 'b'): Field required" in msg
+    assert "manifest entry videos[1].colour (video 'b'): Extra inputs are not permitted" in msg
+
+
+@pytest.mark.parametrize("loader", ["config", "manifest"])
+def test_yaml_errors_keep_line_and_column(tmp_path, loader):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: s\nvideos:\n  - id: a\n    path: x: y\n")
+    with pytest.raises(BadInputError, match=r"line 4, column 12: mapping values are not allowed here") as info:
+        (load_config if loader == "config" else load_manifest)(p)
+    assert str(info.value).startswith(f"{p}: ")
+
+
+def test_workers_are_validated():
+    cfg = PipelineConfig.from_preset("tiny-demo")
+    assert cfg.with_workers(3).dask.workers == 3 and cfg.with_workers(None) is cfg
+    with pytest.raises(BadInputError, match=r"workers: Input should be greater than or equal to 1 \(got 0\)"):
+        cfg.with_workers(0)
 
 
 def test_save_resolved_run_yaml_roundtrips(tmp_path):
