@@ -9,6 +9,10 @@ the mean of its two end samples on each of the S-1 intervals) and density activa
 
 Per interval ``wO_k = T_k b_k aO_k``, ``wI_k = T_k (1-b_k) aI_k``; features ``C = sum(wO cO + wI cI)`` then ``2C - 1``;
 weights ``w = wO + wI``; depth ``sum(w zmid)/sum(w)``, NaN -> inf, clamped to the min/max of all depths.
+
+OOD removal (paper §5.4, "blending weights of the OOD objects set to 0") removes the OOD field from a ray: b = 0
+*and* its density leaves the transmittance (``ood_keep = 0``), so a removed ray is exactly the face field alone in
+both forms (in the official form b = 0 already does this; Eq. 4 would otherwise still attenuate by sigma_O).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def composite_march(
     depths: Tensor,
     *,
     form: CompositeForm = "official",
+    ood_keep: Tensor | None = None,
 ) -> CompositeMarch:
     """Compose the two fields along each ray.
 
@@ -61,13 +66,15 @@ def composite_march(
         blend: [N,M,S,1] b in [0,1] (may exceed 1 for the release's x1.2 removal trick).
         depths: [N,M,S,1] sorted ascending, world units.
         form: ``"official"`` (release transmittance) or ``"paper"`` (Eq. 4).
+        ood_keep: [N,M,1,1] (per ray) or [N,M,S,1] in {0,1}; 0 = the OOD field is removed there (it neither blends
+            nor attenuates). None = kept everywhere.
     """
     if form not in ("official", "paper"):
         raise BadInputError(f"composite form must be 'official' or 'paper', got {form!r}")
     shapes = {t.shape[:3] for t in (face_colors, face_densities, ood_colors, ood_densities, blend, depths)}
     if len(shapes) != 1 or face_colors.shape != ood_colors.shape or depths.shape[-1] != 1 or depths.shape[2] < 2:
         raise BadInputError("composite_march: inputs must share [N,M,S] (S >= 2) and colour channels")
-    w_o, w_i = _interval_weights(face_densities, ood_densities, blend, depths, form)
+    w_o, w_i = _interval_weights(face_densities, ood_densities, blend, depths, form, ood_keep)
     c_i, c_o = _mid(face_colors), _mid(ood_colors)
     rgb = (w_o * c_o + w_i * c_i).sum(dim=-2)
     weights = w_o + w_i
@@ -84,12 +91,20 @@ def _depth(weights: Tensor, acc: Tensor, depths: Tensor) -> Tensor:
 
 
 def _interval_weights(face_densities: Tensor, ood_densities: Tensor, blend: Tensor, depths: Tensor,
-                      form: CompositeForm) -> tuple[Tensor, Tensor]:
-    """Per-interval composite weights (wO, wI), each [N,M,S-1,1]; only 1-channel quantities are touched."""
+                      form: CompositeForm, ood_keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-interval composite weights (wO, wI), each [N,M,S-1,1]; only 1-channel quantities are touched.
+
+    ``ood_keep`` ([N,M,1,1] or [N,M,S,1], 0 = removed) zeroes b and the OOD density on removed rays/samples.
+    """
     deltas = depths[:, :, 1:] - depths[:, :, :-1]
     s_i = F.softplus(_mid(face_densities) - 1)
     s_o = F.softplus(_mid(ood_densities) - 1)
     b = _mid(blend)
+    if ood_keep is not None:
+        keep = ood_keep.to(s_o.dtype)
+        keep = _mid(keep) if keep.shape[2] == depths.shape[2] and keep.shape[2] > 1 else keep
+        s_o = s_o * keep
+        b = b * keep
     a_i = 1 - torch.exp(-s_i * deltas)
     a_o = 1 - torch.exp(-s_o * deltas)
     ones = torch.ones_like(a_i[:, :, :1])
@@ -109,7 +124,7 @@ def _node_weights(w: Tensor) -> Tensor:
 
 
 def _composite_fused(samples, ood_colors: Tensor, ood_densities: Tensor, blend: Tensor,
-                     form: CompositeForm) -> CompositeMarch:
+                     form: CompositeForm, ood_keep: Tensor | None = None) -> CompositeMarch:
     """:func:`composite_march` of the face samples and OOD values without [N,M,S-1,C] midpoint tensors.
 
     The colour sums become one small matmul per part (per-sample weights, see :func:`_node_weights`), and the face
@@ -117,7 +132,7 @@ def _composite_fused(samples, ood_colors: Tensor, ood_densities: Tensor, blend: 
     the sorted [N,M,S,C] face colour tensor is never gathered. Equal to the plain form up to float rounding.
     """
     depths = samples.depths
-    w_o, w_i = _interval_weights(samples.densities, ood_densities, blend, depths, form)
+    w_o, w_i = _interval_weights(samples.densities, ood_densities, blend, depths, form, ood_keep)
     rgb = weighted_sum(_node_weights(w_o), ood_colors)
     node_i = _node_weights(w_i)
     parts = samples.__dict__.get("_color_parts")
@@ -221,8 +236,10 @@ def render_composite(
         generator: RNG for the stratified/importance draws (and the release-order extra draw).
         form: composite transmittance form.
         release_sample_order: reproduce the release's OOD ordering defect (parity only).
-        blend_mode: ``learned`` b, or b forced to 0 (face only) / 1 (OOD only).
-        removal_mask: [N,1,R,R] in {0,1}, 1 = remove OOD on that ray (b := 0 for all its samples).
+        blend_mode: ``learned`` b, or b forced to 0 (face only: the OOD field removed from every ray, its density
+            too, so both forms give the face render) / 1 (OOD only).
+        removal_mask: [N,1,R,R] in {0,1}, 1 = remove OOD on that ray (b := 0 for all its samples, and its density
+            leaves the transmittance).
         blend_scale: multiply b before removal (release removal uses 1.2).
         resolution: neural rendering resolution R (default ``G.neural_rendering_resolution``).
         with_face_only: also march the face samples alone (``face_rgb``).
@@ -246,8 +263,10 @@ def render_composite(
     is_coarse = s.sort_index < s.n_coarse
     if release_sample_order:
         colors, sigma, blend, ood_depths, is_coarse = release_order_ood(colors, sigma, blend, s, generator)
+    keep: Tensor | None = None
     if blend_mode == "zero":
         blend = torch.zeros_like(blend)
+        keep = torch.zeros(n, m, 1, 1, dtype=blend.dtype, device=blend.device)
     elif blend_mode == "one":
         blend = torch.ones_like(blend)
     if blend_scale != 1.0:
@@ -255,12 +274,13 @@ def render_composite(
     if removal_mask is not None:
         if removal_mask.shape != (n, 1, R, R):
             raise BadInputError(f"removal mask must be [{n},1,{R},{R}], got {tuple(removal_mask.shape)}")
-        keep = 1 - removal_mask.reshape(n, m, 1, 1).to(blend.dtype)
-        blend = blend * keep
+        ray_keep = 1 - removal_mask.reshape(n, m, 1, 1).to(blend.dtype)
+        blend = blend * ray_keep
+        keep = ray_keep if keep is None else keep * ray_keep
     if fused:
-        comp = _composite_fused(s, colors, sigma, blend, form)
+        comp = _composite_fused(s, colors, sigma, blend, form, keep)
     else:
-        comp = composite_march(s.colors, s.densities, colors, sigma, blend, s.depths, form=form)
+        comp = composite_march(s.colors, s.densities, colors, sigma, blend, s.depths, form=form, ood_keep=keep)
     ood_rgb = ood_acc = None
     if with_ood_only:
         ood_rgb, _, ood_w = ray_march(colors, sigma, ood_depths)

@@ -87,11 +87,65 @@ def test_paper_form_with_empty_other_field() -> None:
     c0 = composite_march(fc, fs, oc, empty, torch.zeros_like(b), z, form="paper")
     face = ray_march(fc, fs, z)
     torch.testing.assert_close(c0.rgb, face[0], atol=1e-5, rtol=0)
-    # paper form with a dense OOD field and b = 0: the OOD still blocks the face (differs from official)
+    # Eq. 4 itself with a dense OOD field and b = 0: sigma_O still attenuates, so b = 0 alone is no removal there
     dense = torch.full_like(os_, 50.0)
     cp = composite_march(fc, fs, oc, dense, torch.zeros_like(b), z, form="paper")
     co = composite_march(fc, fs, oc, dense, torch.zeros_like(b), z, form="official")
     assert cp.acc.sum() < 0.5 * co.acc.sum()
+    # removal (ood_keep = 0: b = 0 and sigma_O out of the transmittance) is the face field alone in both forms
+    gone = torch.zeros(*b.shape[:2], 1, 1)
+    for form in ("paper", "official"):
+        cr = composite_march(fc, fs, oc, dense, b, z, form=form, ood_keep=gone)
+        torch.testing.assert_close(cr.rgb, face[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(cr.weights, face[2], atol=1e-6, rtol=0)
+        assert torch.count_nonzero(cr.ood_weights) == 0
+
+
+def _opaque_occluder_scene():
+    """Tiny G, one view, and an OOD field that is an opaque wall (huge density, b = 1) filling the render box."""
+    from innout_core.eg3d.camera import orbit_labels
+    from innout_core.eg3d.configs import build_generator
+
+    G = build_generator("tiny")
+    c = orbit_labels(1, 0.2, 0.1)
+    z = torch.randn(1, G.init_kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
+    ood = OODField(1, 32, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        planes = G.backbone_planes(G.mapping(z, c), noise_mode="const")
+        last = ood.decoder.net[2]
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[0] = 60.0  # sigma: opaque within one sample interval
+        last.bias[1:4] = torch.tensor([3.0, -3.0, 0.0])  # a saturated colour unlike the face
+        last.bias[-1] = 30.0  # b = sigmoid(30) = 1
+    return G, planes, c, ood
+
+
+@pytest.mark.parametrize("form", ["official", "paper"])
+def test_removal_of_an_opaque_occluder_is_the_face_render(form) -> None:
+    G, planes, c, ood = _opaque_occluder_scene()
+    idx = torch.tensor([0])
+    R = 8
+    with torch.no_grad():
+        face = G.render(planes, c, resolution=R, generator=torch.Generator().manual_seed(4))
+        full = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=R, form=form)
+        assert full.ood_share.min() > 0.95  # the occluder hides the face everywhere
+        assert (full.rgb[..., :3] - face.rgb[..., :3]).abs().max() > 0.5
+        removed = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=R, form=form,
+                                   blend_mode="zero")
+        torch.testing.assert_close(removed.rgb, face.rgb, atol=1e-5, rtol=0)
+        torch.testing.assert_close(removed.depth, face.depth, atol=1e-5, rtol=0)
+        # a removal mask on the left half: those rays are the face, the others the unchanged composite
+        mask = torch.zeros(1, 1, R, R)
+        mask[..., : R // 2] = 1
+        part = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=R, form=form,
+                                removal_mask=mask)
+        left = mask.reshape(1, R * R).bool()[0]
+        torch.testing.assert_close(part.rgb[:, left], face.rgb[:, left], atol=1e-5, rtol=0)
+        torch.testing.assert_close(part.rgb[:, ~left], full.rgb[:, ~left], atol=1e-6, rtol=0)
+        slow = render_composite(G, planes, c, ood, idx, torch.Generator().manual_seed(4), resolution=R, form=form,
+                                removal_mask=mask, fused=False)
+        torch.testing.assert_close(slow.rgb, part.rgb, atol=1e-5, rtol=0)
 
 
 def test_bad_inputs() -> None:

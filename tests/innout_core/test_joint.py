@@ -131,9 +131,11 @@ def test_auto_masks_iou(video) -> None:
     assert (1 - none).mean() < 0.02
 
 
-def test_composite_video_removal_is_face_render(video) -> None:
+@pytest.mark.parametrize("form", ["official", "paper"])
+def test_composite_video_removal_is_face_render(video, form) -> None:
     G, frames, c, ws, masks = video
-    res = run_stage_a(G, frames, c, ws, _cfg(steps=1, lr_w=0.0), torch.Generator().manual_seed(0), masks=masks)
+    res = run_stage_a(G, frames, c, ws, _cfg(steps=1, lr_w=0.0, composite_form=form), torch.Generator().manual_seed(0),
+                      masks=masks)
     out = render_composite_video(G, res, c, torch.Generator().manual_seed(5), remove_ood=True, batch_size=2)
     with torch.no_grad():
         ref = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(5), resolution=16)
