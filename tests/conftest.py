@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared reference data folder, device parametrisation, a throwaway Prefect home."""
+"""Shared fixtures: the EG3D reference data folder, device parametrisation, a throwaway Prefect home."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("INNOUT_SHARED", REPO.parent / "shared"))
+REFERENCE = REPO / "tests" / "data" / "eg3d-reference"
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """`../shared` beside the repository (the official reference data); skip-free: CI always has it."""
-    assert SHARED.is_dir(), f"{SHARED} not found: clone innout beside the shared folder or set INNOUT_SHARED"
-    return SHARED
+def reference_dir() -> Path:
+    """tests/data/eg3d-reference: official EG3D outputs and the small official pickle (provenance in its README)."""
+    assert (REFERENCE / "small-G_ema.pkl").is_file(), f"{REFERENCE} is incomplete: the clone lacks its test data"
+    return REFERENCE
 
 
 @pytest.fixture(params=DEVICES)

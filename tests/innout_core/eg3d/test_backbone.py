@@ -11,8 +11,8 @@ from innout_core.eg3d.checkpoint import load_generator
 
 
 @pytest.fixture(scope="module")
-def small(shared_dir):
-    ref = shared_dir / "eg3d" / "reference"
+def small(reference_dir):
+    ref = reference_dir
     g = load_generator(ref / "small-G_ema.pkl")
     data = np.load(ref / "small-cases.npz")
     d = {k: torch.from_numpy(data[k]) for k in data.files if k.startswith("backbone/")}

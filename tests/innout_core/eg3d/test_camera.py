@@ -12,8 +12,8 @@ from innout_core.eg3d import camera as cam
 
 
 @pytest.fixture(scope="module")
-def cases(shared_dir) -> dict[str, torch.Tensor]:
-    data = np.load(shared_dir / "eg3d/reference/small-cases.npz")
+def cases(reference_dir) -> dict[str, torch.Tensor]:
+    data = np.load(reference_dir / "small-cases.npz")
     return {k: torch.from_numpy(data[k]) for k in ("mapping/c", "mapping/cam_yaw_pitch")}
 
 

@@ -21,12 +21,9 @@ from innout_core.errors import CheckpointError
 
 from . import pickles_hostile as hostile
 
-REF = ("eg3d", "reference")
-
-
 @pytest.fixture(scope="module")
-def small_pkl(shared_dir: Path) -> Path:
-    return shared_dir.joinpath(*REF, "small-G_ema.pkl")
+def small_pkl(reference_dir: Path) -> Path:
+    return reference_dir / "small-G_ema.pkl"
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +31,13 @@ def small_net(small_pkl: Path) -> OfficialNetwork:
     return read_official_pickle(small_pkl)
 
 
-def _tsv_rows(shared_dir: Path) -> list[list[str]]:
-    text = shared_dir.joinpath(*REF, "small-G_ema-state-dict.tsv").read_text()
+def _tsv_rows(reference_dir: Path) -> list[list[str]]:
+    text = (reference_dir / "small-G_ema-state-dict.tsv").read_text()
     return [line.split("\t") for line in text.splitlines() if line]
 
 
-def test_small_pickle_state_dict_matches_tsv(small_net: OfficialNetwork, shared_dir: Path) -> None:
-    rows = _tsv_rows(shared_dir)
+def test_small_pickle_state_dict_matches_tsv(small_net: OfficialNetwork, reference_dir: Path) -> None:
+    rows = _tsv_rows(reference_dir)
     assert len(rows) == 177 and len(small_net.state_dict) == 177
     assert [r[0] for r in rows] == list(small_net.state_dict)  # names and order
     for name, shape, dtype, kind in rows:
@@ -51,8 +48,8 @@ def test_small_pickle_state_dict_matches_tsv(small_net: OfficialNetwork, shared_
         assert t.device.type == "cpu" and t.is_contiguous()
 
 
-def test_small_pickle_values_match_reference_arrays(small_net: OfficialNetwork, shared_dir: Path) -> None:
-    cases = np.load(shared_dir.joinpath(*REF, "small-cases.npz"))
+def test_small_pickle_values_match_reference_arrays(small_net: OfficialNetwork, reference_dir: Path) -> None:
+    cases = np.load(reference_dir / "small-cases.npz")
     w_avg = small_net.state_dict["backbone.mapping.w_avg"]
     assert torch.equal(w_avg, torch.from_numpy(cases["mapping/w_avg"]))
     # README: every tensor has non-zero entries; resample_filter keeps its official value [1,3,3,1]^T[1,3,3,1]/64.
@@ -320,8 +317,8 @@ class FakeTriPlaneGenerator(torch.nn.Module):
 
 
 @pytest.fixture()
-def fake_arch(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = _tsv_rows(shared_dir)
+def fake_arch(reference_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _tsv_rows(reference_dir)
     monkeypatch.setattr(ck, "_build_generator", lambda ik, rk, nrr: FakeTriPlaneGenerator(rows, ik, rk, nrr))
 
 
@@ -388,7 +385,7 @@ def _render(g, c: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
 
 
 def test_convert_checkpoint_round_trip_real_generator(small_pkl: Path, small_net: OfficialNetwork,
-                                                      shared_dir: Path, tmp_path: Path) -> None:
+                                                      reference_dir: Path, tmp_path: Path) -> None:
     from innout_core.eg3d.generator import TriPlaneGenerator
 
     g_pkl = ck.load_generator(small_pkl)
@@ -400,7 +397,7 @@ def test_convert_checkpoint_round_trip_real_generator(small_pkl: Path, small_net
         assert torch.equal(v, small_net.state_dict[k]), k
     assert g_dir.rendering.to_kwargs() == g_pkl.rendering.to_kwargs()
     assert g_dir.init_kwargs == g_pkl.init_kwargs
-    cases = np.load(shared_dir.joinpath(*REF, "small-cases.npz"))
+    cases = np.load(reference_dir / "small-cases.npz")
     c = torch.from_numpy(cases["mapping/c"])
     # same seed -> bitwise the same outputs from both loads
     for a, b in zip(_render(g_pkl, c[1:2], 7), _render(g_dir, c[1:2], 7)):

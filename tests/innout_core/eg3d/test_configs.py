@@ -18,8 +18,8 @@ def _tsv(path):
     return rows
 
 
-def test_ffhq512_128_state_dict_matches_released_tsv(shared_dir):
-    rows = _tsv(shared_dir / "eg3d" / "ffhq512-128-state-dict.tsv")
+def test_ffhq512_128_state_dict_matches_released_tsv(reference_dir):
+    rows = _tsv(reference_dir / "ffhq512-128-state-dict.tsv")
     assert len(rows) == 177
     g = build_generator("ffhq512-128", seed=0)
     sd = g.state_dict()
@@ -32,8 +32,8 @@ def test_ffhq512_128_state_dict_matches_released_tsv(shared_dir):
     assert g.rendering.depth_resolution == 48 and g.superresolution.input_resolution == 128
 
 
-def test_small_reference_layout_builds_from_kwargs(shared_dir):
-    rows = _tsv(shared_dir / "eg3d" / "reference" / "small-G_ema-state-dict.tsv")
+def test_small_reference_layout_builds_from_kwargs(reference_dir):
+    rows = _tsv(reference_dir / "small-G_ema-state-dict.tsv")
     kw = dict(CONFIGS["ffhq512-128"].init_kwargs, channel_base=1024, channel_max=32)
     g = generator_from_kwargs(kw, kw["rendering_kwargs"], 32)
     assert [(n, tuple(t.shape)) for n, t in g.state_dict().items()] == [(r[0], r[1]) for r in rows]

@@ -10,16 +10,18 @@ from innout_core.eg3d import rendering as R
 from innout_core.eg3d.checkpoint import read_official_pickle
 from innout_core.eg3d.decoder import OSGDecoder
 
+from .reference import planes_item0
+
 
 @pytest.fixture(scope="module")
-def cases(shared_dir) -> dict[str, torch.Tensor]:
-    data = np.load(shared_dir / "eg3d/reference/small-cases.npz")
+def cases(reference_dir) -> dict[str, torch.Tensor]:
+    data = np.load(reference_dir / "small-cases.npz")
     return {k: torch.from_numpy(data[k]) for k in data.files if k.startswith("decoder")}
 
 
 @pytest.fixture(scope="module")
-def decoder(shared_dir) -> OSGDecoder:
-    state = read_official_pickle(shared_dir / "eg3d/reference/small-G_ema.pkl").state_dict
+def decoder(reference_dir) -> OSGDecoder:
+    state = read_official_pickle(reference_dir / "small-G_ema.pkl").state_dict
     dec = OSGDecoder(32)
     dec.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
     return dec.eval().requires_grad_(False)
@@ -38,8 +40,8 @@ def test_decoder_direct_matches_official(cases, decoder):
     assert (sigma - cases["decoder_direct/sigma"]).abs().max().item() <= 2e-4
 
 
-def test_decoder_on_sampled_planes_matches_official(cases, decoder, shared_dir):
-    planes = torch.from_numpy(np.load(shared_dir / "eg3d/reference/small-planes.npz")["backbone/planes_item0"])
+def test_decoder_on_sampled_planes_matches_official(cases, decoder, reference_dir):
+    planes = planes_item0(reference_dir)
     feats = R.sample_from_planes(planes.view(1, 3, 32, 256, 256), cases["decoder/points"], 1.0)
     mean = feats.mean(1)
     assert (mean - cases["decoder/mean_features"]).abs().max().item() <= 1e-5

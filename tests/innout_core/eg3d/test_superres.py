@@ -8,10 +8,12 @@ import torch
 
 from innout_core.eg3d.checkpoint import load_generator
 
+from .reference import on_grid
+
 
 @pytest.fixture(scope="module")
-def sr_case(shared_dir):
-    ref = shared_dir / "eg3d" / "reference"
+def sr_case(reference_dir):
+    ref = reference_dir
     g = load_generator(ref / "small-G_ema.pkl")
     data = np.load(ref / "small-sr.npz")
     d = {k: torch.from_numpy(data[k]) for k in data.files}
@@ -29,8 +31,11 @@ def sr_case(shared_dir):
 def test_case_a_item0_and_block0(sr_case):
     d, a, _, _, inter = sr_case
     assert a.shape == (2, 3, 512, 512) and a.dtype == torch.float32
-    torch.testing.assert_close(a[:1], d["sr/a_image_noise_none_item0"], atol=5e-5, rtol=0)
-    torch.testing.assert_close(inter["block0_img"][:1], d["sr/a_item0_block0_img"], atol=5e-5, rtol=0)
+    # full-size images are stored on a grid (border bands + every 7th row/column; see the data README)
+    key = "sr/a_image_noise_none_item0_grid"
+    torch.testing.assert_close(on_grid(a[:1], d[key + "_idx"]), d[key], atol=5e-5, rtol=0)
+    key = "sr/a_item0_block0_img_grid"
+    torch.testing.assert_close(on_grid(inter["block0_img"][:1], d[key + "_idx"]), d[key], atol=5e-5, rtol=0)
 
 
 def test_case_a_item1_clamped(sr_case):
@@ -48,7 +53,9 @@ def test_case_b_const_noise(sr_case):
 
 def test_case_c_native_128_input(sr_case):
     d, _, _, c, _ = sr_case
-    torch.testing.assert_close(c, d["sr/c_image_noise_none"], atol=5e-5, rtol=0)
+    assert c.shape == (1, 3, 512, 512)
+    key = "sr/c_image_noise_none_grid"
+    torch.testing.assert_close(on_grid(c, d[key + "_idx"]), d[key], atol=5e-5, rtol=0)
 
 
 def test_sr_uses_only_last_w(sr_case):
