@@ -143,13 +143,16 @@ def status(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> in
 
 @app.command()
 def tables(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> int:
-    """Regenerate Tables 1-3, plots and the HTML report of RUN from its run directory alone."""
+    """Regenerate Tables 1-3, plots and the HTML report of RUN from its run directory alone (exit 1 when a video's
+    metrics.parquet is missing or unreadable: the others are tabulated, the left-out ones listed)."""
     from flows.tables import make_tables
 
-    out = make_tables(run_dir)
-    for name, path in sorted(out.items()):
+    result = make_tables(run_dir)
+    for name, path in sorted(result.written.items()):
         console.print(f"{name}: {path}")
-    return 0
+    for line in result.left_out:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    return 1 if result.left_out else 0
 
 
 @app.command()

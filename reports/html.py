@@ -18,7 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from reports.tables import Table, build_tables, load_metrics
+from reports.runmetrics import METRICS_STAGE, RunMetrics, collect_metrics
+from reports.tables import Table, build_tables
 
 __all__ = ["MEDIA_DIR", "VideoEntry", "collect_videos", "media_captions", "render_report", "write_report"]
 
@@ -111,7 +112,8 @@ def collect_videos(run_dir: Path, report_dir: Path, main_variant: str | None = N
     for vdir in sorted(p for p in (run_dir / "videos").glob("*") if p.is_dir()):
         records = {p.parent.name: _read_json(p) for p in sorted(vdir.glob("*/stage.json"))}
         statuses = [r.get("status") for r in records.values()]
-        status = "failed" if "failed" in statuses else "done" if (vdir / "metrics.parquet").exists() else (
+        finished = (vdir / "metrics.parquet").exists() or records.get(METRICS_STAGE, {}).get("status") == "done"
+        status = "failed" if "failed" in statuses else "done" if finished else (
             "running" if "running" in statuses else "pending"
         )
         entry = VideoEntry(vdir.name, status)
@@ -133,9 +135,13 @@ def collect_videos(run_dir: Path, report_dir: Path, main_variant: str | None = N
     return entries
 
 
-def _metric_definitions(run_dir: Path) -> dict[str, str]:
-    for f in sorted((run_dir / "videos").glob("*/metrics.parquet")):
-        meta = pq.read_schema(f).metadata or {}
+def _metric_definitions(files: list[Path]) -> dict[str, str]:
+    """Metric definitions from the metadata of the first readable metrics file."""
+    for f in files:
+        try:
+            meta = pq.read_schema(f).metadata or {}
+        except Exception:  # noqa: BLE001 - changed since it was read; the definitions are optional
+            continue
         out = {}
         for k, v in meta.items():
             key = k.decode(errors="replace")
@@ -239,9 +245,11 @@ def _figures(media: list[tuple[str, str, str]]) -> str:
     return "".join(figs)
 
 
-def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> str:
-    """The HTML text of the run report (paths relative to ``report_dir``, default ``run_dir/report``)."""
+def render_report(run_dir: str | Path, report_dir: str | Path | None = None, metrics: RunMetrics | None = None) -> str:
+    """The HTML text of the run report (paths relative to ``report_dir``, default ``run_dir/report``); ``metrics``
+    as collected by :func:`reports.runmetrics.collect_metrics` (collected here when None)."""
     run_dir = Path(run_dir)
+    metrics = metrics if metrics is not None else collect_metrics(run_dir)
     report_dir = Path(report_dir) if report_dir is not None else run_dir / "report"
     run_meta = {}
     if (run_dir / "run.yaml").exists():
@@ -252,6 +260,10 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> 
     pipeline = run_meta.get("pipeline") if isinstance(run_meta.get("pipeline"), dict) else {}
     variants = pipeline.get("innout_variants") or []
     videos = collect_videos(run_dir, report_dir, main_variant=variants[0] if variants else None)
+    left_out = {v.video: v for v in metrics.left_out}
+    for v in videos:
+        if v.name in left_out:
+            v.errors.append(left_out[v.name].note())
     body = [f"<h1>innout run <code>{html.escape(run_dir.name)}</code></h1>"]
     body.append(f"<p class='muted'>report built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the run directory</p>")
     info: dict[str, object] = {}
@@ -270,7 +282,8 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> 
     body.append("<h2>Run</h2><table class='info'>" + "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in info.items()
     ) + f"<tr><th>videos</th><td>{sum(v.status == 'done' for v in videos)} done, "
-        f"{sum(v.status == 'failed' for v in videos)} failed, {len(videos)} total</td></tr></table>")
+        f"{sum(v.status == 'failed' for v in videos)} failed, {len(videos)} total"
+        f"{f', {len(left_out)} left out of the tables' if left_out else ''}</td></tr></table>")
     stage_totals: dict[str, float] = {}
     for v in videos:
         for s, sec in v.stage_seconds.items():
@@ -286,14 +299,15 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> 
         body.append("<h2 class='failed'>Failures</h2><ul id='failures'>" + "".join(
             f"<li><b>{html.escape(v.name)}</b>: {html.escape('; '.join(v.errors) or 'failed')}</li>" for v in failed
         ) + "</ul>")
-    try:
-        df = load_metrics(run_dir)
-    except Exception:  # no finished video yet: the page still renders
-        df = None
-    if df is not None:
-        defs = _metric_definitions(run_dir)
+    if metrics.left_out:
+        body.append("<h2 class='failed'>Left out of the tables</h2><ul id='left-out'>" + "".join(
+            f"<li><b>{html.escape(v.video)}</b>: {html.escape(v.reason)}</li>" for v in metrics.left_out
+        ) + "</ul>")
+    if metrics.frame is not None:  # else no finished video yet, or none readable: the page still renders
+        defs = _metric_definitions(list(metrics.files.values()))
         body.append("<h2>Tables</h2>")
-        for t in build_tables(df):
+        for t in build_tables(metrics.frame):
+            t.notes.extend(metrics.notes())
             body.append(_table_html(t))
         if defs:
             body.append("<h3>Metric definitions</h3><ul class='notes' id='definitions'>" + "".join(
@@ -325,12 +339,12 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None) -> 
     )
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/report/index.html`` atomically and return its path."""
+def write_report(run_dir: str | Path, metrics: RunMetrics | None = None) -> Path:
+    """Write ``run_dir/report/index.html`` atomically and return its path (``metrics`` as in :func:`render_report`)."""
     from innout_core.store import atomic_write_text
 
     run_dir = Path(run_dir)
     out = run_dir / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, render_report(run_dir, out.parent))
+    atomic_write_text(out, render_report(run_dir, out.parent, metrics))
     return out

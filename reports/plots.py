@@ -78,15 +78,21 @@ def per_frame_plot(df: pd.DataFrame, video: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_plots(df: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """All plots into ``out_dir/plots``; returns name -> path."""
+def write_plots(df: pd.DataFrame | None, out_dir: Path) -> dict[str, Path]:
+    """All plots into ``out_dir/plots``; returns name -> path. Every other PNG there (an earlier build's plot of a
+    video now left out or gone) is removed; ``df`` None writes nothing and clears the folder."""
     written: dict[str, Path] = {}
-    p = distribution_plot(df, out_dir / "plots" / "distributions.png")
-    if p:
-        written["plots/distributions.png"] = p
-    for video in sorted(df["video"].unique()):
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(video))
-        p = per_frame_plot(df, video, out_dir / "plots" / f"per_frame_{safe}.png")
+    if df is not None and not df.empty:
+        p = distribution_plot(df, out_dir / "plots" / "distributions.png")
         if p:
-            written[f"plots/per_frame_{safe}.png"] = p
+            written["plots/distributions.png"] = p
+        for video in sorted(df["video"].unique()):
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(video))
+            p = per_frame_plot(df, video, out_dir / "plots" / f"per_frame_{safe}.png")
+            if p:
+                written[f"plots/per_frame_{safe}.png"] = p
+    keep = {path.resolve() for path in written.values()}
+    for stale in sorted((out_dir / "plots").glob("*.png")) if (out_dir / "plots").is_dir() else []:
+        if stale.resolve() not in keep:
+            stale.unlink(missing_ok=True)
     return written

@@ -1,7 +1,8 @@
 """The paper's Tables 1–3, rebuilt from the per-video Parquet files alone.
 
 Input: ``runs/<run>/videos/*/metrics.parquet`` (schema in :mod:`innout_core.store`): one row per
-(method, variant, mode, frame, edit). Nothing else in the run directory is read.
+(method, variant, mode, frame, edit), and the metrics stage records only to tell a missing file. Every readable
+video is tabulated; videos left out (file missing or unreadable, :mod:`reports.runmetrics`) are named in the notes.
 
 Aggregation follows the paper: the mean over a video's frames, then the mean over videos.
 
@@ -25,15 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from innout_core.errors import BadInputError
 from reports.labels import ABLATION_VARIANTS, METHOD_LABELS, METHOD_ORDER, NON_SEMANTIC_EDITS, method_label
+from reports.runmetrics import RunMetrics, collect_metrics
 
 __all__ = [
     "ABLATION_VARIANTS",
     "METHOD_LABELS",
     "NON_SEMANTIC_EDITS",
+    "TABLE_FILES",
     "Table",
     "build_tables",
     "load_metrics",
@@ -71,18 +73,18 @@ class Table:
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """All ``videos/*/metrics.parquet`` of a run as one frame (rows of every video)."""
-    run_dir = Path(run_dir)
-    files = sorted((run_dir / "videos").glob("*/metrics.parquet"))
-    if not files:
-        raise BadInputError("no videos/*/metrics.parquet found: has the run finished any video?", run_dir)
-    frames = []
-    for f in files:
-        try:
-            frames.append(pq.read_table(f).to_pandas())
-        except Exception as err:  # pyarrow raises several types for a damaged file
-            raise BadInputError(f"unreadable Parquet file ({type(err).__name__}: {err})", f) from err
-    return pd.concat(frames, ignore_index=True)
+    """The rows of every readable ``videos/*/metrics.parquet`` of a run as one frame (see :func:`collect_metrics`
+    for the videos left out). Raises BadInputError when no file could be read."""
+    metrics = collect_metrics(run_dir)
+    if metrics.frame is None:
+        raise BadInputError(_nothing_to_tabulate(metrics), Path(run_dir))
+    return metrics.frame
+
+
+def _nothing_to_tabulate(metrics: RunMetrics) -> str:
+    if not metrics.left_out:
+        return "no videos/*/metrics.parquet found: has the run finished any video?"
+    return "no readable metrics: " + "; ".join(v.note() for v in metrics.left_out)
 
 
 def _per_video(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
@@ -280,27 +282,45 @@ def to_csv(table: Table) -> str:
     return flat.to_csv(float_format="%.6g")
 
 
-def write_tables(run_dir: str | Path) -> dict[str, Path]:
+#: Every file :func:`write_tables` may write into ``tables/`` (besides ``plots/``).
+TABLE_FILES = tuple(f"table{i}.{ext}" for i in (1, 2, 3) for ext in ("md", "csv", "tex")) + ("tables.md",)
+
+
+def write_tables(run_dir: str | Path, metrics: RunMetrics | None = None) -> dict[str, Path]:
     """Write Tables 1–3 (md, csv, tex) and the plots into ``run_dir/tables``; returns name -> path.
 
-    Reads only ``run_dir/videos/*/metrics.parquet``.
+    Reads only ``run_dir/videos/*/metrics.parquet`` (and the metrics stage records, to tell a missing file), or
+    takes ``metrics`` already collected. Every readable video is tabulated; the videos left out are listed in every
+    table's notes. Files of an earlier build that this one does not write (plots of videos gone, tables when no
+    video is readable) are removed. Raises BadInputError when the run has no metrics at all.
     """
     from innout_core.store import atomic_write_text  # the run store owns atomic writes
 
     from reports.plots import write_plots
 
     run_dir = Path(run_dir)
-    df = load_metrics(run_dir)
+    metrics = metrics if metrics is not None else collect_metrics(run_dir)
+    if metrics.frame is None and not metrics.left_out:
+        raise BadInputError(_nothing_to_tabulate(metrics), run_dir)
     out_dir = run_dir / "tables"
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    tables = build_tables(df)
-    for t in tables:
-        for ext, text in (("md", to_markdown(t)), ("csv", to_csv(t)), ("tex", to_latex(t))):
-            path = out_dir / f"{t.name}.{ext}"
-            atomic_write_text(path, text)
-            written[f"{t.name}.{ext}"] = path
-    atomic_write_text(out_dir / "tables.md", "\n".join(to_markdown(t) for t in tables))
+    if metrics.frame is not None:
+        tables = build_tables(metrics.frame)
+        for t in tables:
+            t.notes.extend(metrics.notes())
+            for ext, text in (("md", to_markdown(t)), ("csv", to_csv(t)), ("tex", to_latex(t))):
+                path = out_dir / f"{t.name}.{ext}"
+                atomic_write_text(path, text)
+                written[f"{t.name}.{ext}"] = path
+        summary = "\n".join(to_markdown(t) for t in tables)
+    else:
+        summary = "### No tables: no video's metrics could be read\n\n" + "".join(
+            f"- {n}\n" for n in metrics.notes())
+    atomic_write_text(out_dir / "tables.md", summary)
     written["tables.md"] = out_dir / "tables.md"
-    written.update(write_plots(df, out_dir))
+    written.update(write_plots(metrics.frame, out_dir))
+    for name in TABLE_FILES:
+        if name not in written:
+            (out_dir / name).unlink(missing_ok=True)
     return written
