@@ -56,6 +56,10 @@ FORMAT_NAME = "innout-eg3d-generator"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# Tensors of our TriPlaneGenerator that a checkpoint may lack: the official training loop registers
+# `dataset_label_std` on the generator (label statistics, unused at inference); the official class does not, so a
+# generator built directly from it has no such buffer. A missing one keeps the model's default.
+OPTIONAL_TENSORS = frozenset({"dataset_label_std"})
 MODULE_SRC_PLACEHOLDER = "# source omitted: written by innout; loaders must never execute embedded source\n"
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -518,6 +522,9 @@ def save_network(net: OfficialNetwork, out_dir: str | Path, *, source: dict | No
             "source": source or {},
         }
         (stage / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+        # safetensors writes 0600; give the weights the mode a new file gets here (0666 minus the umask), as the
+        # config has (reading the config's mode avoids os.umask, which is process-wide and racy)
+        os.chmod(weights, (stage / CONFIG_FILE).stat().st_mode & 0o777)
         for f in (weights, stage / CONFIG_FILE):
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
@@ -617,7 +624,7 @@ def _generator_from_network(net: OfficialNetwork, path: Path) -> "TriPlaneGenera
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"unsupported generator configuration ({_first_line(err)})", path) from None
     expected = generator.state_dict()
-    missing = [k for k in expected if k not in net.state_dict]
+    missing = [k for k in expected if k not in net.state_dict and k not in OPTIONAL_TENSORS]
     if missing:
         raise CheckpointError(f"checkpoint lacks {len(missing)} tensor(s) the model needs (first: {missing[0]})",
                               path)
@@ -626,11 +633,12 @@ def _generator_from_network(net: OfficialNetwork, path: Path) -> "TriPlaneGenera
         raise CheckpointError(f"checkpoint has {len(unexpected)} tensor(s) the model does not know "
                               f"(first: {unexpected[0]})", path)
     for name, want in expected.items():
-        got = net.state_dict[name]
+        got = net.state_dict.get(name, want)
         if tuple(got.shape) != tuple(want.shape):
             raise CheckpointError(f"tensor {name} has shape {_fmt_shape(got.shape)} in the checkpoint but the "
                                   f"model expects {_fmt_shape(want.shape)}", path)
-    generator.load_state_dict(net.state_dict, strict=True)
+    state = OrderedDict((k, net.state_dict.get(k, v)) for k, v in expected.items())  # defaults for OPTIONAL_TENSORS
+    generator.load_state_dict(state, strict=True)
     return generator.eval().requires_grad_(False)
 
 

@@ -103,6 +103,8 @@ class TriPlaneGenerator(nn.Module):
         self.rendering = RenderingConfig.from_kwargs(rendering_kwargs)
         synthesis_kwargs = dict(synthesis_kwargs)
         plane_resolution = int(synthesis_kwargs.pop("plane_resolution", 256))
+        # Label statistics the official training loop adds (the official class has no such buffer); unused at
+        # inference, so checkpoints without it load with this default (checkpoint.OPTIONAL_TENSORS).
         self.register_buffer("dataset_label_std", torch.ones([c_dim]))
         self.backbone = Generator(
             z_dim,

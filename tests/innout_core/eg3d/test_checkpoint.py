@@ -418,3 +418,41 @@ def test_save_and_official_pickle_from_a_live_generator(small_pkl: Path, tmp_pat
         assert back.rendering.to_kwargs() == g.rendering.to_kwargs()
         assert list(back.state_dict()) == list(g.state_dict())
         assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), g.state_dict().values()))
+
+
+def test_official_pickle_without_dataset_label_std_loads_and_converts(small_net: OfficialNetwork,
+                                                                       tmp_path: Path) -> None:
+    """The official class registers no `dataset_label_std` (its training loop adds it): such a pickle loads."""
+    from flows.cli import main
+
+    plain = _variant(small_net, dataset_label_std=None)
+    assert "dataset_label_std" not in plain.state_dict and len(plain.state_dict) == 176
+    pkl = write_official_pickle(plain, tmp_path / "plain.pkl")
+    assert "dataset_label_std" not in read_official_pickle(pkl).state_dict
+    g = ck.load_generator(pkl)
+    assert torch.equal(g.dataset_label_std, torch.ones(25))  # the model's default
+    for k, v in g.state_dict().items():
+        assert k == "dataset_label_std" or torch.equal(v, small_net.state_dict[k]), k
+    assert main(["convert-checkpoint", str(pkl), str(tmp_path / "conv")]) == 0
+    converted = ck.read_network(tmp_path / "conv")
+    assert list(converted.state_dict) == list(plain.state_dict)  # converted as it is: no tensor invented
+    back = ck.load_generator(tmp_path / "conv")
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), g.state_dict().values()))
+    # every other tensor is still required
+    no_w_avg = write_official_pickle(_variant(plain, backbone__mapping__w_avg=None), tmp_path / "w.pkl")
+    assert "lacks 1 tensor(s) the model needs (first: backbone.mapping.w_avg)" in _one_line_error(
+        no_w_avg, fn=ck.load_generator)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_checkpoint_files_get_the_umask_mode(small_net: OfficialNetwork, tmp_path: Path, umask: int) -> None:
+    """model.safetensors and config.json both get 0666 minus the umask, as any new file (safetensors alone: 0600)."""
+    old = os.umask(umask)
+    try:
+        out = ck.save_network(small_net, tmp_path / "ckpt")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+        assert modes == {"config.json": 0o666 & ~umask, "model.safetensors": 0o666 & ~umask}
+        ck.save_network(small_net, out)  # overwriting keeps the same modes
+        assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == modes
+    finally:
+        os.umask(old)
