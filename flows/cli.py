@@ -1,12 +1,15 @@
 """The ``innout`` command line (typer + rich).
 
-Exit codes: 0 all videos done, 1 some videos failed, 2 bad input (manifest, config, arguments). Errors of the
-:class:`~innout_core.errors.InnoutError` family print one line naming the file and the problem (a traceback only
-with ``--debug``).
+Exit codes: 0 all videos done; 1 some videos failed and others finished, or a failure was not bad input; 2 nothing
+could run because of bad input (manifest, config, arguments, every video) or another command holds the run directory
+(:mod:`flows.lock`). Errors of the :class:`~innout_core.errors.InnoutError` family and OS errors print one line
+naming the file and the problem; tracebacks (ours, Prefect's, the workers') go to the run log, and to the terminal
+only with ``--debug``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -33,6 +36,8 @@ def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progre
             debug: Annotated[bool, typer.Option("--debug", help="tracebacks and Prefect INFO logs")] = False) -> None:
     _STATE.update(quiet=quiet, debug=debug)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "ERROR" if quiet else "WARNING")
+    if not debug:  # Prefect's records (a failed task's traceback, in the workers too) go to the run log only
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     # Dask reads this when `distributed` is first imported (here and in every worker process it spawns): keeps
@@ -46,22 +51,34 @@ def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progre
 def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | None, workers: int | None,
             only: list[str] | None = None) -> int:
     """Run the dataset flow for ``manifest`` into ``run_dir`` (starting a local Prefect server when needed);
-    print the summary; return the exit code (0 all done, 1 some failed)."""
-    from flows.plan import plan_stages
+    print the summary; return the exit code (:func:`exit_code`). The caller holds the run directory's lock.
+
+    Everything that can be checked is checked before the server and the cluster start: the manifest, every config
+    section, ``workers``, and every selected video (all bad ones reported at once, each in one line).
+    """
+    from flows.dataset import check_inputs, prepare_run
     from flows.server import prefect_api
     from flows.video import missing_modules
     from innout_core.config import load_config, load_manifest
+    from tasks.plan import plan_stages
 
     man = load_manifest(manifest)
-    cfg = load_config(config, preset)
+    cfg = load_config(config, preset).with_workers(workers)
     if only is not None:
         unknown = sorted(set(only) - {v.id for v in man.videos})
         if unknown:
             raise BadInputError(f"videos {unknown} are not in the manifest", path=manifest)
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    plan = {v.id: [s for s in plan_stages(cfg, v) if not missing_modules(s)]
-            for v in man.videos if only is None or v.id in only}
+    run_dir = prepare_run(manifest, run_dir, cfg)
+    selected = [v.id for v in man.videos if only is None or v.id in only]
+    rejected = check_inputs(manifest, run_dir, cfg, selected)
+    for line in rejected.values():
+        console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+    todo = [v for v in selected if v not in rejected]
+    if not todo:
+        console.print(f"nothing to run: every video has bad input; fix them, then `innout retry {run_dir}`",
+                      highlight=False, soft_wrap=True)
+        return 2
+    plan = {v.id: [s for s in plan_stages(cfg, v) if not missing_modules(s)] for v in man.videos if v.id in todo}
     from flows.runlog import run_log
 
     with run_log(run_dir), prefect_api(run_dir / ".prefect") as url:
@@ -76,8 +93,8 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
 
         with RunProgress(run_dir, plan, console=console, enabled=not _STATE["quiet"]):
             dataset_flow(str(manifest.resolve()), str(run_dir), config=str(config) if config else None,
-                         preset=preset, workers=workers, only=only, return_state=True)
-    code = print_status(run_dir, only)
+                         preset=preset, workers=workers, only=todo, rejected=rejected, return_state=True)
+    code = print_status(run_dir, selected)
     if any(run_dir.glob("videos/*/metrics.parquet")):  # tables + report for whatever finished
         from flows.tables import make_tables
 
@@ -86,8 +103,19 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
     return code
 
 
+def exit_code(videos: dict[str, dict]) -> int:
+    """0 when every video is done; 2 when none ran because each failed on bad input before any stage started
+    (the check before the run); else 1 (some failed and others finished, or a failure was not bad input)."""
+    if all(v["status"] == "done" for v in videos.values()):
+        return 0
+    rejected = [v for v in videos.values() if v["status"] == "failed" and (v["error"] or {}).get("stage") == "frames"
+                and (v["error"] or {}).get("kind") in ("BadInputError", "CheckpointError")]
+    ran = [v for v in videos.values() if any(s == "done" for s in v["stages"].values())]
+    return 2 if len(rejected) == len(videos) and not ran else 1
+
+
 def print_status(run_dir: Path, only: list[str] | None = None) -> int:
-    """Print the per-video status table; 0 when every (selected) video is done, else 1."""
+    """Print the per-video status table; return :func:`exit_code` of the (selected) videos."""
     from flows.status import run_status
 
     st = run_status(run_dir)
@@ -102,7 +130,7 @@ def print_status(run_dir: Path, only: list[str] | None = None) -> int:
         table.add_row(vid, f"[{colour}]{v['status']}[/]", f"{n_done}/{len(v['stages'])}", err.get("stage", ""),
                       err.get("file") or "", err.get("message", ""))
     Console(width=max(160, Console().width)).print(table)
-    return 0 if all(v["status"] == "done" for v in vids.values()) else 1
+    return exit_code(vids)
 
 
 @app.command()
@@ -114,31 +142,38 @@ def run(
     run_dir: Annotated[Optional[Path], typer.Option(help="run directory [default: runs/<manifest name>]")] = None,
 ) -> int:
     """Run every video of MANIFEST through every stage; re-running the same command resumes."""
-    from innout_core.config import load_manifest
+    from flows.lock import run_lock
+    from innout_core.config import load_config, load_manifest
 
     man = load_manifest(manifest)
-    return execute(manifest, run_dir or Path("runs") / man.name, config, preset, workers)
+    load_config(config, preset).with_workers(workers)  # bad arguments fail before the run directory is touched
+    run_dir = run_dir or Path("runs") / man.name
+    with run_lock(run_dir):
+        return execute(manifest, run_dir, config, preset, workers)
 
 
 @app.command()
 def retry(run_dir: Annotated[Path, typer.Argument(help="run directory")],
           workers: Annotated[Optional[int], typer.Option(help="local Dask worker processes")] = None) -> int:
     """Re-run only the videos of RUN that are not done (failed or interrupted), with the run's saved config."""
+    from flows.lock import run_lock
     from flows.status import failed_videos, read_run
 
-    _, manifest, _ = read_run(run_dir)
-    todo = failed_videos(run_dir)
-    if not todo:
-        console.print("nothing to retry: every video is done")
-        return 0
-    console.print(f"retrying {len(todo)} video(s): {', '.join(todo)}")
-    return execute(manifest, run_dir, run_dir / "run.yaml", None, workers, only=todo)
+    read_run(run_dir)  # a run directory? (before the lock creates anything in it)
+    with run_lock(run_dir):
+        _, manifest, _ = read_run(run_dir)
+        todo = failed_videos(run_dir)
+        if not todo:
+            console.print("nothing to retry: every video is done")
+            return 0
+        console.print(f"retrying {len(todo)} video(s): {', '.join(todo)}")
+        return execute(manifest, run_dir, run_dir / "run.yaml", None, workers, only=todo)
 
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> int:
     """Per-video status of RUN with the failed stage, file and reason (exit 1 when some video is not done)."""
-    return print_status(run_dir)
+    return min(print_status(run_dir), 1)
 
 
 @app.command()
@@ -183,9 +218,23 @@ def demo(
 ) -> int:
     """The embedded default end to end: ground-truth videos from the tiny generator -> every stage -> tables."""
     from flows.demo import build_demo_dataset
+    from flows.lock import run_lock
 
-    manifest = build_demo_dataset(run_dir.resolve(), n_videos=videos, n_frames=frames)
-    return execute(manifest, run_dir, None, "tiny-demo", workers)
+    with run_lock(run_dir):
+        manifest = build_demo_dataset(run_dir.resolve(), n_videos=videos, n_frames=frames)
+        return execute(manifest, run_dir, None, "tiny-demo", workers)
+
+
+#: OS errors that mean a wrong path or permissions given by the user (exit 2), not a failure while running (exit 1)
+_BAD_INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EROFS,
+                     errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def os_error_line(err: OSError) -> str:
+    """``<path>: <problem>`` for an OSError (both paths of a rename/copy), in one line."""
+    what = err.strerror or type(err).__name__
+    paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    return f"{paths}: {what}" if paths else " ".join(str(err).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         code = err.exit_code
+    except OSError as err:  # a file we could not read or write: one line naming it
+        if _STATE["debug"]:
+            traceback.print_exc()
+        console.print(f"[red]error:[/] {os_error_line(err)}", highlight=False, soft_wrap=True)
+        code = 2 if err.errno in _BAD_INPUT_ERRNOS else 1
     except click.exceptions.ClickException as err:
         err.show()
         code = 2

@@ -17,12 +17,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed
 from prefect_dask import DaskTaskRunner
 
+from flows.lock import run_lock
 from flows.status import run_status
 from flows.video import make_job, process_video
 from innout_core.config import DaskSettings, PipelineConfig, load_config, load_manifest, manifest_hash, save_resolved
+from innout_core.errors import BadInputError
 from innout_core.store import atomic_write_json
+from tasks.frames import check_input, record_rejected
 
-__all__ = ["dask_task_runner", "dataset_flow", "dataset_videos", "prepare_run", "retry_failed_flow", "video_task"]
+__all__ = ["check_inputs", "dask_task_runner", "dataset_flow", "dataset_videos", "prepare_run", "retry_failed_flow", "video_task"]
 
 video_task = task(process_video, name="video", task_run_name="video[{job.video.id}]", cache_policy=NO_CACHE,
                   persist_result=False, retries=0)
@@ -50,14 +53,37 @@ def prepare_run(manifest: str | Path, run_dir: str | Path, cfg: PipelineConfig) 
     return run
 
 
+def check_inputs(manifest: str | Path, run_dir: str | Path, cfg: PipelineConfig,
+                 only: list[str] | None = None) -> dict[str, str]:
+    """Check every selected video before anything starts (:func:`tasks.frames.check_input`: probe, frame range,
+    side files) and record each bad one as its failed ``frames`` stage.
+
+    Returns:
+        ``{video id: one-line error naming the file}`` for the bad ones, in manifest order.
+    """
+    man = load_manifest(manifest)
+    bad: dict[str, str] = {}
+    for v in man.videos:
+        if only is not None and v.id not in only:
+            continue
+        job = make_job(Path(run_dir), man, v.id, cfg)
+        try:
+            check_input(job)
+        except BadInputError as err:
+            record_rejected(job, err)
+            bad[v.id] = f"video {v.id!r}: {err}"
+    return bad
+
+
 @flow(name="dataset-videos", validate_parameters=False)
-def dataset_videos(manifest: str, run_dir: str, cfg: PipelineConfig, only: list[str] | None = None) -> Any:
+def dataset_videos(manifest: str, run_dir: str, cfg: PipelineConfig, only: list[str] | None = None,
+                   rejected: dict[str, str] | None = None) -> Any:
     """Fan the videos out on this flow's task runner (set with ``with_options(task_runner=...)``)."""
     logger = get_run_logger()
     man = load_manifest(manifest)
     run = Path(run_dir)
     ids = [v.id for v in man.videos if only is None or v.id in only]
-    jobs = [make_job(run, Path(manifest), vid, cfg) for vid in ids]
+    jobs = [make_job(run, man, vid, cfg) for vid in ids]
     gpu = cfg.dask.cluster == "cuda" or (cfg.dask.cluster == "address" and cfg.device.startswith("cuda"))
     annotations = {"resources": {"GPU": 1}} if gpu else {}
     with dask.annotate(**annotations):
@@ -67,29 +93,41 @@ def dataset_videos(manifest: str, run_dir: str, cfg: PipelineConfig, only: list[
     states = {job.id: fut.state for job, fut in zip(jobs, futures)}
     summary = run_status(run)
     summary["flow_states"] = {k: s.type.value for k, s in states.items()}
+    summary["rejected"] = dict(rejected or {})
     atomic_write_json(run / "summary.json", summary)
-    bad = [k for k, s in states.items() if not s.is_completed()]
-    logger.info("%d/%d videos done", len(ids) - len(bad), len(ids))
+    bad = [k for k, s in states.items() if not s.is_completed()] + list(rejected or {})
+    total = len(ids) + len(rejected or {})
+    logger.info("%d/%d videos done", total - len(bad), total)
     if bad:
-        return Failed(message=f"{len(bad)} of {len(ids)} videos failed: {', '.join(bad)} (see `innout status {run}`)")
+        return Failed(message=f"{len(bad)} of {total} videos failed: {', '.join(bad)} (see `innout status {run}`)")
     return Completed(message=f"{len(ids)} videos done")
 
 
 @flow(name="dataset", log_prints=True, validate_parameters=False)
 def dataset_flow(manifest: str, run_dir: str, config: str | None = None, preset: str | None = None,
-                 workers: int | None = None, only: list[str] | None = None) -> Any:
+                 workers: int | None = None, only: list[str] | None = None,
+                 rejected: dict[str, str] | None = None) -> Any:
     """Run every video of ``manifest`` (or the ids in ``only``) into ``run_dir`` on the configured Dask cluster.
 
     This is the deployment entry point (``deployments/prefect.yaml``: ``dataset-run``) and what ``innout run``
-    calls. Returns the run's final state: Completed, or Failed naming the failed videos.
+    calls. It holds the run directory's lock (:mod:`flows.lock`), and checks the inputs first
+    (:func:`check_inputs`) unless the caller did and passes what it ``rejected`` (``only`` then names the rest).
+    Returns the run's final state: Completed, or Failed naming the failed videos.
     """
-    cfg = load_config(config, preset)
-    if workers is not None:
-        cfg = cfg.model_copy(update={"dask": cfg.dask.model_copy(update={"workers": workers})})
-    run = prepare_run(manifest, run_dir, cfg)
-    runner = dask_task_runner(cfg.dask)
-    return dataset_videos.with_options(task_runner=runner)(str(Path(manifest).resolve()), str(run), cfg, only,
-                                                           return_state=True)
+    cfg = load_config(config, preset).with_workers(workers)
+    with run_lock(run_dir):
+        run = prepare_run(manifest, run_dir, cfg)
+        if rejected is None:
+            rejected = check_inputs(manifest, run, cfg, only)
+            only = [v.id for v in load_manifest(manifest).videos if (only is None or v.id in only)
+                    and v.id not in rejected]
+        for line in rejected.values():
+            get_run_logger().error("bad input: %s", line)
+        if only is not None and not only:
+            return Failed(message=f"nothing to run: every selected video has bad input (see `innout status {run}`)")
+        runner = dask_task_runner(cfg.dask)
+        return dataset_videos.with_options(task_runner=runner)(str(Path(manifest).resolve()), str(run), cfg, only,
+                                                               rejected, return_state=True)
 
 
 @flow(name="retry-failed", log_prints=True, validate_parameters=False)

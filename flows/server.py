@@ -1,7 +1,8 @@
 """One Prefect API for a run: ``PREFECT_API_URL`` when set, else a local ``prefect server start`` subprocess.
 
 The server runs in its own process group with ``PREFECT_HOME`` in the given directory and analytics off; it is
-stopped (its whole process group) when the context exits, also on Ctrl-C or SIGTERM.
+stopped (its whole process group) when the context exits, also on Ctrl-C or SIGTERM, and dies with the command on
+SIGKILL (:mod:`flows.server_guard`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from pathlib import Path
 
 from innout_core.errors import InnoutError
 
-__all__ = ["exit_on_signal", "free_port", "prefect_api", "start_server", "stop_server"]
+__all__ = ["GUARD", "exit_on_signal", "free_port", "prefect_api", "start_server", "stop_server"]
+
+#: The guard script the server runs under (by path: it needs nothing of the project).
+GUARD = Path(__file__).with_name("server_guard.py")
 
 
 def free_port() -> int:
@@ -44,18 +48,25 @@ def server_env(home: Path) -> dict[str, str]:
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "WARNING"),
     })
+    env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)  # the server's console is its log file
     return env
 
 
 def start_server(home: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """Start ``prefect server start`` on a free port; returns (process, api url) once /api/health answers."""
+    """Start ``prefect server start`` on a free port; returns (process, api url) once /api/health answers.
+
+    The process is :mod:`flows.server_guard` leading a new process group with the server in it: the server dies
+    with this process (parent-death signal on Linux, a watchdog on our pid everywhere), also on SIGKILL.
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(home / "server.log", "ab")
+    cmd = [_prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
-        [_prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, str(GUARD), str(os.getpid()), "--", *cmd],
         env=server_env(home), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
+    log.close()  # the server holds its own copy
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

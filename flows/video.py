@@ -17,7 +17,7 @@ import torch
 from prefect import flow, get_run_logger
 
 from flows.plan import Branch, branches
-from innout_core.config import PipelineConfig, load_config, load_manifest
+from innout_core.config import Manifest, PipelineConfig, load_config, load_manifest
 from innout_core.errors import StageError
 from tasks.common import VideoJob
 from tasks.prefect_tasks import stage_task
@@ -56,9 +56,9 @@ def runnable_branches(cfg: PipelineConfig, job: VideoJob) -> tuple[list[Branch],
     return ok, skipped
 
 
-def make_job(run_dir: Path, manifest_path: Path, video_id: str, cfg: PipelineConfig) -> VideoJob:
-    """A :class:`VideoJob` with the manifest entry's paths made absolute."""
-    man = load_manifest(manifest_path)
+def make_job(run_dir: Path, manifest: Path | Manifest, video_id: str, cfg: PipelineConfig) -> VideoJob:
+    """A :class:`VideoJob` with the manifest entry's paths made absolute (``manifest``: its path, or loaded)."""
+    man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     entry = man.video(video_id)
     entry = entry.model_copy(update={k: man.resolve(getattr(entry, k)) for k in ("path", "masks", "cameras",
                                                                                   "landmarks", "clean")})
@@ -91,8 +91,10 @@ def process_video(job: VideoJob) -> dict[str, Any]:
     Returns:
         ``{"video": id, "status": "done", "branches": [keys], "skipped": {key: [missing modules]}}``.
     """
+    from flows.runlog import attach_run_log
     from tasks import encode, metrics
 
+    attach_run_log(job.run_dir)  # this worker's records (a failure's traceback too) go to the run log
     cfg = job.config
     torch.set_num_threads(max(1, int(os.environ.get("INNOUT_THREADS", cfg.dask.threads_per_worker))))
     failed: dict[str, StageError] = {}

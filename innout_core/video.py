@@ -49,6 +49,7 @@ __all__ = [
     "ffmpeg_exe",
     "ffprobe_exe",
     "probe",
+    "frame_images",
     "iter_frames",
     "select_indices",
     "extract_frames",
@@ -131,11 +132,40 @@ class VideoInfo:
         return self.height, self.width
 
 
+#: Image files a frames directory may hold, and the frame rate given to such a directory (images carry no time).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FRAMES_DIR_FPS = Fraction(25)
+
+
+def frame_images(folder: str | Path) -> list[Path]:
+    """The images of a frames directory in frame order: file names sorted by their numbers (``2.png`` before
+    ``10.png``); frame ``i`` of the directory is the ``i``-th image (hidden files and other suffixes ignored)."""
+    def key(p: Path) -> list[int | str]:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_SUFFIXES), key=key)
+
+
+def _probe_frames_dir(path: Path) -> VideoInfo:
+    """A frames directory as a video: frame count, size of its first image (decoded), 25 frames/s."""
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise BadInputError("frames directory cannot be read (permission denied): check its permissions", path)
+    images = frame_images(path)
+    if not images:
+        raise BadInputError(f"is a directory with no frame images ({', '.join(IMAGE_SUFFIXES)}): give a video file "
+                            "or a folder of frames", path)
+    h, w = _imread_rgb(images[0]).shape[:2]
+    n, rate = len(images), FRAMES_DIR_FPS
+    return VideoInfo(path=path, width=w, height=h, frame_count=n, fps=float(rate),
+                     fps_fraction=f"{rate.numerator}/{rate.denominator}", duration=n / float(rate), rotation=0,
+                     variable_frame_rate=False, codec="images", pix_fmt="rgb24", has_audio=False,
+                     frame_times=tuple(i / float(rate) for i in range(n)))
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise BadInputError("file not found", path)
-    if path.is_dir():
-        raise BadInputError("is a directory, not a video file", path)
     if not os.access(path, os.R_OK):
         raise BadInputError("cannot be read (permission denied): check the file's permissions", path)
     if path.stat().st_size == 0:
@@ -174,10 +204,15 @@ def probe(path: str | Path, vfr_tolerance: float = 0.02) -> VideoInfo:
     are exact for files whose header lacks ``nb_frames``. ``variable_frame_rate`` is True when the frame intervals
     differ from their median by more than ``vfr_tolerance`` (relative) or ffprobe's real and average rates disagree.
 
+    A directory is a frames directory (:func:`frame_images`): its images are the frames, at 25 frames/s.
+
     Raises:
-        BadInputError: missing, empty, unreadable, corrupt or non-media file, or a file with no video stream.
+        BadInputError: missing, empty, unreadable, corrupt or non-media file, or a file with no video stream; a
+            directory without images or whose first image does not decode.
     """
     path = Path(path)
+    if path.is_dir():
+        return _probe_frames_dir(path)
     _check_file(path)
     try:
         meta = ffmpeg.probe(str(path), cmd=ffprobe_exe())

@@ -55,7 +55,15 @@ def test_bad_videos_do_not_stop_good_ones_and_retry_reruns_only_fixed(innout, gt
     assert (run / "videos" / "good" / "metrics.parquet").is_file()
     assert (run / "videos" / "good" / "encode" / "w.mp4").is_file()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["flow_states"]["good"] == "COMPLETED" and summary["flow_states"]["empty"] == "FAILED"
+    assert summary["flow_states"] == {"good": "COMPLETED", "noface": "FAILED"}  # the others never reached Dask
+    assert sorted(summary["rejected"]) == ["empty", "missing", "notvideo"]
+    # the checked-before-the-run inputs are named in one line each; the face failure's traceback is in the run
+    # log, not on the terminal (no --debug)
+    for vid, words in (("empty", "empty (0 bytes)"), ("notvideo", "ffprobe cannot read"), ("missing", "not found")):
+        assert any(ln.startswith(f"error: video '{vid}'") and words in ln for ln in out.splitlines()), (vid, out)
+    assert "Traceback" not in out and "StageError" not in out, out
+    log = (run / "logs" / "innout.log").read_text()
+    assert "Traceback" in log and "noface" in log, log[-3000:]
 
     code, out = innout.run("status", str(run))
     assert code == 1
