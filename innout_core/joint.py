@@ -52,6 +52,8 @@ __all__ = [
     "auto_masks",
     "render_composite_video",
     "validate_inputs",
+    "COMPOSITE_SR_NOISE",
+    "composite_sr",
 ]
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -242,8 +244,22 @@ def _resize(x: Tensor, R: int, mode: str) -> Tensor:
     return F.interpolate(x, size=(R, R), mode="bilinear", align_corners=False, antialias=False)
 
 
-def _sr_noise(G) -> str:
-    return getattr(G.rendering, "superresolution_noise_mode", "none")
+#: SR noise wherever the composite or the OOD-only image is super-resolved: the release uses the stored constant
+#: noise there (``triplanes_split.py:248-253``), whatever the pickle's ``superresolution_noise_mode`` says.
+COMPOSITE_SR_NOISE = "const"
+
+
+def composite_sr(superresolve: Callable[..., Tensor], feat: Tensor, ws: Tensor) -> Tensor:
+    """SR of a composite (or OOD-only) feature image as the release runs it: the raw RGB it is fed is clamped to
+    [-1, 1] and the noise is the constant one.
+
+    Args:
+        superresolve: ``G.superresolve`` (or a compiled / fine-tuned copy). feat: [N,C,R,R] features (first 3 = raw
+            RGB, about [-1,1]). ws: [N,num_ws,w_dim].
+    Returns:
+        [N,3,H,W], not clamped.
+    """
+    return superresolve(feat[:, :3].clamp(-1, 1), feat, ws, noise_mode=COMPOSITE_SR_NOISE)
 
 
 def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: JointConfig,
@@ -412,7 +428,6 @@ def run_stage_a(
                     "perm": perm, "pos": pos, "losses": list(history),
                     "masks": use_masks if cfg.mask_mode == "auto" else None}
 
-        noise = _sr_noise(G)
         plane_cache: dict[int, Tensor] = {}
         frozen_w = not ws.requires_grad
         amp_dtype = use_amp(cfg.amp, device)
@@ -443,11 +458,11 @@ def run_stage_a(
                                      release_sample_order=cfg.release_sample_order, resolution=R,
                                      with_ood_only=need_ood_only or need_ood_sr or not cfg.fused, fused=cfg.fused)
                 feat = _features_to_image(r.rgb.float(), R)
-                sr = superresolve(feat[:, :3], feat, wt, noise_mode=noise).float() if w.sr_l2 > 0 else None
+                sr = composite_sr(superresolve, feat, wt).float() if w.sr_l2 > 0 else None
                 sr_o = None
                 if need_ood_sr:
                     feat_o = _features_to_image(r.ood_rgb.float(), R)
-                    sr_o = superresolve(feat_o[:, :3], feat_o, wt, noise_mode=noise).float()
+                    sr_o = composite_sr(superresolve, feat_o, wt).float()
             raw = feat[:, :3].clamp(-1, 1) if cfg.clamp_raw else feat[:, :3]
             terms: dict[str, Tensor] = {}
             red = cfg.reduction
@@ -580,7 +595,7 @@ def render_composite_video(
                 removal_mask=None if rem is None else rem[sl], blend_scale=1.2 if rem is not None else 1.0,
             )
             feat = _features_to_image(r.rgb, R)
-            img = Gr.superresolve(feat[:, :3], feat, w, noise_mode=_sr_noise(G))
+            img = composite_sr(Gr.superresolve, feat, w)
             out["image"].append(img.clamp(-1, 1).cpu())
             out["raw"].append(feat[:, :3].clamp(-1, 1).cpu())
             out["blend"].append(_features_to_image(r.ood_share, R).clamp(0, 1).cpu())

@@ -23,8 +23,8 @@ from innout_core.errors import BadInputError, CheckpointError
 from innout_core.joint import (
     ProgressFn,
     StageAResult,
+    COMPOSITE_SR_NOISE,
     _features_to_image,
-    _sr_noise,
     validate_inputs,
 )
 from innout_core.losses import l2_loss, load_lpips, lpips_loss
@@ -88,7 +88,8 @@ def _frame_generator(base: int, t: int, device: torch.device) -> torch.Generator
 def sr_inputs(G, ood: OODField, stage_a: StageAResult, cameras: Tensor, t: int,
               generator: torch.Generator | None, *, fused: bool = True,
               grad: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """The SR inputs of frame t: raw RGB [1,3,R,R], feature image [1,C,R,R] (both about [-1,1]), w [1,14,512].
+    """The SR inputs of frame t: raw RGB [1,3,R,R] clamped to [-1,1] (as the release feeds it), feature image
+    [1,C,R,R] (about [-1,1]), w [1,14,512].
 
     ``grad=True`` builds the render's autograd graph with w (and whatever of ``ood`` requires grad) as leaves, as
     the release does in stage B; the values are the same.
@@ -104,7 +105,7 @@ def sr_inputs(G, ood: OODField, stage_a: StageAResult, cameras: Tensor, t: int,
                              form=stage_a.form, release_sample_order=stage_a.release_sample_order, resolution=R,
                              with_ood_only=not fused, fused=fused)
         feat = _features_to_image(r.rgb, R)
-    return feat[:, :3], feat, w
+    return feat[:, :3].clamp(-1, 1), feat, w
 
 
 def run_stage_b(
@@ -173,7 +174,7 @@ def run_stage_b(
                 "opt": opt.state_dict(), "rng": rng_state(generator), "base": base, "perm": perm, "pos": pos,
                 "losses": list(history)}
 
-    noise = _sr_noise(G)
+    noise = COMPOSITE_SR_NOISE  # the release's constant SR noise in the composite path
     per_epoch = -(-T // cfg.batch_frames)
     total_steps = cfg.epochs * per_epoch
     for step in range(start, total_steps):

@@ -279,10 +279,13 @@ def test_run_edits_end_to_end(tiny_G, stage_a, tmp_path):
     for name in ("smile", "glasses", "brighter"):
         assert (out[name] - recon).abs().mean() > 1e-3, name  # each edit changes the video
     assert out["brighter"].mean() > recon.mean()
-    # OOD removal (blend weights 0) is the plain face render of the stage-A latents with the same ray samples
+    # OOD removal (blend weights 0) is the plain face render of the stage-A latents with the same ray samples,
+    # super-resolved as the release's composite path does (clamped raw RGB, constant SR noise)
     gen = torch.Generator().manual_seed(7)  # frame by frame: the composite renderer draws per frame in order
     with torch.no_grad():
-        face = torch.cat([G.synthesis(sa.ws[t : t + 1], c[t : t + 1], noise_mode="const", generator=gen,
-                                      resolution=R).image for t in range(T)])
+        feats = [G.synthesis(sa.ws[t : t + 1], c[t : t + 1], noise_mode="const", generator=gen,
+                             resolution=R).feature_image for t in range(T)]
+        face = torch.cat([G.superresolve(f[:, :3].clamp(-1, 1), f, sa.ws[t : t + 1], noise_mode="const")
+                          for t, f in enumerate(feats)])
     torch.testing.assert_close(out["remove_ood"], face.clamp(-1, 1), rtol=0, atol=2e-5)  # float32 march order
     assert (out["novel_view"][0] - out["novel_view"][2]).abs().mean() > 1e-3  # the orbit moves the camera

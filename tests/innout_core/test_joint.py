@@ -139,9 +139,10 @@ def test_composite_video_removal_is_face_render(video, form) -> None:
     out = render_composite_video(G, res, c, torch.Generator().manual_seed(5), remove_ood=True, batch_size=2)
     with torch.no_grad():
         ref = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(5), resolution=16)
-    assert out.image.shape == (2, 3, 128, 128) and out.blend_map.shape == (2, 1, 16, 16)
+        sr = G.superresolve(ref.image_raw.clamp(-1, 1), ref.feature_image, ws, noise_mode="const")  # release SR
     torch.testing.assert_close(out.image_raw, ref.image_raw.clamp(-1, 1), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.image, ref.image.clamp(-1, 1), atol=1e-4, rtol=0)
+    assert out.image.shape == (2, 3, 128, 128) and out.blend_map.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(out.image, sr.clamp(-1, 1), atol=1e-4, rtol=0)
     assert out.blend_map.abs().max() == 0
     full = render_composite_video(G, res, c, torch.Generator().manual_seed(5))
     assert full.blend_map.max() > 0 and not torch.allclose(full.image_raw, out.image_raw)
@@ -165,3 +166,69 @@ def test_paper_reduction_sums_pixels_and_samples(video) -> None:
     assert hs["blend_entropy"] == pytest.approx(hm["blend_entropy"] * R * R * S, rel=1e-4)
     assert hs["latent"] == pytest.approx(hm["latent"], rel=1e-6) and hs["delta"] == pytest.approx(hm["delta"], rel=1e-6)
     assert hs["total"] == pytest.approx(hs["l2"] + hs["blend_entropy"] + hs["latent"] + 1e-3 * hs["delta"], rel=1e-6)
+
+
+def _noisy_sr_and_bright_occluder(video):
+    """A copy of G whose SR layers have non-zero noise strengths, and a stage-A result whose OOD field is an opaque,
+    saturated wall, so the composite's raw RGB exceeds 1 (2 * 1.001 - 1) and the clamp matters."""
+    import copy
+
+    from innout_core.joint import StageAResult
+    from innout_core.ood import OODField
+
+    G, frames, c, ws, masks = video
+    G2 = copy.deepcopy(G)
+    n = 0
+    with torch.no_grad():
+        for m in G2.superresolution.modules():
+            if getattr(m, "use_noise", False):
+                m.noise_strength.fill_(0.5)
+                n += 1
+        ood = OODField(2, 32, 16, generator=torch.Generator().manual_seed(1))
+        last = ood.decoder.net[2]
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[0] = 60.0
+        last.bias[1:33] = 30.0  # features sigmoid(30) * 1.002 - 0.001 = 1.001
+        last.bias[-1] = 30.0
+    assert n > 0
+    sa = StageAResult(ood_state=ood.ood_state(), phi=ood.phi.detach().clone(), ws=ws, losses=[], seconds=0.0,
+                      neural_resolution=16)
+    return G2, sa, frames, c
+
+
+def test_composite_sr_uses_const_noise_and_clamped_raw(video, monkeypatch) -> None:
+    """The release's composite path: SR(clamp(raw, -1, 1), features, w, noise_mode='const') (stage A, stage B and
+    the final renders), checked against the SR run by hand on the composite features."""
+    from innout_core.composite import render_composite
+    from innout_core.eg3d.superres import SuperresolutionHybrid8XDC
+    from innout_core.ood import OODField
+    from innout_core.sr_tuning import SRTuningConfig, run_stage_b
+
+    G, sa, frames, c = _noisy_sr_and_bright_occluder(video)
+    out = render_composite_video(G, sa, c, torch.Generator().manual_seed(5), batch_size=2)
+    with torch.no_grad():
+        ood = OODField.from_state(sa.ood_state, sa.phi, box_warp=G.rendering.box_warp)
+        r = render_composite(G, G.backbone_planes(sa.ws, noise_mode="const"), c, ood, torch.arange(2),
+                             torch.Generator().manual_seed(5), resolution=16)
+        feat = r.rgb.permute(0, 2, 1).reshape(2, -1, 16, 16)
+        assert feat[:, :3].max() > 1.001  # the clamp is exercised
+        ref = G.superresolution(feat[:, :3].clamp(-1, 1), feat, sa.ws, noise_mode="const")
+        unclamped_none = G.superresolution(feat[:, :3], feat, sa.ws, noise_mode="none")
+    torch.testing.assert_close(out.image, ref.clamp(-1, 1), atol=1e-5, rtol=0)
+    assert (out.image - unclamped_none.clamp(-1, 1)).abs().max() > 1e-2  # the old call differs
+
+    calls: list[tuple[str, float]] = []
+    orig = SuperresolutionHybrid8XDC.forward
+
+    def spy(self, rgb, x, ws, noise_mode="none", **kw):
+        calls.append((noise_mode, float(rgb.detach().abs().max())))
+        return orig(self, rgb, x, ws, noise_mode=noise_mode, **kw)
+
+    monkeypatch.setattr(SuperresolutionHybrid8XDC, "forward", spy)
+    cfg = _cfg(steps=1, lr_w=0.0, mask_mode="none", compute_unused=True)
+    cfg.weights.sr_l2 = 1.0
+    run_stage_a(G, frames, c, sa.ws, cfg, torch.Generator().manual_seed(0))
+    run_stage_b(G, sa, frames, c, SRTuningConfig.preset("tiny-demo").model_copy(update={"epochs": 1}),
+                torch.Generator().manual_seed(0))
+    assert len(calls) >= 4 and all(m == "const" and top <= 1.0 for m, top in calls), calls
