@@ -141,7 +141,11 @@ def prefect_api(home: Path) -> Iterator[str]:
     try:
         os.environ.update({"PREFECT_API_URL": url, "PREFECT_HOME": str(home),
                            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-        with exit_on_signal(proc):
+        # the environment reaches the processes started from here (Dask workers); this process's Prefect read its
+        # settings when it was imported, so they are overridden too (else its flows start an ephemeral server)
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: home}), exit_on_signal(proc):
             yield url
     finally:
         for k, v in saved.items():
@@ -149,4 +153,8 @@ def prefect_api(home: Path) -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        with contextlib.suppress(Exception):  # send the logs still queued for the API while it still answers
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
         stop_server(proc)
