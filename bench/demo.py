@@ -7,11 +7,14 @@ Dask workers) of the embedded default end to end. Prints a table and writes benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,18 +35,18 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--videos", type=int, default=3)
-    ap.add_argument("--frames", type=int, default=3)
-    ap.add_argument("--run-dir", type=Path, default=Path("/tmp/innout-demo-bench"))
-    args = ap.parse_args()
-    shutil.rmtree(args.run_dir, ignore_errors=True)
-    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--quiet", "demo", "--run-dir",
-           str(args.run_dir), "--videos", str(args.videos), "--frames", str(args.frames)]
+def watch(cmd: list[str], env: dict[str, str], cwd: Path, timeout_s: float | None = None
+          ) -> tuple[int, float, int, int, list[float], str]:
+    """Run ``cmd`` in its own process group, sampling every 0.5 s; returns (exit code, wall s, peak RSS bytes of
+    the process tree, peak RSS of the process itself, 1-min load averages, stdout+stderr). Past ``timeout_s`` the
+    whole group and every descendant (a Prefect server runs in its own session) are killed; the exit code is then
+    -9."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     ps = psutil.Process(proc.pid)
     peak_tree = peak_main = 0
     load = []
@@ -54,9 +57,31 @@ def main() -> int:
         except psutil.Error:
             pass
         load.append(os.getloadavg()[0])
+        if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+            kids = ps.children(recursive=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            for k in kids:
+                with contextlib.suppress(psutil.Error):
+                    k.kill()
+            proc.wait()
+            break
         time.sleep(0.5)
     wall = time.perf_counter() - t0
-    out = proc.stdout.read() if proc.stdout else ""
+    reader.join(5)
+    return proc.returncode, wall, peak_tree, peak_main, load, "".join(chunks)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--run-dir", type=Path, default=Path("/tmp/innout-demo-bench"))
+    args = ap.parse_args()
+    shutil.rmtree(args.run_dir, ignore_errors=True)
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "--quiet", "demo", "--run-dir",
+           str(args.run_dir), "--videos", str(args.videos), "--frames", str(args.frames)]
+    rc, wall, peak_tree, peak_main, load, out = watch(cmd, env, REPO)
     import torch
     import prefect
     import dask
@@ -68,7 +93,7 @@ def main() -> int:
                     "mean_load_avg_1m": sum(load) / max(1, len(load))},
         "versions": {"torch": torch.__version__, "prefect": prefect.__version__, "dask": dask.__version__},
         "config": {"preset": "tiny-demo", "videos": args.videos, "frames": args.frames},
-        "exit_code": proc.returncode,
+        "exit_code": rc,
         "wall_s": round(wall, 1),
         "peak_rss_all_processes_mib": round(peak_tree / 2**20, 1),
         "peak_rss_cli_mib": round(peak_main / 2**20, 1),
@@ -80,9 +105,9 @@ def main() -> int:
     print(f"{'mean 1-min load average':32s} {result['machine']['mean_load_avg_1m']:.1f} (on {os.cpu_count()} cores)")
     dest = REPO / "bench" / "results" / "demo.json"
     atomic_write_json(dest, result)
-    if proc.returncode != 0:
+    if rc != 0:
         print(out[-3000:])
-    return proc.returncode
+    return rc
 
 
 if __name__ == "__main__":

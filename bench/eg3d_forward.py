@@ -67,53 +67,90 @@ def _child_official(name: str, repeats: int, threads: int) -> dict:
     }
 
 
+def time_synthesis(g, repeats: int, *, batch: int = 1, amp: str = "off", compile: bool = False,
+                   compile_backend: str = "inductor") -> dict:
+    """Seconds per synthesis of ``batch`` images on ``g``'s device: one warm-up call (which includes any
+    ``torch.compile`` compilation, reported as ``warmup_s``), then ``repeats`` timed calls under ``inference_mode``;
+    median total and per-stage breakdown (mapping / backbone / renderer / SR). ``amp``: "off", "bf16" or "fp16",
+    resolved by ``innout_core.precision.use_amp`` (what the pipeline would run on this device; the effective
+    dtype is reported). ``compile``: ``torch.compile`` the renderer and the SR separately (the backbone's
+    per-block calls would exceed dynamo's recompile limit)."""
+    import torch
+
+    from innout_core.eg3d.generator import features_to_image
+    from innout_core.precision import autocast, use_amp
+
+    dev = next(g.parameters()).device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    dtype = use_amp(amp, dev)
+    c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]],
+                     device=dev).repeat(batch, 1)
+    z = torch.randn(batch, g.z_dim, generator=torch.Generator().manual_seed(0)).to(dev)
+    r = g.neural_rendering_resolution
+    backbone, render, superresolve = g.backbone_planes, g.render, g.superresolve
+    if compile:  # the renderer and the SR (the stages compile the SR); the StyleGAN2 backbone stays eager
+        render, superresolve = (torch.compile(f, backend=compile_backend) for f in (render, superresolve))
+    totals, parts = [], {"mapping": [], "backbone": [], "renderer": [], "sr": []}
+    cpu = []
+    warmup = 0.0
+    with torch.inference_mode(), autocast(dtype, dev):
+        for i in range(repeats + 1):
+            gen = torch.Generator(dev).manual_seed(i)
+            sync()
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            ws = g.mapping(z, c, truncation_psi=0.7)
+            sync()
+            t1 = time.perf_counter()
+            planes = backbone(ws, noise_mode="const", generator=gen)
+            sync()
+            t2 = time.perf_counter()
+            out = render(planes, c, generator=gen)
+            feat = features_to_image(out.rgb, r)
+            sync()
+            t3 = time.perf_counter()
+            img = superresolve(feat[:, :3], feat, ws)
+            sync()
+            t4 = time.perf_counter()
+            c4 = time.process_time()
+            if i == 0:
+                warmup = t4 - t0
+                continue  # warm-up
+            totals.append(t4 - t0)
+            cpu.append(c4 - c0)
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                parts[key].append(dt)
+    return {
+        "seconds_median": statistics.median(totals),
+        "seconds_all": totals,
+        "cpu_seconds_median": statistics.median(cpu),
+        "breakdown_median": {k: statistics.median(v) for k, v in parts.items()},
+        "warmup_s": warmup,
+        "batch": batch, "amp": amp, "dtype": str(dtype or torch.float32).replace("torch.", ""),
+        "compile": compile, "compile_backend": compile_backend if compile else None,
+        "image_finite": bool(torch.isfinite(img).all()),
+        "neural_rendering_resolution": r,
+        "samples_per_ray": [g.rendering.depth_resolution, g.rendering.depth_resolution_importance],
+        "image_resolution": g.img_resolution,
+    }
+
+
 def _child(name: str, repeats: int, threads: int) -> dict:
     """Runs in the child process: build, warm up, time; returns the figures."""
     import torch
 
     torch.set_num_threads(threads)
     from innout_core.eg3d.configs import build_generator
-    from innout_core.eg3d.generator import features_to_image
 
     g = build_generator(name, seed=0)
-    c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]])
-    z = torch.randn(1, g.z_dim, generator=torch.Generator().manual_seed(0))
-    r = g.neural_rendering_resolution
-    totals, parts = [], {"mapping": [], "backbone": [], "renderer": [], "sr": []}
-    cpu = []
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            gen = torch.Generator().manual_seed(i)
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            ws = g.mapping(z, c, truncation_psi=0.7)
-            t1 = time.perf_counter()
-            planes = g.backbone_planes(ws, noise_mode="const", generator=gen)
-            t2 = time.perf_counter()
-            out = g.render(planes, c, generator=gen)
-            feat = features_to_image(out.rgb, r)
-            t3 = time.perf_counter()
-            g.superresolve(feat[:, :3], feat, ws)
-            t4 = time.perf_counter()
-            c4 = time.process_time()
-            if i == 0:
-                continue  # warm-up
-            totals.append(t4 - t0)
-            cpu.append(c4 - c0)
-            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                parts[key].append(dt)
+    t = time_synthesis(g, repeats)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "config": name,
         "variant": "ours",
-        "seconds_median": statistics.median(totals),
-        "seconds_all": totals,
-        "cpu_seconds_median": statistics.median(cpu),
-        "breakdown_median": {k: statistics.median(v) for k, v in parts.items()},
+        **{k: t[k] for k in ("seconds_median", "seconds_all", "cpu_seconds_median", "breakdown_median")},
         "peak_rss_gb": peak_kb * 1024 / 1e9,
-        "neural_rendering_resolution": r,
-        "samples_per_ray": [g.rendering.depth_resolution, g.rendering.depth_resolution_importance],
-        "image_resolution": g.img_resolution,
+        **{k: t[k] for k in ("neural_rendering_resolution", "samples_per_ray", "image_resolution")},
     }
 
 

@@ -31,6 +31,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "inversion_step.json"
 
 
 def _child(spec: dict) -> dict:
+    """One measurement in this process: ``spec`` = generator, device, amp ("off"/"bf16"), steps, threads and
+    optionally method ("w+", default, or "pti": PTI generator-tuning steps around a W+ pivot)."""
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -44,9 +46,15 @@ def _child(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     G = build_generator(spec["generator"]).to(dev).requires_grad_(False)
     frames, c, _, _ = _inputs(G, 1, dev)
+    method = spec.get("method", "w+")
     cfg = inversion.InversionConfig.preset("paper", "w+").model_copy(update={
         "steps": spec["steps"] + 1, "init_samples": 1, "init_metric": "l2", "lr_schedule": "constant",
         "amp": spec["amp"]})
+    pivot = None
+    if method == "pti":  # PTI steps tune G around an (untimed, 1-step) W+ pivot; the latent phase is skipped
+        pivot = inversion.invert_video(G, frames, c, cfg.model_copy(update={"steps": 1}),
+                                       torch.Generator(dev).manual_seed(0))
+        cfg = cfg.model_copy(update={"method": "pti", "pti_steps": spec["steps"] + 1})
     marks: list[tuple[float, float, float]] = []
 
     def progress(step: int, total: int, rec: dict) -> None:
@@ -55,7 +63,7 @@ def _child(spec: dict) -> dict:
         marks.append((time.perf_counter(), _cpu_s(), rec["loss"]))
 
     start = (time.perf_counter(), _cpu_s())
-    inversion.invert_video(G, frames, c, cfg, torch.Generator(dev).manual_seed(0), progress=progress)
+    inversion.invert_video(G, frames, c, cfg, torch.Generator(dev).manual_seed(0), progress=progress, pivot=pivot)
     walls = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
     cpus = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
     return {"warmup_wall_s": marks[0][0] - start[0], "step_wall_s": walls, "step_cpu_s": cpus,

@@ -206,6 +206,71 @@ def _run(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def variants(stage: str, cuda: bool, cpu_bf16: bool, switches: bool) -> dict[str, dict]:
+    """Variant name -> config overrides for one stage: ``official``, ``fast`` (bf16 on CUDA and on CPUs with native
+    bf16, ``torch.compile`` on CUDA), ``fast, fp32`` where bf16 is on, and with ``switches`` one row per switch."""
+    off = OFFICIAL_A if stage == "A" else OFFICIAL_B
+    fast = (FAST_A_CUDA if cuda else FAST_A) if stage == "A" else (FAST_B_CUDA if cuda else FAST_B)
+    bf16 = cuda or cpu_bf16
+    fast = {**fast, "amp": "bf16"} if bf16 else fast
+    out = {"official": off, "fast": {**off, **fast}}
+    if bf16:  # the same fast path in fp32: what the bf16 switch adds on top
+        out["fast, fp32"] = {**off, **fast, "amp": "off"}
+    if switches:
+        sw = SWITCHES_A if stage == "A" else SWITCHES_B
+        sw = {**sw, **(BF16 if bf16 else {})}
+        if cuda:
+            sw = {**sw, **(SWITCHES_A_CUDA if stage == "A" else SWITCHES_B_CUDA)}
+        out.update({f"official + {k}": {**off, **v} for k, v in sw.items()})
+    return out
+
+
+def with_epoch(r: dict, spec: dict) -> dict:
+    """Add the spec's identity and, for stage B, the epoch figures (``epoch_cpu_s``/``epoch_wall_s`` for
+    ``spec['frames']`` frames, the cached render amortised over the paper's epochs) to a measurement ``r``."""
+    ov = spec["overrides"]
+    r.update({k: spec[k] for k in ("generator", "device", "stage", "variant", "overrides")})
+    if spec["stage"] == "B":
+        T = spec["frames"]
+        amort = T * r["render_cpu_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
+        amort_w = T * r["render_wall_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
+        n = -(-T // ov.get("batch_frames", 1))  # steps per epoch
+        r["epoch_frames"] = T
+        r["epoch_cpu_s"] = n * r["step_cpu_median_s"] + amort
+        r["epoch_wall_s"] = n * r["step_wall_median_s"] + amort_w
+    return r
+
+
+def measure(spec: dict, in_process: bool = False) -> dict:
+    """One measurement (its own child process unless ``in_process``), with :func:`with_epoch`'s figures."""
+    return with_epoch(_child(spec) if in_process else _run(spec), spec)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One summary row per measurement: the stage's unit (A: step, B: epoch), CPU and wall seconds, speed-up over
+    the ``official`` row of the same device, generator and stage (measured in the same run), peak memory."""
+    summary = []
+    keys = list(dict.fromkeys((r["device"], r["generator"], r["stage"]) for r in rows))
+    for dev, gen, stage in keys:
+        sel = {r["variant"]: r for r in rows if (r["device"], r["generator"], r["stage"]) == (dev, gen, stage)}
+        if "official" not in sel:
+            continue
+        key = "step" if stage == "A" else "epoch"
+        o = sel["official"]
+        for name, r in sel.items():
+            summary.append({
+                "device": dev, "generator": gen, "stage": stage, "variant": name, "unit": key,
+                "cpu_s": r[f"{key}_cpu_s" if stage == "B" else "step_cpu_median_s"],
+                "wall_s": r[f"{key}_wall_s" if stage == "B" else "step_wall_median_s"],
+                "speedup_cpu_s": (o["epoch_cpu_s"] / r["epoch_cpu_s"]) if stage == "B"
+                else o["step_cpu_median_s"] / r["step_cpu_median_s"],
+                "speedup_wall_s": (o["epoch_wall_s"] / r["epoch_wall_s"]) if stage == "B"
+                else o["step_wall_median_s"] / r["step_wall_median_s"],
+                "peak_rss_gb": r["peak_rss_gb"], "cuda_max_allocated_gb": r["cuda_max_allocated_gb"],
+            })
+    return summary
+
+
 def _machine() -> dict:
     import torch
 
@@ -248,56 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dev in devices:
         for gen in a.generators:
-            cuda = dev == "cuda"
-            switches = not a.no_switches and not (a.quick and (gen != "tiny" or cuda))
+            switches = not a.no_switches and not (a.quick and (gen != "tiny" or dev == "cuda"))
             for stage in ("A", "B"):
-                off = OFFICIAL_A if stage == "A" else OFFICIAL_B
-                fast = (FAST_A_CUDA if cuda else FAST_A) if stage == "A" else (FAST_B_CUDA if cuda else FAST_B)
-                bf16 = cuda or cpu_bf16
-                fast = {**fast, "amp": "bf16"} if bf16 else fast
-                variants = {"official": off, "fast": {**off, **fast}}
-                if bf16:  # the same fast path in fp32: what the bf16 switch adds on top
-                    variants["fast, fp32"] = {**off, **fast, "amp": "off"}
-                if switches:
-                    sw = SWITCHES_A if stage == "A" else SWITCHES_B
-                    sw = {**sw, **(BF16 if bf16 else {})}
-                    if cuda:
-                        sw = {**sw, **(SWITCHES_A_CUDA if stage == "A" else SWITCHES_B_CUDA)}
-                    variants.update({f"official + {k}": {**off, **v} for k, v in sw.items()})
-                for name, ov in variants.items():
+                for name, ov in variants(stage, dev == "cuda", cpu_bf16, switches).items():
                     spec = {"generator": gen, "device": dev, "stage": stage, "variant": name, "overrides": ov,
                             "steps": steps, "frames": max(frames, 2), "threads": a.threads}
-                    r = _run(spec)
-                    r.update({k: spec[k] for k in ("generator", "device", "stage", "variant", "overrides")})
-                    if stage == "B":
-                        T = spec["frames"]
-                        amort = T * r["render_cpu_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
-                        amort_w = T * r["render_wall_s"] / PAPER_EPOCHS_B if ov.get("cached") else 0.0
-                        n = -(-T // ov.get("batch_frames", 1))  # steps per epoch
-                        r["epoch_frames"] = T
-                        r["epoch_cpu_s"] = n * r["step_cpu_median_s"] + amort
-                        r["epoch_wall_s"] = n * r["step_wall_median_s"] + amort_w
+                    r = measure(spec)
                     rows.append(r)
                     print(f"{dev:5s} {gen:12s} {stage} {name:55s} step {r['step_wall_median_s']:8.2f} s wall "
                           f"{r['step_cpu_median_s']:8.2f} s cpu  peak {r['peak_rss_gb']:.2f} GB", flush=True)
-    summary = []
-    for dev in devices:
-        for gen in a.generators:
-            for stage in ("A", "B"):
-                sel = {r["variant"]: r for r in rows if (r["device"], r["generator"], r["stage"]) == (dev, gen, stage)}
-                key = "step" if stage == "A" else "epoch"
-                o = sel["official"]
-                for name, r in sel.items():
-                    summary.append({
-                        "device": dev, "generator": gen, "stage": stage, "variant": name, "unit": key,
-                        "cpu_s": r[f"{key}_cpu_s" if stage == "B" else "step_cpu_median_s"],
-                        "wall_s": r[f"{key}_wall_s" if stage == "B" else "step_wall_median_s"],
-                        "speedup_cpu_s": (o["epoch_cpu_s"] / r["epoch_cpu_s"]) if stage == "B"
-                        else o["step_cpu_median_s"] / r["step_cpu_median_s"],
-                        "speedup_wall_s": (o["epoch_wall_s"] / r["epoch_wall_s"]) if stage == "B"
-                        else o["step_wall_median_s"] / r["step_wall_median_s"],
-                        "peak_rss_gb": r["peak_rss_gb"], "cuda_max_allocated_gb": r["cuda_max_allocated_gb"],
-                    })
+    summary = summarize(rows)
     print(f"\n{'device':6s}{'generator':13s}{'st':3s}{'variant':58s}{'unit':>6s}{'cpu s':>9s}{'wall s':>9s}"
           f"{'x cpu':>7s}{'x wall':>7s}{'peak GB':>8s}")
     for s in summary:

@@ -34,12 +34,14 @@ PAPER_HOURS = {"ours_total": 2.68, "w+": 0.49, "pti": 1.45, "gpu": "RTX A6000"}
 
 def project(summary: list[dict], generator: str, device: str, frames: int, steps_a: int, epochs_b: int,
             inversion_steps: int, inversion_step_s: float | None, clock: str,
-            inversion_rows: list[dict] | None = None) -> dict:
-    """Hours per stage and in total for the official and fast variants (``clock`` = 'cpu_s' or 'wall_s')."""
+            inversion_rows: list[dict] | None = None, rows: list[dict] | None = None) -> dict:
+    """Hours per stage and in total for the official and fast variants (``clock`` = 'cpu_s' or 'wall_s').
+    ``summary``/``rows``: ``stage_step.json``'s (``rows`` default: the ones :func:`main` loaded)."""
     sel = {(s["stage"], s["variant"]): s for s in summary if s["generator"] == generator and s["device"] == device}
     if ("A", "official") not in sel or ("B", "fast") not in sel:
         raise SystemExit(f"stage_step.json has no {generator}/{device} rows; run bench/stage_step.py first")
-    b_frames = next(r for r in _rows if r["generator"] == generator and r["device"] == device
+    b_frames = next(r for r in (_rows if rows is None else rows)
+                    if r["generator"] == generator and r["device"] == device
                     and r["stage"] == "B")["epoch_frames"]
     estimate = sel.get(("A", "fast, fp32"), sel[("A", "fast")])[clock]
     measured = {r["amp"]: r[f"step_{clock.split('_')[0]}_median_s"] for r in inversion_rows or []
