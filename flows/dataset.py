@@ -25,7 +25,8 @@ from innout_core.errors import BadInputError
 from innout_core.store import atomic_write_json
 from tasks.frames import check_input, record_rejected
 
-__all__ = ["check_inputs", "dask_task_runner", "dataset_flow", "dataset_videos", "prepare_run", "retry_failed_flow", "video_task"]
+__all__ = ["check_inputs", "dask_task_runner", "dataset_flow", "dataset_videos", "prepare_run", "retry_failed_flow",
+           "video_task"]
 
 video_task = task(process_video, name="video", task_run_name="video[{job.video.id}]", cache_policy=NO_CACHE,
                   persist_result=False, retries=0)

@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 POLL_S = 0.5
 GRACE_S = 5.0

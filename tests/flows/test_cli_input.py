@@ -17,20 +17,19 @@ import flows.server
 from flows.cli import exit_code, main, os_error_line
 from flows.status import run_status
 from innout_core.store import read_record, stage_dir
+from tests.flows.inprocess import isolated_cli
 
 
 @pytest.fixture(autouse=True)
 def _no_server(monkeypatch):
-    """The command's environment changes are undone; starting a server or a flow fails the test."""
-    saved = dict(os.environ)
+    """The command's global changes are undone; starting a server fails the test."""
 
     def refuse(*_a, **_k):
         raise AssertionError("a Prefect server was started")
 
     monkeypatch.setattr(flows.server, "start_server", refuse)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    with isolated_cli():
+        yield
 
 
 def _ffmpeg(*args: str) -> None:

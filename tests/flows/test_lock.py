@@ -19,6 +19,7 @@ import yaml
 
 from flows.lock import LOCK_NAME, RunLockedError, holder, run_lock
 from flows.server import GUARD
+from tests.flows.inprocess import isolated_cli
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = ("import sys, time\nfrom flows.lock import run_lock\n"
@@ -72,11 +73,10 @@ def test_lock_is_reentrant_within_a_process(tmp_path):
 def test_commands_refuse_a_held_run_but_status_and_tables_read_it(tmp_path, capsys):
     from flows.cli import main
 
-    saved = dict(os.environ)
     man = tmp_path / "m.yaml"
     man.write_text(yaml.safe_dump({"name": "m", "videos": [{"id": "a", "path": "gone.mp4"}]}))
     run = tmp_path / "run"
-    try:
+    with isolated_cli():
         assert main(["--quiet", "run", str(man), "--run-dir", str(run)]) == 2  # bad input: a run.yaml, no server
         capsys.readouterr()
         p = _start_holder(run)
@@ -92,9 +92,6 @@ def test_commands_refuse_a_held_run_but_status_and_tables_read_it(tmp_path, caps
         finally:
             p.kill()
             p.wait()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.mark.parametrize("deathsig", [True, False], ids=["parent-death-signal", "watchdog"])
