@@ -6,7 +6,8 @@ Official behaviour followed (spec `in-n-out-official-code.md` §5):
 * InterfaceGAN (§5.2): ``w' = w + f * d``; a ``[1, 512]`` boundary is broadcast to all 14 style vectors; f = 2.2.
 * StyleCLIP (§5.1): ``w' = w + s * M(w)`` with the official ``LevelsMapper`` (coarse 0-3, medium 4-7, fine 8-13,
   each PixelNorm + 4 x EqualLinear(512, 512, lr_mul 0.01, fused leaky ReLU)); s = 0.04 (``run_test_styleclip.sh``).
-* OOD removal (§5.4): delegated to the composite renderer (``remove_ood=True``).
+* OOD removal (§5.4): delegated to the composite renderer (``remove_ood=True``). With user masks the release's
+  rule (5x5-dilated mask, b x 1.2, b = 0 on OOD rays); without, the paper's (b = 0 on every ray: the face alone).
 * Novel views (§5.6): one frame's w+ and phi rendered along ``eg3d.camera.orbit_labels``.
 * Smoothing (§5.5): causal 3-tap kernel [0.125, 0.375, 0.5] on w+, phi and the SR block0 features.
 
@@ -140,6 +141,8 @@ class EditConfig(BaseModel):
         None, description="direction derived from the generator itself (tiny-demo); None = off")
     novel_view: NovelViewConfig = Field(default_factory=NovelViewConfig, description="orbit settings")
     remove_ood: bool = Field(True, description="render the 'remove_ood' output (OOD blend weights set to 0)")
+    removal_masks: bool = Field(True, description="with user masks, remove by the release's rule (5x5-dilated mask, "
+                                "b x 1.2, b = 0 on OOD rays); False or no masks: b = 0 on every ray (paper)")
     smooth: SmoothConfig = Field(default_factory=SmoothConfig, description="causal smoothing factors")
 
     @classmethod
@@ -502,6 +505,7 @@ def run_edits(
     generator: torch.Generator,
     *,
     sr_state: dict[str, Tensor] | None = None,
+    removal_masks: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Render every configured edit through the composite renderer.
 
@@ -513,6 +517,8 @@ def run_edits(
         generator: RNG for the renderer's stratified/importance samples (re-seeded copy per output, so every edit
             sees the same ray samples as the reconstruction).
         sr_state: fine-tuned SR state dict from stage B.
+        removal_masks: [T,1,H,W] user masks (1 = face, 0 = OOD): with ``cfg.removal_masks`` the ``remove_ood``
+            output follows the release's rule; None = the paper's rule.
     Returns:
         ``{name: frames [T', 3, H, W] in [-1, 1]}`` with one entry per InterfaceGAN/StyleCLIP/synthetic edit name,
         ``"remove_ood"`` and ``"novel_view"`` (T' = ``cfg.novel_view.n_frames``) when enabled.
@@ -537,12 +543,15 @@ def run_edits(
     ws0 = causal_smooth(base.ws, cfg.smooth.ws) if cfg.smooth.ws > 0 else base.ws
     seed_state = generator.get_state()
 
+    rem_masks = removal_masks if (cfg.removal_masks and removal_masks is not None) else None
+
     def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False, frame_index: Tensor | None = None) -> Tensor:
         generator.set_state(seed_state)
         # hooks survive the SR copy render_composite_video makes for sr_state (deepcopy keeps hook callables)
         with torch.no_grad(), smooth_sr_block0(G, cfg.smooth.sr):
             out = render_composite_video(G, sa, cams, generator, sr_state=sr_state, remove_ood=remove_ood,
-                                         ws_override=ws, frame_index=frame_index)
+                                         ws_override=ws, frame_index=frame_index,
+                                         removal_masks=rem_masks if remove_ood else None)
         return out.image.clamp(-1, 1)
 
     results: dict[str, Tensor] = {}

@@ -3,7 +3,9 @@
 In-N-Out branches render through the composite renderer with the stage-B SR (``joint.render_composite_video``,
 ``edit.run_edits``: semantic edits, OOD removal, novel views). Baselines (W / W+ / PTI) apply the same InterfaceGAN
 and StyleCLIP edits to their latents and render with ``inversion.render_inversion`` (their reconstruction is the
-inversion stage's render).
+inversion stage's render). Every edit is rendered with the same ray-sample seed as its reconstruction, so an edit
+differs from the reconstruction only by the edit (Table 2 compares like with like). The ``user-masks`` branch
+removes the OOD content by the release's rule with its masks (``edit.removal_masks``).
 """
 
 from __future__ import annotations
@@ -54,29 +56,37 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
             recon = render_composite_video(G, sa, cams, stage_generator(job, stage + "/recon", dev), sr_state=sr)
             out["recon"] = recon.image.clamp(-1, 1)
             out["aux.blend_map"] = recon.blend_map  # [T,1,R,R] in [0,1], for the report
-            for name, frames in run_edits(G, sa, cams, ecfg, stage_generator(job, stage, dev), sr_state=sr).items():
+            user_masks = sa.masks if branch.variant == "user-masks" else None
+            removal = "release rule, user masks" if (user_masks is not None and ecfg.remove_ood
+                                                     and ecfg.removal_masks) else "b = 0 on every ray"
+            for name, frames in run_edits(G, sa, cams, ecfg, stage_generator(job, stage + "/recon", dev), sr_state=sr,
+                                          removal_masks=user_masks).items():
                 out[f"edit.{name}"] = frames.clamp(-1, 1)
         else:
             from innout_core.inversion import render_inversion
-            from tasks.inversion import load_inversion
+            from tasks.inversion import invert_stage, load_inversion
 
             res, renders = load_inversion(job, branch.method, branch.mode, dev)
             out["recon"] = renders
+            removal = None
+            recon_seed = invert_stage(branch.method, branch.mode) + "/render"  # the seed of the inversion's render
             # the same edits as In-N-Out: a preset's generator-made direction is saved next to the outputs
             for e in ecfg.materialise(G, d / "directions").interfacegan:
                 direction = load_direction(e.path, w_dim=res.ws.shape[-1], n_ws=res.ws.shape[1]).to(dev)
                 ws = apply_interfacegan(res.ws, direction, e.strength, e.layers)
                 out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
-                                                         stage_generator(job, stage + "/" + e.name, dev))
+                                                         stage_generator(job, recon_seed, dev))
             for e in ecfg.styleclip:
                 mapper = load_styleclip_mapper(e.path).to(dev)
                 with torch.no_grad():
                     ws = apply_styleclip(res.ws, mapper, e.strength)
                 out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
-                                                         stage_generator(job, stage + "/" + e.name, dev))
+                                                         stage_generator(job, recon_seed, dev))
         save_tensors(d / "edits.safetensors", out)
-        return StageOutput({"edits": "edits.safetensors"},
-                           {"edits": sorted(k[5:] for k in out if k.startswith("edit."))})
+        info = {"edits": sorted(k[5:] for k in out if k.startswith("edit."))}
+        if removal is not None and "edit.remove_ood" in out:
+            info["removal"] = removal
+        return StageOutput({"edits": "edits.safetensors"}, info)
 
     return run_stage(job, stage, inputs, config_hash(ecfg, edit_files, cfg.generator, cfg.seed), body)
 
