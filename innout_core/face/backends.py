@@ -60,6 +60,18 @@ class FaceBackend(ABC):
             index: the frame's position in the video (used by the `given` backend).
         """
 
+    def landmarks_in_box(self, frame: np.ndarray, box: np.ndarray) -> Detection | None:
+        """Run the landmark model on a given box (no detector): the track's predicted box when the detector missed.
+
+        Args:
+            frame: [H, W, 3] uint8 RGB.
+            box: [4] (x0, y0, x1, y1) frame pixels.
+        Returns:
+            a Detection (score NaN; descriptor computed lazily when the backend has one), or None when the backend
+            has no landmark model of its own (e.g. `given`).
+        """
+        return None
+
     def identity_distance(self, a: np.ndarray, b: np.ndarray) -> float:
         """Distance between two descriptors (Euclidean by default); same person when <= `identity_threshold`."""
         return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))

@@ -57,17 +57,27 @@ class DlibBackend(FaceBackend):
         self._predictor = dlib.shape_predictor(str(predictor))
         self._recognizer = dlib.face_recognition_model_v1(str(recognizer)) if descriptors else None
 
+    def _shape(self, frame: np.ndarray, rect, score: float) -> Detection:
+        shape = self._predictor(frame, rect)
+        lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        describe = None
+        if self._recognizer is not None:
+            describe = partial(self._recognizer.compute_face_descriptor, frame, shape)
+        box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
+        return Detection(box=box, score=score, landmarks=lm, describe=describe)
+
     def detect(self, frame: np.ndarray, index: int) -> list[Detection]:
         """All faces in an [H, W, 3] uint8 RGB frame, highest HOG margin first."""
         frame = check_frame(frame)
         rects, scores, _ = self._detector.run(frame, self.upsample, self.score_threshold)
-        out = []
-        for rect, score in zip(rects, scores):
-            shape = self._predictor(frame, rect)
-            lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-            describe = None
-            if self._recognizer is not None:
-                describe = partial(self._recognizer.compute_face_descriptor, frame, shape)
-            box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
-            out.append(Detection(box=box, score=float(score), landmarks=lm, describe=describe))
+        out = [self._shape(frame, rect, float(score)) for rect, score in zip(rects, scores)]
         return sorted(out, key=lambda d: -d.score)
+
+    def landmarks_in_box(self, frame: np.ndarray, box: np.ndarray) -> Detection:
+        """The 68-point shape predictor on a given (x0, y0, x1, y1) box (dlib's box convention: right/bottom
+        exclusive), score NaN; the descriptor of that shape is offered lazily."""
+        import dlib
+
+        frame = check_frame(frame)
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        return self._shape(frame, dlib.rectangle(x0, y0, x1 - 1, y1 - 1), float("nan"))

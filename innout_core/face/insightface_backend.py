@@ -142,3 +142,20 @@ class InsightfaceBackend(FaceBackend):
             out.append(Detection(box=np.asarray(boxes[i, :4], np.float64), score=float(boxes[i, 4]),
                                  landmarks=lm, descriptor=desc))
         return sorted(out, key=lambda d: -d.score)
+
+    def landmarks_in_box(self, frame: np.ndarray, box: np.ndarray) -> Detection:
+        """`1k3d68` on a given (x0, y0, x1, y1) box (it crops around the box itself), score NaN; the ArcFace
+        embedding uses the 5 points of the 68 (68→5 rule) in place of SCRFD's keypoints."""
+        from insightface.app.common import Face
+
+        from .landmarks import landmarks68_to_5
+
+        bgr = cv2.cvtColor(check_frame(frame), cv2.COLOR_RGB2BGR)
+        face = Face(bbox=np.asarray(box, np.float32), kps=None, det_score=float("nan"))
+        lm = np.asarray(self._landmark.get(bgr, face), dtype=np.float64)[:, :2]
+        desc = None
+        if self._arcface is not None:
+            face.kps = landmarks68_to_5(lm).astype(np.float32)
+            emb = np.asarray(self._arcface.get(bgr, face), dtype=np.float32)
+            desc = emb / max(float(np.linalg.norm(emb)), 1e-12)
+        return Detection(box=np.asarray(box, np.float64), score=float("nan"), landmarks=lm, descriptor=desc)

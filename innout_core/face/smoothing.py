@@ -1,4 +1,6 @@
-"""Temporal landmark smoothing over a sliding window (official 3-tap box, spec §1.4, or a centred Gaussian)."""
+"""Temporal landmark smoothing: the official 3-tap box (spec §1.4), a centred Gaussian, and two filters that cut
+detector jitter without lagging real head motion: Savitzky-Golay (a local polynomial fit, exact on motion of up to
+its order) and One-Euro (Casiez et al. 2012: a low-pass whose cut-off rises with speed)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import gaussian_filter1d
+from scipy.signal import savgol_filter
 
-__all__ = ["SmoothingConfig", "box_smooth", "gaussian_smooth", "smooth_landmarks"]
+__all__ = ["SmoothingConfig", "box_smooth", "gaussian_smooth", "savgol_smooth", "one_euro_smooth",
+           "smooth_landmarks"]
 
 
 class SmoothingConfig(BaseModel):
@@ -16,12 +20,20 @@ class SmoothingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["box", "gaussian", "none"] = Field(
-        "box", description="'box' = official smooth_video_lms.py mean filter, 'gaussian' = centred Gaussian")
+    method: Literal["box", "gaussian", "savgol", "one_euro", "none"] = Field(
+        "box", description="'box' = official smooth_video_lms.py mean filter, 'gaussian' = centred Gaussian, "
+                           "'savgol' = Savitzky-Golay, 'one_euro' = One-Euro filter")
     n_pre: int = Field(1, ge=0, description="box: frames before the current one in the window (official 1)")
     n_next: int = Field(1, ge=0, description="box: frames after the current one in the window (official 1)")
     sigma: float = Field(1.0, gt=0, description="gaussian: standard deviation, in frames")
     truncate: float = Field(3.0, gt=0, description="gaussian: window half-width in standard deviations")
+    window: int = Field(9, ge=3, description="savgol: window length in frames (odd)")
+    polyorder: int = Field(2, ge=0, description="savgol: polynomial order (< window)")
+    min_cutoff: float = Field(0.04, gt=0, lt=0.5, description="one_euro: cut-off at rest, cycles per frame")
+    beta: float = Field(4.0, ge=0, description="one_euro: cut-off increase per unit speed (cycles per frame per "
+                                               "inter-ocular distance per frame)")
+    d_cutoff: float = Field(0.1, gt=0, lt=0.5, description="one_euro: cut-off of the speed estimate, cycles per "
+                                                           "frame")
 
 
 def box_smooth(lm: np.ndarray, n_pre: int = 1, n_next: int = 1) -> np.ndarray:
@@ -55,6 +67,60 @@ def gaussian_smooth(lm: np.ndarray, sigma: float = 1.0, truncate: float = 3.0) -
     return gaussian_filter1d(lm, sigma=sigma, axis=0, mode="nearest", truncate=truncate)
 
 
+def savgol_smooth(lm: np.ndarray, window: int = 9, polyorder: int = 2) -> np.ndarray:
+    """Savitzky-Golay filter along time (scipy, `mode='interp'`: the ends are the polynomial fit of the first /
+    last window). The window shrinks to the largest odd length <= T for short videos.
+
+    Args:
+        lm: [T, K, D] float landmarks (pixels).
+    Returns:
+        [T, K, D] float64; a polynomial trajectory of degree <= `polyorder` is returned unchanged (no lag).
+    """
+    lm = np.asarray(lm, dtype=np.float64)
+    n = lm.shape[0]
+    w = min(window if window % 2 else window + 1, n if n % 2 else n - 1)
+    if w <= polyorder or w < 3:
+        return lm.copy()
+    return savgol_filter(lm, w, polyorder, axis=0, mode="interp")
+
+
+def _alpha(cutoff: np.ndarray | float) -> np.ndarray | float:
+    """Smoothing factor of a first-order low-pass with `cutoff` cycles per frame, sampled once per frame."""
+    tau = 1.0 / (2 * np.pi * cutoff)
+    return 1.0 / (1.0 + tau)
+
+
+def one_euro_smooth(lm: np.ndarray, min_cutoff: float = 0.04, beta: float = 4.0, d_cutoff: float = 0.1,
+                    scale: float | None = None) -> np.ndarray:
+    """One-Euro filter (causal) along time, per landmark: cut-off = min_cutoff + beta * speed, the speed being the
+    low-passed 2D landmark velocity in units of `scale` per frame.
+
+    Args:
+        lm: [T, K, D] float landmarks (pixels).
+        scale: length unit of the speed (pixels); default the median inter-ocular distance (68 points: outer
+            eye corners; 5 points: eye centres), so the parameters do not depend on the face size.
+    Returns:
+        [T, K, D] float64; out_0 = lm_0.
+    """
+    lm = np.asarray(lm, dtype=np.float64)
+    if lm.shape[0] == 0:
+        return lm.copy()
+    if scale is None:
+        a, b = (36, 45) if lm.shape[1] == 68 else (0, 1)
+        scale = float(np.median(np.linalg.norm(lm[:, a, :2] - lm[:, b, :2], axis=-1))) if lm.shape[1] > b else 1.0
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    out = np.empty_like(lm)
+    out[0] = lm[0]
+    dx = np.zeros(lm.shape[1:])
+    ad = _alpha(d_cutoff)
+    for t in range(1, lm.shape[0]):
+        dx = ad * (lm[t] - out[t - 1]) / scale + (1 - ad) * dx
+        speed = np.linalg.norm(dx, axis=-1, keepdims=True)
+        a = _alpha(np.minimum(min_cutoff + beta * speed, 0.49))
+        out[t] = a * lm[t] + (1 - a) * out[t - 1]
+    return out
+
+
 def smooth_landmarks(lm: np.ndarray, cfg: SmoothingConfig) -> np.ndarray:
     """Smooth a contiguous landmark sequence [T, K, D] with the configured filter; returns [T, K, D] float64."""
     lm = np.asarray(lm, dtype=np.float64)
@@ -64,4 +130,8 @@ def smooth_landmarks(lm: np.ndarray, cfg: SmoothingConfig) -> np.ndarray:
         return box_smooth(lm, cfg.n_pre, cfg.n_next)
     if cfg.method == "gaussian":
         return gaussian_smooth(lm, cfg.sigma, cfg.truncate)
+    if cfg.method == "savgol":
+        return savgol_smooth(lm, cfg.window, cfg.polyorder)
+    if cfg.method == "one_euro":
+        return one_euro_smooth(lm, cfg.min_cutoff, cfg.beta, cfg.d_cutoff)
     return lm.copy()

@@ -1,29 +1,71 @@
-"""Follow one person through a video: box overlap with the last accepted box plus identity descriptors."""
+"""Follow one person through a video, frame by frame: match the detector's faces to the track's predicted box
+(overlap first, identity descriptors only when overlap does not decide), and keep the landmarks through detector
+misses by running the landmark model on the predicted box and accepting it only when it is plausible.
+
+Per-frame status: ``ok`` (a detection of the target), ``predicted`` (landmark model on the predicted box, checked
+against the image motion and the target's identity), ``no_face`` (nothing acceptable; filled later).
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Detection, FaceBackend, box_iou
+from .motion import BoxModel, KeyframeFlow, extrapolate_landmarks, interocular
 
-__all__ = ["TrackingConfig", "track_target"]
+__all__ = ["TrackingConfig", "TrackStep", "Tracker", "track_target"]
+
+TrackStatus = Literal["ok", "predicted", "no_face"]
 
 
 class TrackingConfig(BaseModel):
-    """How the target face is chosen and followed when a frame holds several faces."""
+    """How the target face is chosen and followed when a frame holds several faces or none."""
 
     model_config = ConfigDict(extra="forbid")
 
     select: Literal["largest", "score", "center"] = Field(
         "largest", description="target in the first frame with a face: largest box, best score, or nearest centre")
-    min_iou: float = Field(0.2, ge=0, le=1, description="box overlap with the last accepted box to continue the "
+    min_iou: float = Field(0.2, ge=0, le=1, description="box overlap with the predicted box to continue the "
                                                        "track when identity is unavailable (IoU, unitless)")
     use_identity: bool = Field(True, description="reject faces whose descriptor is not the target's identity and "
                                                  "re-acquire the target anywhere after a loss")
+    decide_iou: float = Field(0.5, ge=0, le=1, description="a face overlapping the predicted box at least this much "
+                                                           "(IoU) is the target without comparing descriptors; "
+                                                           "one with no overlap while the track is held is not")
+    recheck_every: int = Field(15, ge=1, description="a face where the previous frame's face was rejected by its "
+                                                     "descriptor is rejected again without one, for at most this "
+                                                     "many frames (frames)")
+    predict: bool = Field(True, description="track through detector misses: landmark model on the predicted box, "
+                                            "kept when plausible (else the frame is filled by interpolation)")
+    history: int = Field(2, ge=1, description="frames in the constant-velocity landmark model (the image motion's "
+                                              "starting guess, and the prediction when it cannot be measured)")
+    max_coast: int = Field(10, ge=0, description="frames after the last face over which the box is still "
+                                                 "predicted (frames)")
+    agree_iod: float = Field(0.1, gt=0, description="a landmark of the landmark model agrees with the motion "
+                                                    "prediction within this fraction of the inter-ocular distance")
+    min_agree: float = Field(0.5, ge=0, le=1, description="fraction of landmarks that must agree to accept a "
+                                                          "predicted frame without measured image motion")
+    min_agree_flow: float = Field(0.25, ge=0, le=1, description="the same with measured image motion (the face's "
+                                                                "texture followed from the last detection)")
+    identity_margin: float = Field(1.25, ge=1, description="predicted frames: descriptor distance to the target "
+                                                           "at most margin x the backend's identity threshold "
+                                                           "(occluders move descriptors)")
+
+
+@dataclass
+class TrackStep:
+    """One frame of the track: the target (None when `status == 'no_face'`) and every face the detector found."""
+
+    detection: Detection | None
+    status: TrackStatus
+    n_faces: int
 
 
 def _select_first(dets: Sequence[Detection], how: str, shape: tuple[int, int]) -> Detection:
@@ -35,15 +77,155 @@ def _select_first(dets: Sequence[Detection], how: str, shape: tuple[int, int]) -
     return max(dets, key=lambda d: d.area)
 
 
+class Tracker:
+    """Online tracker: call :meth:`step` once per frame in order.
+
+    Args:
+        backend: detector/landmark backend (supplies descriptors, `landmarks_in_box`, identity threshold).
+        cfg: `TrackingConfig`.
+        frame_shape: (H, W) of the frames.
+    """
+
+    def __init__(self, backend: FaceBackend, cfg: TrackingConfig, frame_shape: tuple[int, int]) -> None:
+        self.backend, self.cfg, self.shape = backend, cfg, frame_shape
+        self.boxes = BoxModel()
+        self.hist: deque[tuple[int, np.ndarray]] = deque(maxlen=cfg.history)
+        self.last_box: np.ndarray | None = None
+        self.last_t = -10**9
+        self.descs: list[np.ndarray] = []
+        self.rejected: list[tuple[np.ndarray, int]] = []  # (box, frame of the descriptor check)
+        self.key: KeyframeFlow | None = None  # the last detection's frame, for the image motion since then
+        self.n_descriptors = 0  # descriptors computed (cost counter)
+        self.t = -1
+        self._can_predict = type(backend).landmarks_in_box is not FaceBackend.landmarks_in_box
+
+    # ---------------------------------------------------------------------------------------------- helpers
+
+    def _descriptor(self, det: Detection) -> np.ndarray | None:
+        if det.descriptor is None and det.describe is not None:
+            self.n_descriptors += 1
+        return det.get_descriptor()
+
+    def _reference(self) -> np.ndarray | None:
+        return np.mean(self.descs, axis=0) if self.descs else None
+
+    def _predicted_landmarks(self, t: int) -> np.ndarray | None:
+        if not self.hist or t - self.hist[-1][0] > self.cfg.max_coast + 1:
+            return None
+        times, lms = zip(*self.hist)
+        return extrapolate_landmarks(list(times), list(lms), t)
+
+    def _predicted_box(self, t: int) -> np.ndarray | None:
+        lm = self._predicted_landmarks(t)
+        return self.boxes.box(lm) if lm is not None and self.boxes.ready else self.last_box
+
+    def _accept(self, t: int, det: Detection, detected: bool, gray: np.ndarray | None) -> None:
+        if detected:
+            self.key = KeyframeFlow(gray, det.landmarks) if gray is not None else None
+            self.boxes.observe(det.landmarks, det.box)
+            if det.descriptor is not None:
+                self.descs.append(det.descriptor)
+        if self.hist and self.hist[-1][0] != t - 1:
+            self.hist.clear()  # the constant-velocity model spans one unbroken run
+        self.hist.append((t, np.asarray(det.landmarks, np.float64)))
+        self.last_box, self.last_t = np.asarray(det.box, np.float64), t
+
+    # ---------------------------------------------------------------------------------------------- matching
+
+    def _match(self, t: int, cands: Sequence[Detection]) -> Detection | None:
+        cfg = self.cfg
+        pred = self._predicted_box(t)
+        held = self.last_t == t - 1  # the face was in the previous frame: it cannot jump away
+        ref = self._reference() if cfg.use_identity else None
+        thr = self.backend.identity_threshold
+        rejected_now: list[tuple[np.ndarray, int]] = []
+        best: tuple[float, float] | None = None
+        chosen = None
+        for det in cands:
+            iou = box_iou(pred, det.box) if pred is not None else 0.0
+            dist = 0.0
+            if iou >= cfg.decide_iou:
+                ok = True
+            elif held and iou <= 0.0:
+                ok = False
+            else:
+                prior = next((tc for b, tc in self.rejected if box_iou(b, det.box) >= 0.5
+                              and t - tc <= cfg.recheck_every), None)
+                if prior is not None:  # where a non-target face was last frame: still not the target
+                    rejected_now.append((det.box, prior))
+                    continue
+                desc = self._descriptor(det) if ref is not None else None
+                if desc is not None:
+                    dist = self.backend.identity_distance(ref, desc)
+                    ok = dist <= thr
+                    if not ok:
+                        rejected_now.append((det.box, t))
+                else:
+                    ok = iou >= cfg.min_iou
+            key = (iou, -dist)
+            if ok and (best is None or key > best):
+                best, chosen = key, det
+        self.rejected = rejected_now
+        return chosen
+
+    # ---------------------------------------------------------------------------------------------- prediction
+
+    def _predict(self, t: int, frame: np.ndarray, gray: np.ndarray) -> Detection | None:
+        cfg = self.cfg
+        guess = self._predicted_landmarks(t)
+        flow = self.key.track(gray, guess) if self.key is not None and guess is not None else None
+        prior = flow.landmarks if flow is not None else guess
+        if prior is None:
+            return None
+        box = self.boxes.box(prior)
+        cand = self.backend.landmarks_in_box(frame, box)
+        if cand is None or cand.landmarks.shape != prior.shape:
+            return None
+        iod = max(interocular(prior), 1.0)
+        agree = np.linalg.norm(cand.landmarks - prior, axis=1) <= cfg.agree_iod * iod
+        if agree.mean() < (cfg.min_agree if flow is None else cfg.min_agree_flow):
+            return None
+        ref = self._reference() if cfg.use_identity and flow is None else None
+        if ref is not None:  # nothing followed the face's texture: is it the target's face at all?
+            desc = self._descriptor(cand)
+            if desc is not None and self.backend.identity_distance(ref, desc) > cfg.identity_margin * \
+                    self.backend.identity_threshold:
+                return None
+        lm = prior.copy()
+        if flow is None:  # no image motion measured: the landmark model corrects the constant-velocity guess
+            lm[agree] = (prior[agree] + cand.landmarks[agree]) / 2
+        return Detection(box=self.boxes.box(lm), score=float("nan"), landmarks=lm, descriptor=cand.descriptor)
+
+    # ---------------------------------------------------------------------------------------------- one frame
+
+    def step(self, t: int, dets: Sequence[Detection], frame: np.ndarray | None = None) -> TrackStep:
+        """Advance to frame `t` with the detector's faces `dets`; `frame` ([H, W, 3] uint8 RGB) enables tracking
+        through misses (without it a missed frame is `no_face`)."""
+        if t <= self.t:
+            raise ValueError(f"Tracker.step: frames must come in order (got {t} after {self.t})")
+        self.t = t
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame is not None else None
+        out = TrackStep(None, "no_face", len(dets))
+        if self.last_box is None:  # not started: the first face found picks the target
+            if dets:
+                target = _select_first(dets, self.cfg.select, self.shape)
+                if self.cfg.use_identity:
+                    self._descriptor(target)
+                self._accept(t, target, detected=True, gray=gray)
+                out = TrackStep(target, "ok", len(dets))
+        elif (det := self._match(t, dets)) is not None:
+            self._accept(t, det, detected=True, gray=gray)
+            out = TrackStep(det, "ok", len(dets))
+        elif (self.cfg.predict and self._can_predict and frame is not None
+              and (det := self._predict(t, frame, gray)) is not None):
+            self._accept(t, det, detected=False, gray=gray)
+            out = TrackStep(det, "predicted", len(dets))
+        return out
+
+
 def track_target(detections: Sequence[Sequence[Detection]], backend: FaceBackend, cfg: TrackingConfig,
                  frame_shape: tuple[int, int]) -> list[Detection | None]:
-    """Pick the target in the first frame with faces and follow it.
-
-    A frame with a single face overlapping the last accepted box (IoU >= `min_iou`) continues the track without
-    computing descriptors (they are lazy and costly). Otherwise a candidate continues the track when (identity
-    available and used) its descriptor is within the backend's `identity_threshold` of the target's mean
-    descriptor — the closest box (highest IoU, then smallest identity distance) wins — or, without identity,
-    when its IoU with the last accepted box is >= `min_iou` (highest IoU wins).
+    """Follow the target through precomputed detections only (no frames, so no tracking through misses).
 
     Args:
         detections: per frame, every face found.
@@ -52,40 +234,5 @@ def track_target(detections: Sequence[Sequence[Detection]], backend: FaceBackend
     Returns:
         per frame the target's detection, or None (target not found).
     """
-    out: list[Detection | None] = [None] * len(detections)
-    start = next((t for t, d in enumerate(detections) if len(d) > 0), None)
-    if start is None:
-        return out
-    target = _select_first(detections[start], cfg.select, frame_shape)
-    out[start] = target
-    last_box = target.box
-    descs: list[np.ndarray] = []
-    first_desc = target.get_descriptor() if cfg.use_identity else None
-    if first_desc is not None:
-        descs.append(first_desc)
-    for t in range(start + 1, len(detections)):
-        cands = detections[t]
-        if len(cands) == 1 and box_iou(last_box, cands[0].box) >= cfg.min_iou:
-            out[t] = cands[0]
-            last_box = cands[0].box
-            if cands[0].descriptor is not None:
-                descs.append(cands[0].descriptor)
-            continue
-        ref = np.mean(descs, axis=0) if descs else None
-        best: tuple[float, float] | None = None
-        for det in cands:
-            iou = box_iou(last_box, det.box)
-            desc = det.get_descriptor() if cfg.use_identity and ref is not None else None
-            if desc is not None:
-                dist = backend.identity_distance(ref, desc)
-                ok = dist <= backend.identity_threshold
-            else:
-                dist, ok = 0.0, iou >= cfg.min_iou
-            key = (iou, -dist)
-            if ok and (best is None or key > best):
-                best, out[t] = key, det
-        if out[t] is not None:
-            last_box = out[t].box
-            if out[t].descriptor is not None:
-                descs.append(out[t].descriptor)
-    return out
+    tracker = Tracker(backend, cfg, frame_shape)
+    return [tracker.step(t, d).detection for t, d in enumerate(detections)]

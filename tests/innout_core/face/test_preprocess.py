@@ -105,7 +105,8 @@ def test_blanked_frames_are_no_face_and_short_gaps_filled(scene):
     assert [t for t, s in enumerate(tr.status) if s == "no_face"] == [0, 7, 8]
     res = preprocess_video(frames, backend, FaceConfig(backend="dlib", max_gap=2, smoothing={"method": "none"}),
                            tracked=tr)
-    assert [t for t, s in enumerate(res.status) if s == "filled"] == [0, 7, 8]
+    assert [t for t, s in enumerate(res.status) if s == "filled"] == [7, 8]  # inside the video: interpolated
+    assert res.status[0] == "no_face" and res.kept == list(range(T))  # at the start: held (default ends='hold')
     assert np.isnan(res.raw_landmarks.numpy()[[0, 7, 8]]).all()
     # interior gap: linear interpolation of the neighbours (true motion is smooth, so close to the truth)
     assert np.abs(res.landmarks.numpy()[[7, 8]] - truth[[7, 8]]).mean() < 5.0
@@ -113,13 +114,17 @@ def test_blanked_frames_are_no_face_and_short_gaps_filled(scene):
     assert res.crops.shape[0] == T  # nothing dropped
 
 
-def test_long_gap_fails_naming_the_video(scene):
+def test_long_gap_is_filled_and_warned_not_failed(scene, caplog):
     backend, frames, truth, _ = scene
     frames = [(_blank(f, truth[t]) if 2 <= t <= 6 else f) for t, f in enumerate(frames)]
-    with pytest.raises(BadInputError) as exc:
-        preprocess_video(frames, backend, FaceConfig(backend="dlib", max_gap=3), name="clip_007.mp4")
-    msg = str(exc.value)
-    assert msg.startswith("clip_007.mp4:") and "frames 2-6" in msg and "max_gap=3" in msg
+    with caplog.at_level("WARNING", logger="innout.face"):
+        res = preprocess_video(frames, backend, FaceConfig(backend="dlib", max_gap=3), name="clip_007.mp4")
+    assert res.status[2:7] == ["filled"] * 5 and res.crops.shape[0] == T
+    assert len(res.warnings) == 1 and "frames 2-6" in res.warnings[0] and "max_gap=3" in res.warnings[0]
+    assert any(r.getMessage().startswith("clip_007.mp4: no face in frames 2-6") for r in caplog.records)
+    with pytest.raises(BadInputError, match="no face found in any"):
+        preprocess_video([_blank(f, truth[t]) for t, f in enumerate(frames[:3])], backend,
+                         FaceConfig(backend="dlib"), name="clip_008.mp4")
 
 
 def test_fill_gaps_rules():

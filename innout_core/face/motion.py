@@ -1,0 +1,177 @@
+"""Where the tracked face should be in the next frame: image motion of the face since the last detection
+(pyramidal Lucas-Kanade + robust similarity fit), a constant-velocity landmark model as its starting guess and
+when the flow has nothing to hold on to, and the
+detector box that goes with a set of landmarks (learned from the track's own detections).
+
+Coordinates: frame pixel-index coords (x right, y down), as the backends return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["BoxModel", "FlowResult", "KeyframeFlow", "face_scale", "interocular", "extrapolate_landmarks"]
+
+
+def interocular(lm: np.ndarray) -> float:
+    """Inter-ocular distance of one landmark set [K, 2]: outer eye corners (36, 45) for 68 points, the two eye
+    centres for 5 points (pixels)."""
+    lm = np.asarray(lm, np.float64)
+    a, b = (36, 45) if lm.shape[0] == 68 else (0, 1)
+    return float(np.linalg.norm(lm[a] - lm[b]))
+
+
+def face_scale(lm: np.ndarray) -> float:
+    """RMS distance of the landmarks [K, 2] from their centroid (pixels): a rotation-free size of the face."""
+    lm = np.asarray(lm, np.float64)
+    return float(np.sqrt(((lm - lm.mean(0)) ** 2).sum(1).mean()))
+
+
+class BoxModel:
+    """Maps landmarks to the box the detector would draw around them, so the landmark model gets the kind of box
+    it was trained on. Learned as running means over the track's detections of (box centre - landmark centroid)
+    / scale and (box width, height) / scale, scale = `face_scale`."""
+
+    def __init__(self) -> None:
+        self._sum = np.zeros(4)
+        self._n = 0
+
+    def observe(self, landmarks: np.ndarray, box: np.ndarray) -> None:
+        """Add one detection: landmarks [K, 2] and its box [4] (x0, y0, x1, y1)."""
+        c, s = np.asarray(landmarks, np.float64).mean(0), face_scale(landmarks)
+        if not np.isfinite(s) or s <= 0:
+            return
+        b = np.asarray(box, np.float64)
+        self._sum += [((b[0] + b[2]) / 2 - c[0]) / s, ((b[1] + b[3]) / 2 - c[1]) / s, (b[2] - b[0]) / s,
+                      (b[3] - b[1]) / s]
+        self._n += 1
+
+    @property
+    def ready(self) -> bool:
+        """True once at least one detection was observed."""
+        return self._n > 0
+
+    def box(self, landmarks: np.ndarray) -> np.ndarray:
+        """[4] float64 (x0, y0, x1, y1) for landmarks [K, 2] (the landmarks' bounding box before any detection)."""
+        lm = np.asarray(landmarks, np.float64)
+        if not self.ready:
+            return np.r_[lm.min(0), lm.max(0)]
+        dx, dy, w, h = self._sum / self._n
+        c, s = lm.mean(0), face_scale(lm)
+        cx, cy = c[0] + dx * s, c[1] + dy * s
+        return np.array([cx - w * s / 2, cy - h * s / 2, cx + w * s / 2, cy + h * s / 2])
+
+
+def extrapolate_landmarks(times: list[int], landmarks: list[np.ndarray], t: int) -> np.ndarray:
+    """Constant-velocity prediction: a least-squares line per coordinate through the given frames, evaluated at t.
+
+    Args:
+        times: frame indices of the known landmark sets (ascending, at least one).
+        landmarks: [K, 2] per time.
+        t: the frame to predict.
+    Returns:
+        [K, 2] float64 (the last set when only one is known).
+    """
+    lm = np.stack([np.asarray(x, np.float64) for x in landmarks])
+    if len(times) < 2:
+        return lm[-1].copy()
+    tt = np.asarray(times, np.float64)
+    tc = tt - tt.mean()
+    slope = np.tensordot(tc, lm - lm.mean(0), axes=(0, 0)) / (tc ** 2).sum()
+    return lm.mean(0) + slope * (t - tt.mean())
+
+
+@dataclass
+class FlowResult:
+    """Landmarks carried from one frame to the next by the image motion of the face region.
+
+    Attributes:
+        landmarks: [K, 2] float64 in the new frame.
+        matrix: [2, 3] float64 similarity transform old frame -> new frame.
+        inliers: points whose flow agrees with the fitted transform.
+        tracked: points tracked forward and back consistently (before the fit).
+    """
+
+    landmarks: np.ndarray
+    matrix: np.ndarray
+    inliers: int
+    tracked: int
+
+
+class KeyframeFlow:
+    """Carry the landmarks of a keyframe (the track's last detection) into later frames by the image motion of
+    the face: Shi-Tomasi corners inside the keyframe's landmark hull are tracked straight from the keyframe to the
+    current frame with pyramidal Lucas-Kanade (started from a guess, e.g. the constant-velocity prediction), kept
+    when the backward track returns within 1 px, and a similarity transform is fitted to them with RANSAC. Anchoring
+    on the keyframe instead of chaining frame to frame keeps the error from accumulating, and the corners all lie
+    on the face as it was before anything covered it, so an occluder's corners are never followed.
+
+    Args:
+        gray: [H, W] uint8 keyframe.
+        landmarks: [K, 2] keyframe landmarks.
+    """
+
+    def __init__(self, gray: np.ndarray, landmarks: np.ndarray) -> None:
+        self.gray = gray
+        self.landmarks = np.asarray(landmarks, np.float64)
+        self._pts: np.ndarray | None = None
+
+    def _points(self) -> np.ndarray:
+        if self._pts is None:
+            h, w = self.gray.shape[:2]
+            mask = np.zeros((h, w), np.uint8)
+            hull = cv2.convexHull(np.round(self.landmarks).astype(np.int32))
+            cv2.fillConvexPoly(mask, hull, 255)
+            iod = max(interocular(self.landmarks), 1.0)
+            pts = cv2.goodFeaturesToTrack(self.gray, maxCorners=200, qualityLevel=0.01,
+                                          minDistance=max(3.0, iod / 20), mask=mask, blockSize=5)
+            self._pts = np.zeros((0, 2), np.float32) if pts is None else pts.reshape(-1, 2).astype(np.float32)
+        return self._pts
+
+    def track(self, gray: np.ndarray, guess: np.ndarray | None = None, min_points: int = 12,
+              gate: float = 0.06) -> FlowResult | None:
+        """Landmarks in `gray` ([H, W] uint8), or None when too few corners follow one rigid motion (blanked or
+        fully covered face).
+
+        Args:
+            guess: [K, 2] rough landmarks in `gray` (the corners start where the similarity keyframe -> guess puts
+                them, and only corners that land within `gate` inter-ocular distances of there vote); None starts
+                them where they were.
+            min_points: fewest corners agreeing on one motion.
+        """
+        pts = self._points()
+        if len(pts) < min_points:
+            return None
+        start, m0 = pts.copy(), None
+        if guess is not None:
+            m0, _ = cv2.estimateAffinePartial2D(self.landmarks.astype(np.float32), np.asarray(guess, np.float32),
+                                                method=cv2.LMEDS)
+            if m0 is not None:
+                start = (pts @ m0[:, :2].T + m0[:, 2]).astype(np.float32)
+        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 0.01)
+        win = (21, 21)
+        flag = cv2.OPTFLOW_USE_INITIAL_FLOW
+        nxt, st, _ = cv2.calcOpticalFlowPyrLK(self.gray, gray, pts.reshape(-1, 1, 2), start.reshape(-1, 1, 2).copy(),
+                                              winSize=win, maxLevel=3, criteria=crit, flags=flag)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt, pts.reshape(-1, 1, 2).copy(), winSize=win,
+                                                maxLevel=3, criteria=crit, flags=flag)
+        good = (st.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm(back.reshape(-1, 2) - pts, axis=1) < 1.0)
+        if good.sum() < min_points:
+            return None
+        src, dst = pts[good], nxt.reshape(-1, 2)[good]
+        iod = max(interocular(self.landmarks), 1.0)
+        if m0 is not None:  # validation gate: corners whose motion is far from the guess's belong to something else
+            near = np.linalg.norm(dst - (src @ m0[:, :2].T + m0[:, 2]), axis=1) <= max(2.0, gate * iod)
+            if near.sum() >= min_points:
+                src, dst = src[near], dst[near]
+        m, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=max(1.0, 0.03 * iod),
+                                             maxIters=2000, confidence=0.995, refineIters=10)
+        if m is None or inl is None or int(inl.sum()) < min_points:
+            return None
+        m = m.astype(np.float64)
+        return FlowResult(self.landmarks @ m[:, :2].T + m[:, 2], m, int(inl.sum()), int(good.sum()))
+
+
