@@ -99,7 +99,7 @@ PRESETS: dict[str, PresetInfo] = {
         description="The official release's documented settings (spec in-n-out-official-code.md), with its "
         "composite form and mask usage; needs the EG3D checkpoint and a GPU.",
         values=dict(generator="ffhq512-128", face={"backend": "insightface"},
-                    innout_variants=["no-masks", "auto-masks"], modes=["video"]),
+                    innout_variants=["no-masks", "auto-masks", "user-masks"], modes=["video"]),
     ),
     "fast": PresetInfo(
         description="Few optimisation steps of the paper's recipe for a quick look at real videos (minutes per "
@@ -408,6 +408,8 @@ class ManifestVideo(_Strict):
     path: Path = Field(description="the video file (or a frames directory)")
     frame_range: tuple[int, int] | None = Field(None, description="[first, last) source frame indices")
     masks: Path | None = Field(None, description="user masks (.npz with 'masks' [T,1,H,W], 1 = face) for 'user-masks'")
+    depth: Path | None = Field(None, description="monocular depth per frame for the single-image loss L_D (.npz with "
+                                                 "'depth' or 'disparity' [T,1,H,W], any scale and shift, e.g. MiDaS)")
     cameras: Path | None = Field(None, description="given cameras (.npy [T,25]) for the 'given' face backend")
     landmarks: Path | None = Field(None, description="given landmarks (.npy [T,68|5,2]) for the 'given' face backend")
     clean: Path | None = Field(None, description="ground-truth clean video without the occluder (synthetic data); "

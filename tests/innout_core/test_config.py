@@ -203,3 +203,19 @@ def test_amp_is_on_in_the_fast_preset_only_and_overridable(tmp_path) -> None:
     mine = load_config(cfg)
     assert (mine.joint_config(v).amp, mine.sr_config().amp, mine.inversion_config("w").amp) == ("bf16",) * 3
     assert mine.joint_config(v).steps == paper.joint_config(v).steps  # the rest stays the paper's
+
+
+def test_official_preset_runs_the_release_default_with_user_masks() -> None:
+    """The release's default script needs per-frame masks: `official` lists `user-masks` (skipped per video
+    without masks); `official` + `no-masks` is the same losses with the mask-only term off."""
+    cfg = PipelineConfig.from_preset("official")
+    assert "user-masks" in cfg.innout_variants and "no-masks" in cfg.innout_variants
+    assert cfg.joint_config("user-masks").mask_mode == "user"
+    assert cfg.joint_config("no-masks").mask_mode == "none"
+
+
+def test_manifest_depth_field(tmp_path) -> None:
+    m = tmp_path / "m.yaml"
+    m.write_text("name: d\nvideos:\n  - {id: a, path: a.mp4, depth: depth/a.npz}\n")
+    man = load_manifest(m)
+    assert man.resolve(man.videos[0].depth) == (tmp_path / "depth" / "a.npz").resolve()
