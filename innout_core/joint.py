@@ -31,6 +31,7 @@ from innout_core.losses import (
     blend_area_loss,
     blend_entropy_loss,
     delta_reg_loss,
+    depth_loss,
     l2_loss,
     latent_reg_loss,
     load_lpips,
@@ -72,6 +73,8 @@ class LossWeights(BaseModel):
     blend_area: float = Field(1.0, ge=0, description="blend area (max_k b_k)^2 mean over rays (D2NeRF)")
     latent: float = Field(0.0, ge=0, description="L_w: ||w_t - w_avg|| (squared per latent_squared)")
     delta: float = Field(0.0, ge=0, description="L_Delta: sum_i ||w_i - w_0|| over delta_count deltas")
+    depth: float = Field(0.0, ge=0, description="L_D (paper Eq. 7): L1 of composite depth vs the user's monocular "
+                         "depth, scale-and-shift aligned; used only when depth maps are given (single image)")
 
 
 class AutoMaskConfig(BaseModel):
@@ -127,8 +130,8 @@ class JointConfig(BaseModel):
           entropy of b², area loss, SR L2, 10 000 steps.
         * ``paper``: paper Eq. 5–8: no masks, L2 + LPIPS + L_b (entropy of b) + L_w (squared, λ=1) + L_Delta (13
           squared, λ=1e-3) with the paper's sums (pixel L2 summed over pixels and channels, L_b over every
-          sample), paper Eq. 4 transmittance, 10 000 steps at 5e-3; w+ lr 5e-4 (the paper does not give it; the
-          mask-free release script's value).
+          sample), L_D (λ=0.1, single image with user depth maps), paper Eq. 4 transmittance, 10 000 steps at
+          5e-3; w+ lr 5e-4 (the paper does not give it; the mask-free release script's value).
         * ``fast``: the official losses with automatic masks and 2 000 steps (quick real runs), bf16 autocast.
         * ``tiny-demo``: seconds on a CPU with the ``tiny`` generator; no LPIPS (weight 0, needs no weights).
         """
@@ -139,7 +142,7 @@ class JointConfig(BaseModel):
             return cls(
                 lr_w=5e-4, mask_mode="none", composite_form="paper", blend_entropy_skew=1.0, reduction="sum",
                 weights=LossWeights(l2=1, l2_ood=0, lpips=1, sr_l2=0, blend_entropy=1, blend_area=0, latent=1,
-                                    delta=1e-3),
+                                    delta=1e-3, depth=0.1),
             )
         if name == "fast":
             return cls(steps=2000, mask_mode="auto", checkpoint_every=500, ood_resolution=128, amp="bf16")
@@ -162,6 +165,7 @@ class StageAResult:
     seconds: float  # wall time of this call (excludes time before a resume)
     masks: Tensor | None = None  # [T,1,H,W] masks used (user or automatic), 1 = face
     form: str = "official"  # composite form to render with
+    depth_used: bool = False  # L_D was optimised (depth maps given and weight > 0)
     release_sample_order: bool = False
     neural_resolution: int | None = None
 
@@ -263,9 +267,11 @@ def composite_sr(superresolve: Callable[..., Tensor], feat: Tensor, ws: Tensor) 
 
 
 def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: JointConfig,
-                        masks: Tensor | None = None) -> str:
+                        masks: Tensor | None = None, depth: Tensor | None = None) -> str:
     """Fingerprint of stage-A inputs + config (give it to the :class:`Checkpointer`)."""
-    return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"))
+    if depth is None:  # the fingerprint of runs without depth maps is unchanged
+        return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"))
+    return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"), depth)
 
 
 def _morph(x: Tensor, k: int, op: str) -> Tensor:
@@ -346,6 +352,8 @@ def run_stage_a(
     generator: torch.Generator,
     *,
     masks: Tensor | None = None,
+    depth: Tensor | None = None,
+    depth_kind: Literal["depth", "disparity"] = "depth",
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
 ) -> StageAResult:
@@ -360,6 +368,8 @@ def run_stage_a(
         generator: the only random source (initialisation, frame order, ray samples).
         masks: [T,1,H,W] in {0,1}, 1 = face; required for ``mask_mode='user'``, ignored for ``'none'``,
             computed by :func:`auto_masks` for ``'auto'`` when not given.
+        depth: [T,1,h,w] monocular depth (or disparity, ``depth_kind``) per frame, any scale and shift, for L_D
+            (paper Eq. 7, single image); resized bilinearly to the neural resolution. None = no L_D.
         checkpoint: resumable checkpoints every ``cfg.checkpoint_every`` steps (its ``every`` decides).
         progress: called after each step with (step, total, losses).
     Raises:
@@ -375,7 +385,11 @@ def run_stage_a(
     T = frames.shape[0]
     R = int(cfg.neural_resolution or G.neural_rendering_resolution)
     w = cfg.weights
-    fp = stage_a_fingerprint(frames, cameras, ws_init, cfg, masks if cfg.mask_mode == "user" else None)
+    use_depth = depth is not None and w.depth > 0
+    if use_depth and (depth.ndim != 4 or depth.shape[:2] != (T, 1) or not torch.isfinite(depth).all()):
+        raise BadInputError(f"depth maps must be finite [{T},1,h,w] (one per frame), got {tuple(depth.shape)}")
+    fp = stage_a_fingerprint(frames, cameras, ws_init, cfg, masks if cfg.mask_mode == "user" else None,
+                             depth if use_depth else None)
     resume = checkpoint.latest() if checkpoint is not None else None
     if resume is not None and resume.get("fingerprint") != fp:
         raise CheckpointError("stage-A checkpoint belongs to other frames, cameras, latents or config; "
@@ -393,6 +407,10 @@ def run_stage_a(
         else:
             use_masks = auto_masks(G, frames, cameras, ws_init, generator, cfg)
         targets_raw = _resize(frames, R, "bilinear")
+        depth_raw = None
+        if use_depth:
+            depth_raw = F.interpolate(depth.to(device, torch.float32), size=(R, R), mode="bilinear",
+                                      align_corners=False, antialias=depth.shape[-1] > R)
         region_raw = None if use_masks is None else 1 - _resize(_resize(use_masks, _img_res(G), "nearest"), R,
                                                                   "nearest")
         lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if w.lpips > 0 else None
@@ -484,6 +502,9 @@ def run_stage_a(
                 terms["blend_entropy"] = blend_entropy_loss(r.blend.float(), cfg.blend_entropy_skew, red)
             if w.blend_area > 0:
                 terms["blend_area"] = blend_area_loss(r.blend.float(), r.is_coarse, red)
+            if depth_raw is not None:
+                terms["depth"] = depth_loss(_features_to_image(r.depth.float(), R), depth_raw[t : t + 1],
+                                            depth_kind, red)
             if w.latent > 0:
                 terms["latent"] = latent_reg_loss(wt, w_avg, cfg.latent_squared)
             if w.delta > 0:
@@ -510,6 +531,7 @@ def run_stage_a(
         seconds=time.perf_counter() - t0,
         masks=None if use_masks is None else use_masks.detach().cpu(),
         form=cfg.composite_form,
+        depth_used=use_depth,
         release_sample_order=cfg.release_sample_order,
         neural_resolution=R,
     )

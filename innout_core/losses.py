@@ -25,6 +25,8 @@ __all__ = [
     "blend_area_loss",
     "latent_reg_loss",
     "delta_reg_loss",
+    "align_depth",
+    "depth_loss",
     "load_lpips",
 ]
 
@@ -144,3 +146,48 @@ def delta_reg_loss(ws: Tensor, n_deltas: int = 13, squared: bool = True) -> Tens
     d = ws[:, 1 : n_deltas + 1] - ws[:, :1]
     per = d.square().sum(dim=-1) if squared else torch.linalg.vector_norm(d, dim=-1)
     return per.sum(dim=1).mean()
+
+
+def align_depth(mono: Tensor, rendered: Tensor, kind: Literal["depth", "disparity"] = "depth",
+                eps: float = 1e-6) -> Tensor:
+    """Scale-and-shift alignment of a monocular estimate to the rendered depth (no gradient), per image.
+
+    ``kind="depth"``: ``(s, t) = argmin sum (s * mono + t - rendered)^2`` and the result is ``s * mono + t``;
+    ``kind="disparity"`` (MiDaS's raw output, inverse depth up to scale and shift): the fit is made against
+    ``1 / rendered`` and the result is ``1 / max(s * mono + t, eps)``.
+
+    Args:
+        mono: [N,1,H,W] the user's depth or disparity map (any scale and shift).
+        rendered: [N,1,H,W] rendered depth, world units (> 0).
+    Returns:
+        [N,1,H,W] depth in the rendered depth's units (detached).
+    """
+    if mono.shape != rendered.shape or mono.ndim != 4:
+        raise BadInputError(f"align_depth: shapes differ {tuple(mono.shape)} vs {tuple(rendered.shape)}")
+    with torch.no_grad():
+        x = mono.flatten(1).double()
+        y = rendered.detach().flatten(1).double()
+        if kind == "disparity":
+            y = 1.0 / y.clamp_min(eps)
+        elif kind != "depth":
+            raise BadInputError(f"depth kind must be 'depth' or 'disparity', got {kind!r}")
+        xm, ym = x.mean(dim=1, keepdim=True), y.mean(dim=1, keepdim=True)
+        var = (x - xm).square().sum(dim=1, keepdim=True)
+        scale = ((x - xm) * (y - ym)).sum(dim=1, keepdim=True) / var.clamp_min(1e-12)
+        shift = ym - scale * xm
+        fit = scale * x + shift
+        if kind == "disparity":
+            fit = 1.0 / fit.clamp_min(eps)
+        return fit.to(mono.dtype).view_as(mono)
+
+
+def depth_loss(rendered: Tensor, mono: Tensor, kind: Literal["depth", "disparity"] = "depth",
+               reduction: Reduction = "mean") -> Tensor:
+    """Paper Eq. 7: ``L_D = ||D_C - D_reg||_1`` with ``D_reg`` the monocular map rescaled to the render by a
+    least-squares scale and shift (:func:`align_depth`, no gradient through the fit).
+
+    Args:
+        rendered: [N,1,H,W] composite depth (gradient flows here). mono: [N,1,H,W] depth or disparity.
+        kind: what ``mono`` holds. reduction: mean or sum over pixels (the paper's L1 norm is a sum).
+    """
+    return _reduce((rendered - align_depth(mono, rendered, kind)).abs(), reduction)

@@ -16,7 +16,8 @@ from tasks.face import load_face
 from tasks.inversion import invert_stage, load_inversion
 from tasks.plan import variant_slug
 
-__all__ = ["load_stage_a", "load_sr_state", "run_stage_a", "run_stage_b", "stage_a_name", "stage_b_name"]
+__all__ = ["NO_DEPTH_NOTE", "load_depth", "load_stage_a", "load_sr_state", "run_stage_a", "run_stage_b",
+           "stage_a_name", "stage_b_name"]
 
 
 def _sfx(mode: str) -> str:
@@ -36,17 +37,59 @@ def _hash_of(job: VideoJob, stage: str) -> str:
     return rec.output_hash if rec else ""
 
 
+#: Stage-record / stage_a.json note when the paper's single-image depth loss was configured but had no input.
+NO_DEPTH_NOTE = ("L_D (paper Eq. 7) off: no depth map given for this video (manifest 'depth:'); single-image "
+                 "results are without the depth regulariser")
+
+
+def load_depth(job: VideoJob, device: torch.device, mode: str) -> tuple[torch.Tensor, str] | None:
+    """The manifest's depth maps of the selected frames, ``([T,1,h,w] float32, 'depth' | 'disparity')``; only the
+    first frame in image mode; None when the entry has none."""
+    import numpy as np
+
+    from innout_core.errors import BadInputError
+
+    path = job.video.depth
+    if path is None:
+        return None
+    indices = read_json(job.stage_dir(FACE) / "status.json")["indices"]
+    try:
+        with np.load(path) as z:
+            kinds = [k for k in ("depth", "disparity") if k in z.files]
+            if not kinds:
+                raise BadInputError(f"depth file holds {sorted(z.files)}, expected an array 'depth' or 'disparity'",
+                                    path=path)
+            arr = np.asarray(z[kinds[0]], dtype=np.float32)
+    except (OSError, ValueError) as err:
+        raise BadInputError(f"cannot read depth maps as .npz ({err})", path=path) from err
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[1] != 1 or not np.isfinite(arr).all():
+        raise BadInputError(f"depth maps must be finite [T,1,H,W] or [T,H,W], got {list(arr.shape)}", path=path)
+    if max(indices) >= arr.shape[0]:
+        raise BadInputError(f"depth has {arr.shape[0]} frames but source frame {max(indices)} was selected",
+                            path=path)
+    d = torch.from_numpy(arr[indices]).to(device)
+    return (d[:1] if mode == "image" else d), kinds[0]
+
+
 def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
     """Stage A for one variant; writes ``stage_a.safetensors`` (``ood.*`` state, phi [T,32], ws [T,14,512],
-    masks [T,1,H,W] when used) and ``stage_a.json`` (losses, seconds, form, ordering flag, neural resolution)."""
+    masks [T,1,H,W] when used) and ``stage_a.json`` (losses, seconds, form, ordering flag, neural resolution, and
+    a note when L_D is configured but no depth map was given). The paper's L_D is for single images only: depth
+    maps from the manifest are used in image mode."""
     from innout_core.checkpointing import Checkpointer
     from innout_core.joint import run_stage_a as core_stage_a
     from innout_core.joint import stage_a_fingerprint
+    from innout_core.store import hash_file
 
     cfg = job.config
     jcfg = cfg.joint_config(variant)
     stage = stage_a_name(variant, mode)
+    wants_depth = mode == "image" and jcfg.weights.depth > 0
     inputs = [_hash_of(job, FACE), _hash_of(job, invert_stage("w+", mode))]
+    if wants_depth and job.video.depth is not None:
+        inputs.append(hash_file(job.video.depth))
 
     def body(d: Path) -> StageOutput:
         dev = resolve_device(cfg.device)
@@ -54,11 +97,13 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         t = load_face(job, dev, mode)
         inv, _ = load_inversion(job, "w+", mode, dev)
         masks = t.get("masks") if jcfg.mask_mode == "user" else None
-        fp = stage_a_fingerprint(t["crops"], t["cameras"], inv.ws, jcfg, masks)
+        depth = load_depth(job, dev, mode) if wants_depth else None
+        dmap, dkind = depth if depth is not None else (None, "depth")
+        fp = stage_a_fingerprint(t["crops"], t["cameras"], inv.ws, jcfg, masks, dmap)
         ckpt = Checkpointer(d / "ckpt", every=jcfg.checkpoint_every, fingerprint=fp)
         resumed = max(ckpt.steps(), default=None)
         res = core_stage_a(G, t["crops"], t["cameras"], inv.ws, jcfg, stage_generator(job, stage, dev), masks=masks,
-                           checkpoint=ckpt, progress=progress_writer(d))
+                           depth=dmap, depth_kind=dkind, checkpoint=ckpt, progress=progress_writer(d))
         tensors = {f"ood.{k}": v for k, v in res.ood_state.items()}
         tensors.update(phi=res.phi, ws=res.ws)
         if res.masks is not None:
@@ -66,10 +111,13 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         save_tensors(d / "stage_a.safetensors", tensors)
         meta = {"losses": res.losses, "seconds": res.seconds, "form": res.form,
                 "release_sample_order": res.release_sample_order, "neural_resolution": res.neural_resolution}
+        info = {"resumed_from_step": resumed, "method_seconds": res.seconds,
+                "final_losses": {k: float(v) for k, v in (res.losses[-1] if res.losses else {}).items()}}
+        if wants_depth:
+            meta["depth_loss"] = info["depth_loss"] = (f"on: user {dkind} maps" if res.depth_used
+                                                       else NO_DEPTH_NOTE)
         atomic_write_text(d / "stage_a.json", json.dumps(meta, default=float))
-        last = res.losses[-1] if res.losses else {}
-        return StageOutput({"state": "stage_a.safetensors", "meta": "stage_a.json"},
-                           {"resumed_from_step": resumed, "method_seconds": res.seconds, "final_losses": {k: float(v) for k, v in last.items()}})
+        return StageOutput({"state": "stage_a.safetensors", "meta": "stage_a.json"}, info)
 
     return run_stage(job, stage, inputs, config_hash(jcfg, cfg.generator, str(cfg.checkpoint), cfg.seed), body)
 

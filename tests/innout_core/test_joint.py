@@ -232,3 +232,36 @@ def test_composite_sr_uses_const_noise_and_clamped_raw(video, monkeypatch) -> No
     run_stage_b(G, sa, frames, c, SRTuningConfig.preset("tiny-demo").model_copy(update={"epochs": 1}),
                 torch.Generator().manual_seed(0))
     assert len(calls) >= 4 and all(m == "const" and top <= 1.0 for m, top in calls), calls
+
+
+def test_depth_loss_term_is_eq7_on_the_composite_depth(video) -> None:
+    """With depth maps, the step's L_D is Eq. 7 on that step's composite depth (re-rendered here from the same
+    generator state) against the map resized to the neural resolution; without maps it is absent."""
+    import torch.nn.functional as F
+
+    from innout_core.composite import render_composite
+    from innout_core.losses import depth_loss
+    from innout_core.ood import OODField
+
+    G, frames, c, ws, _ = video
+    cfg = _cfg(steps=1, lr_w=0.0, mask_mode="none")
+    cfg.weights.depth = 0.5
+    depth = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(9)) + 1.0
+    res = run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), depth=depth, depth_kind="disparity")
+    assert res.depth_used and "depth" in res.losses[0]
+    g = torch.Generator().manual_seed(0)
+    R = cfg.neural_resolution
+    with torch.no_grad():
+        ood = OODField(2, cfg.ood_channels, cfg.ood_resolution, cfg.phi_dim, box_warp=G.rendering.box_warp, generator=g)
+        t = int(torch.randperm(2, generator=g)[0])
+        assert t == int(res.losses[0]["frame"])
+        r = render_composite(G, G.backbone_planes(ws[t : t + 1], noise_mode="const"), c[t : t + 1], ood,
+                             torch.tensor([t]), g, form=cfg.composite_form, resolution=R, with_ood_only=False)
+        d_c = r.depth.permute(0, 2, 1).reshape(1, 1, R, R)
+        want = depth_loss(d_c, F.interpolate(depth[t : t + 1], size=(R, R), mode="bilinear", antialias=True),
+                          "disparity")
+    assert res.losses[0]["depth"] == pytest.approx(float(want), rel=1e-4)
+    none = run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))
+    assert not none.depth_used and "depth" not in none.losses[0]
+    with pytest.raises(BadInputError, match="depth"):
+        run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), depth=depth[:1])

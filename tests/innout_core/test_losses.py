@@ -169,5 +169,36 @@ def test_paper_preset_has_the_papers_relative_weights() -> None:
     hand = (((rn - tn) ** 2).sum() + 1.0 * hb.sum() + 1.0 * ((wn[0] - an) ** 2).sum()
             + 1e-3 * sum(((wn[0, i] - wn[0, 0]) ** 2).sum() for i in range(1, 14)))
     assert total == pytest.approx(hand, rel=1e-5)
-    # the official preset keeps the release's means
-    assert JointConfig.preset("official").reduction == "mean"
+    # the official preset keeps the release's means; L_D (single image) has the paper's lambda_D
+    assert JointConfig.preset("official").reduction == "mean" and cfg.weights.depth == 0.1
+
+
+@pytest.mark.parametrize("kind", ["depth", "disparity"])
+def test_depth_loss_against_a_hand_least_squares_fit(kind) -> None:
+    import numpy as np
+
+    from innout_core.losses import align_depth, depth_loss
+
+    g = torch.Generator().manual_seed(0)
+    rendered = (2.3 + torch.rand(2, 1, 5, 5, generator=g)).requires_grad_(True)
+    mono = torch.rand(2, 1, 5, 5, generator=g) + 0.5
+    want = []
+    for i in range(2):
+        x = mono[i].flatten().double().numpy()
+        y = rendered[i].detach().flatten().double().numpy()
+        y = 1 / y if kind == "disparity" else y
+        (s, t), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)
+        fit = s * x + t
+        want.append(1 / fit if kind == "disparity" else fit)
+    want = np.stack(want)
+    got = align_depth(mono, rendered, kind).flatten(1).double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    dn = rendered.detach().flatten(1).double().numpy()
+    loss = depth_loss(rendered, mono, kind)
+    assert loss.item() == pytest.approx(np.abs(dn - want).mean(), rel=1e-5)
+    assert depth_loss(rendered, mono, kind, "sum").item() == pytest.approx(np.abs(dn - want).sum(), rel=1e-5)
+    loss.backward()  # the gradient is sign(D_C - D_reg) / n: the fit itself is a constant
+    np.testing.assert_allclose(rendered.grad.flatten(1).numpy(), np.sign(dn - want) / dn.size, rtol=1e-6)
+    # an exact affine copy of the rendered depth costs nothing
+    exact = 3.0 * rendered.detach() - 1.0 if kind == "depth" else 2.0 / rendered.detach() + 0.5
+    assert depth_loss(rendered.detach(), exact, kind).item() < 1e-5
