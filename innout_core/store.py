@@ -271,7 +271,7 @@ class Timer:
 
 # ----------------------------------------------------------------------------------------------- metrics Parquet
 
-METRICS_SCHEMA_VERSION = "1"
+METRICS_SCHEMA_VERSION = "2"  # 2: face_status column
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -289,11 +289,14 @@ METRICS_SCHEMA = pa.schema(
         pa.field("id_sim_edit", pa.float64(), nullable=True),  # identity between inverted and edited frame
         pa.field("seconds", pa.float64(), nullable=False),  # wall time of the method for this video
         pa.field("reason", pa.string(), nullable=True),  # why a metric is null
+        pa.field("face_status", pa.string(), nullable=True),  # ok | predicted | filled | no_face (face stage)
     ],
     metadata={"innout.schema_version": METRICS_SCHEMA_VERSION},
 )
 _METHODS = {"w", "w+", "pti", "innout"}
 _MODES = {"video", "image"}
+#: nullable columns a row may leave out (written as null)
+_OPTIONAL = {"face_status"}
 
 
 def _metric_definitions() -> dict[str, str]:
@@ -309,13 +312,14 @@ def write_metrics(
 
     Args:
         path: final ``metrics.parquet`` path.
-        rows: one mapping per (method, variant, mode, frame, edit) with exactly the schema's columns; metric
-            columns may be None (then ``reason`` should say why).
+        rows: one mapping per (method, variant, mode, frame, edit) with exactly the schema's columns (``face_status``
+            may be left out: null); metric columns may be None (then ``reason`` should say why).
         definitions: metric name -> definition for the file metadata; default ``innout_core.metrics.METRIC_DEFINITIONS``.
     Raises:
         BadInputError: a row with missing/extra columns, an unknown method/mode, or wrong types.
     """
     names = set(METRICS_SCHEMA.names)
+    rows = [{**{k: None for k in _OPTIONAL}, **row} for row in rows]
     for i, row in enumerate(rows):
         keys = set(row)
         if keys != names:

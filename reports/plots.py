@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from reports.labels import ABLATION_VARIANTS, method_label  # noqa: E402
@@ -66,16 +67,35 @@ def per_frame_plot(df: pd.DataFrame, video: str, path: Path) -> Path | None:
     if sub.empty or not metrics:
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.4), squeeze=False)
+    face = _face_status(sub)
     for ax, (metric, title) in zip(axes[0], metrics):
+        for frame, status in face.items():  # frames whose face was not detected: shaded, one colour per status
+            ax.axvspan(frame - 0.5, frame + 0.5, color=_STATUS_SHADE[status], alpha=0.25, lw=0)
         for label, g in sub.groupby("label"):
             g = g.sort_values("frame")
             ax.plot(g["frame"], g[metric], marker="o", ms=3, label=label)
         ax.set_xlabel("source frame")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{video}: per-frame reconstruction")
+    handles, _ = axes[0][-1].get_legend_handles_labels()
+    handles += [Patch(color=_STATUS_SHADE[s], alpha=0.25, label=f"face {s}") for s in sorted(set(face.values()))]
+    axes[0][-1].legend(handles=handles, fontsize=7)
+    counts = ", ".join(f"{n} {s}" for s, n in pd.Series(list(face.values()), dtype=object).value_counts().items())
+    fig.suptitle(f"{video}: per-frame reconstruction" + (f" (frames without a detected face: {counts})"
+                                                          if counts else ""))
     return _save(fig, path)
+
+
+#: per-frame plot shading of frames whose face-stage status is not 'ok'
+_STATUS_SHADE = {"predicted": "tab:olive", "filled": "tab:orange", "no_face": "tab:red"}
+
+
+def _face_status(sub: pd.DataFrame) -> dict[int, str]:
+    """Source frame -> face-stage status for the frames that were not detected (none when the column is absent)."""
+    if "face_status" not in sub:
+        return {}
+    st = sub.dropna(subset=["face_status"]).drop_duplicates("frame").set_index("frame")["face_status"]
+    return {int(f): str(s) for f, s in st.items() if s in _STATUS_SHADE}
 
 
 def write_plots(df: pd.DataFrame | None, out_dir: Path) -> dict[str, Path]:

@@ -60,7 +60,9 @@ def run_metrics(job: VideoJob, branches: list[Branch]) -> StageRecord:
                 reasons["id_sim"] = str(err)
         else:
             reasons["id_sim"] = "identity metric disabled in the config (metrics.identity: false)"
-        indices = read_json(job.stage_dir("face") / "status.json")["indices"]
+        face_rows = read_json(job.stage_dir("face") / "status.json")
+        indices = face_rows["indices"]
+        face_status = face_rows.get("status") or [None] * len(indices)  # ok | predicted | filled | no_face
         rows: list[dict[str, Any]] = []
         defs: dict[str, str] = dict(M.METRIC_DEFINITIONS)
         for b in branches:
@@ -72,7 +74,7 @@ def run_metrics(job: VideoJob, branches: list[Branch]) -> StageRecord:
             base = dict(run=job.run_name, video=job.id, method=b.method, variant=b.variant, mode=b.mode,
                         seconds=seconds, id_sim_edit=None)
             for i, r in enumerate(fm.rows()):
-                rows.append(dict(base, frame=int(indices[i]), edit="", **r))
+                rows.append(dict(base, frame=int(indices[i]), edit="", face_status=face_status[i], **r))
             for name, edited in sorted(out.items()):
                 if name == "recon" or edited.shape[0] != out["recon"].shape[0]:
                     continue  # novel views have no per-frame counterpart
@@ -80,7 +82,8 @@ def run_metrics(job: VideoJob, branches: list[Branch]) -> StageRecord:
                 why = "edit: no ground truth for LPIPS/SSIM/PSNR/ID" + ("" if ids is not None else
                                                                        f"; id_sim_edit: {reasons.get('id_sim')}")
                 for i in range(edited.shape[0]):
-                    rows.append(dict(base, frame=int(indices[i]), edit=name, lpips=None, ssim=None, psnr=None,
+                    rows.append(dict(base, frame=int(indices[i]), edit=name, face_status=face_status[i],
+                                     lpips=None, ssim=None, psnr=None,
                                      id_sim=None, id_sim_edit=None if ids is None else float(ids[i]), reason=why))
         path = write_metrics(metrics_path(job.run_dir, job.id), rows, defs)
         return StageOutput({"parquet": str(Path("..") / path.name)}, {"rows": len(rows)})

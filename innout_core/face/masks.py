@@ -31,8 +31,8 @@ def warp_masks(masks: np.ndarray, params: Sequence[CropParams], size: int, sourc
     """Warp per-frame masks from frame pixels into the face crops: nearest-neighbour sampling, then threshold 0.5.
 
     Args:
-        masks: [T, 1, H, W] or [T, H, W] masks on the original frames (1 = face; float in [0, 1], bool, or uint8
-            0/255), H x W = the frames' size.
+        masks: [T, 1, H, W] or [T, H, W] masks on the original frames (1 = face; float in [0, 1], bool, uint8
+            0/1 or 0/255), H x W = the frames' size.
         params: T crop transforms (one per frame, `PreprocessResult.params`).
         size: output side in pixels (the generator's resolution).
         source: the masks file, named in errors.
@@ -46,7 +46,7 @@ def warp_masks(masks: np.ndarray, params: Sequence[CropParams], size: int, sourc
         raise BadInputError(f"masks must be [T, 1, H, W] or [T, H, W], got {list(np.asarray(masks).shape)}", source)
     if len(m) != len(params):
         raise BadInputError(f"{len(m)} masks for {len(params)} frames", source)
-    scale = 255.0 if m.dtype == np.uint8 else 1.0
+    scale = 255.0 if m.dtype == np.uint8 and m.max() > 1 else 1.0
     out = np.empty((len(m), 1, size, size), np.float32)
     for i, (mask, p) in enumerate(zip(m, params)):
         if mask.shape != (p.height, p.width):

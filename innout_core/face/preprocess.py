@@ -193,21 +193,26 @@ def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str 
     return lm
 
 
-def _gap_warnings(found: np.ndarray, cfg: FaceConfig) -> list[str]:
+def _gap_warnings(found: np.ndarray, cfg: FaceConfig, ids: Sequence[int]) -> list[str]:
     out, n = [], len(found)
+
+    def span(a: int, b: int) -> str:
+        return f"{ids[a]}-{ids[b]}" if ids[b] - ids[a] == b - a else ", ".join(str(ids[i]) for i in range(a, b + 1))
+
     for t, end in gap_runs(found):
         if t == 0 or end == n:
             what = "held at the nearest face (status no_face)" if cfg.ends == "hold" else "trimmed"
-            out.append(f"no face in frames {t}-{end - 1} at the {'start' if t == 0 else 'end'} of the video: {what}")
+            out.append(f"no face in frames {span(t, end - 1)} at the {'start' if t == 0 else 'end'} of the video: "
+                       f"{what}")
         elif end - t > cfg.max_gap:
-            out.append(f"no face in frames {t}-{end - 1} ({end - t} consecutive frames, more than "
+            out.append(f"no face in frames {span(t, end - 1)} ({end - t} consecutive frames, more than "
                        f"face.max_gap={cfg.max_gap}): landmarks interpolated (status filled)")
     return out
 
 
 def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backend: FaceBackend,
-                     cfg: FaceConfig, name: str | Path = "video", tracked: TrackResult | None = None
-                     ) -> PreprocessResult:
+                     cfg: FaceConfig, name: str | Path = "video", tracked: TrackResult | None = None,
+                     frame_ids: Sequence[int] | None = None) -> PreprocessResult:
     """Detect, track, fill, smooth, crop (official geometry) and estimate cameras for one video.
 
     Args:
@@ -217,6 +222,7 @@ def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, b
         name: the video (named in errors).
         tracked: the result of `track_video` on these frames, to reuse detections (e.g. when trying several
             smoothing settings); detected again when None.
+        frame_ids: the frames' source indices, named in warnings (default 0..T-1).
     Raises:
         BadInputError: empty video, frames of different sizes, or no face in any frame.
     """
@@ -236,7 +242,7 @@ def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, b
             raw[t] = d.landmarks
     found = np.array([d is not None for d in tr.detections])
     filled = fill_gaps(raw, found, cfg.max_gap, name)
-    warnings = _gap_warnings(found, cfg)
+    warnings = _gap_warnings(found, cfg, list(range(n)) if frame_ids is None else list(frame_ids))
     for w in warnings:
         log.warning("%s: %s", name, w)
     first, last = int(np.argmax(found)), n - 1 - int(np.argmax(found[::-1]))

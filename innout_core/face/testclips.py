@@ -186,16 +186,26 @@ def nme(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def write_rotated_mp4(frames: list[np.ndarray], path: Path, fps: int = 25, rotate: int = 90) -> Path:
-    """Store upright frames as an H.264 mp4 whose pixels are turned and whose display matrix turns them back
-    (`rotate` degrees clockwise, the legacy tag ffmpeg writes as a display matrix), as phones do."""
-    from innout_core.video import EncodeConfig, encode_video, ffmpeg_exe
+    """Store upright frames as an H.264 mp4 whose pixels are turned by a quarter turn and whose display matrix
+    (ffmpeg's `rotate` tag, written as a display matrix) turns them back, as phones do. The turn of the stored
+    pixels is the one for which ffmpeg's own decoding shows frame 0 upright (ffmpeg versions differ on the tag's
+    direction).
 
-    stored = [np.ascontiguousarray(np.rot90(f, k=rotate // 90)) for f in frames]
+    Raises:
+        RuntimeError: neither turn decodes upright.
+    """
+    from innout_core.video import EncodeConfig, encode_video, ffmpeg_exe, iter_frames
+
     tmp = path.with_name(f".{path.stem}.plain.mp4")
-    encode_video(stored, tmp, fps, EncodeConfig(crf=12, preset="veryfast"))
     try:
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(tmp), "-c", "copy", "-metadata:s:v:0",
-                        f"rotate={rotate}", str(path)], check=True)
+        for k in (rotate // 90, -(rotate // 90)):
+            stored = [np.ascontiguousarray(np.rot90(f, k=k)) for f in frames]
+            encode_video(stored, tmp, fps, EncodeConfig(crf=12, preset="veryfast"))
+            subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(tmp), "-c", "copy", "-metadata:s:v:0",
+                            f"rotate={rotate}", str(path)], check=True)
+            shown = next(iter_frames(path))[1]
+            if shown.shape == frames[0].shape and np.abs(shown.astype(float) - frames[0]).mean() < 10:
+                return path
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    raise RuntimeError(f"{path}: no quarter turn of the pixels decodes upright with rotate={rotate}")
