@@ -40,6 +40,7 @@ __all__ = [
     "frontal_label",
     "lr_factor",
     "initial_latents",
+    "subset_indices",
     "invert_video",
     "invert_image",
     "inversion_fingerprint",
@@ -56,8 +57,9 @@ PRESET_NOTES: dict[str, str] = {
     "fine-tunes G for 200 epochs at 3e-5. Gaps the paper leaves (rho, LPIPS weight, init) follow the documented "
     "official command. DEFAULT, because the project reproduces the paper's tables.",
     "official": "Documented official command (invert_multi_ws.py:5): 500 epochs at lr 5e-3, LPIPS-VGG 1.0, "
-    "lambda_Delta 1e-3 on 12 plain norms, rho 0.7, 500-sample LPIPS-Alex init; PTI from hyperparameters.py "
-    "(lr 3e-5, locality regulariser on).",
+    "lambda_Delta 1e-3 on 12 plain norms, rho 0.7, 500-sample LPIPS-Alex init conditioned with the release's "
+    "frontal label (focal 4.4652), a 16-frame subset pass first (invert_multi_ws.py, then invert_multi2vid.py from "
+    "its canonical latent); PTI from hyperparameters.py (lr 3e-5, locality regulariser on).",
     "fast": "Short runs for real videos on a GPU: 50 epochs at lr 5e-3 on frame batches of 4, 64-sample init.",
     "tiny-demo": "CPU runs with the `tiny` generator: L2 only (no LPIPS weights needed), all frames per step, "
     "60 epochs at lr 3e-2 with the official schedule, 8-sample L2 init on every 4th frame; PTI 20 epochs at 1e-3.",
@@ -89,6 +91,11 @@ class InversionConfig(BaseModel):
     init_metric: Literal["lpips", "l2"] = Field("lpips", description="init score: LPIPS-AlexNet (official) or MSE")
     init_chunk: int = Field(8, ge=1, description="renders per batch during the initial search (memory only)")
     init_stride: int = Field(1, ge=1, description="score frames 0, s, 2s, ... in the init search (official 1 = all)")
+    cond_focal: float = Field(4.2647, gt=0, description="focal of the frontal conditioning label used to map the "
+                              "init / locality samples (4.2647 as everywhere else; the release's inversion: 4.4652)")
+    subset_frames: int = Field(0, ge=0, description="first invert this many evenly spaced frames, then all frames "
+                               "from its canonical latent with zero residuals (release: 16); 0 = off")
+    subset_steps: int | None = Field(None, ge=0, description="epochs of the subset pass; None = steps")
     pti_steps: int = Field(200, ge=0, description="PTI generator fine-tuning epochs (paper 200)")
     pti_lr: float = Field(3e-5, gt=0, description="PTI generator learning rate (paper 3e-5)")
     pti_lambda_l2: float = Field(1.0, ge=0, description="PTI pixel MSE weight (hyperparameters.pt_l2_lambda)")
@@ -108,7 +115,7 @@ class InversionConfig(BaseModel):
         values: dict[str, dict[str, Any]] = {
             "paper": {},
             "official": dict(steps=500, lr=5e-3, delta_form="official", pti_steps=50, pti_lambda_lpips=10.0,
-                             pti_locality=True),
+                             pti_locality=True, cond_focal=4.4652, subset_frames=16),
             "fast": dict(steps=50, lr=5e-3, batch_size=4, init_samples=64, pti_steps=20, pti_lr=3e-4, amp="bf16"),
             # tiny-demo lr/schedule measured by bench/ground_truth.py: lr 3e-2 with the official warm-up + cosine
             # decay reaches a lower loss in 40 epochs than 2e-2 constant does in 100 (it overshoots early).
@@ -135,8 +142,9 @@ class InversionResult:
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
-def frontal_label(G: nn.Module, n: int = 1) -> Tensor:
-    """Conditioning label of the frontal camera (yaw = pitch = 0, the pickle's avg radius/pivot, focal 4.2647).
+def frontal_label(G: nn.Module, n: int = 1, focal: float = 4.2647) -> Tensor:
+    """Conditioning label of the frontal camera (yaw = pitch = 0, the pickle's avg radius/pivot, focal 4.2647; the
+    release's inversion conditions with 4.4652, ``InversionConfig.cond_focal``).
 
     Returns ``[n, 25]`` float32 on G's device (spec §2.2; 4.2647 per spec §10.7).
     """
@@ -144,7 +152,7 @@ def frontal_label(G: nn.Module, n: int = 1) -> Tensor:
 
     r = G.rendering
     cam = lookat_cam2world(0.0, 0.0, radius=r.avg_camera_radius, lookat=tuple(r.avg_camera_pivot))
-    label = make_label(cam.reshape(-1, 4, 4)[:1], intrinsics_matrix())
+    label = make_label(cam.reshape(-1, 4, 4)[:1], intrinsics_matrix(focal))
     return label.to(_device(G)).repeat(n, 1)
 
 
@@ -215,7 +223,7 @@ def initial_latents(G: nn.Module, frames: Tensor, cameras: Tensor, cfg: Inversio
     frames, cameras = frames[:: cfg.init_stride], cameras[:: cfg.init_stride]
     T, K = frames.shape[0], cfg.init_samples
     z = torch.randn(K, G.z_dim, generator=generator, device=generator.device).to(device)
-    ws = G.mapping(z, frontal_label(G, K), truncation_psi=1.0)
+    ws = G.mapping(z, frontal_label(G, K, cfg.cond_focal), truncation_psi=1.0)
     best_score = torch.full((T,), float("inf"), device=device)
     best_idx = torch.zeros(T, dtype=torch.long, device=device)
     pairs = [(k, t) for k in range(K) for t in range(T)]
@@ -233,6 +241,12 @@ def initial_latents(G: nn.Module, frames: Tensor, cameras: Tensor, cfg: Inversio
             if s < best_score[t]:
                 best_score[t], best_idx[t] = s, k
     return ws[best_idx].float(), best_score
+
+
+def subset_indices(T: int, n: int) -> Tensor:
+    """``n`` evenly spaced frame indices of ``T`` (first and last included) for the subset pass; the release does not
+    record how its 16 frames were chosen. [n] int64."""
+    return torch.linspace(0, T - 1, min(n, T)).round().long()
 
 
 def _batches(T: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
@@ -298,6 +312,13 @@ def invert_video(
     amp_dtype = use_amp(cfg.amp, device)
     if state is None and pivot is not None:  # latents are replaced by the pivot's after the (empty) phase 1
         cano = pivot.w_canonical.to(device, torch.float32).clone()
+        resid = torch.zeros((T, *cano.shape[1:]), device=device)
+    elif state is None and 0 < cfg.subset_frames < T:  # the release's subset pass, then all frames from its cano
+        idx = subset_indices(T, cfg.subset_frames).to(device)
+        sub_cfg = cfg.model_copy(update={"method": "w" if is_w else "w+", "subset_frames": 0,
+                                         "steps": cfg.steps if cfg.subset_steps is None else cfg.subset_steps})
+        sub = invert_video(G, frames[idx], cameras[idx], sub_cfg, generator)
+        cano = (sub.w_canonical[:, 0] if is_w else sub.w_canonical).to(device).clone()
         resid = torch.zeros((T, *cano.shape[1:]), device=device)
     elif state is None:
         best, _ = initial_latents(G, frames, cameras, cfg, generator, lpips)
@@ -427,7 +448,7 @@ def _locality_loss(G: nn.Module, Gt: nn.Module, pivot: Tensor, camera: Tensor, c
     n = cfg.locality_samples
     z = torch.randn(n, G.z_dim, generator=generator, device=generator.device).to(pivot.device)
     with torch.no_grad():
-        w = G.mapping(z, frontal_label(G, n), truncation_psi=cfg.locality_psi)
+        w = G.mapping(z, frontal_label(G, n, cfg.cond_focal), truncation_psi=cfg.locality_psi)
         d = w - pivot
         morphed = pivot + cfg.locality_alpha * d / torch.linalg.vector_norm(d.flatten(1), dim=1).view(n, 1, 1)
         cams = camera.expand(n, -1)

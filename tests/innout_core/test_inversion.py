@@ -175,3 +175,30 @@ def test_bf16_autocast_within_tolerance(G, target, method):
     moves = [(r.ws - init.mean(0, keepdim=True)).flatten() for r in (runs["off"], runs["bf16"])]
     assert torch.nn.functional.cosine_similarity(*moves, dim=0) > 0.97
     assert InversionConfig.preset("fast").amp == "bf16" and InversionConfig().amp == "off"
+
+
+def test_official_conditions_the_init_with_the_release_focal(G, target):
+    frames, cams = target
+    off = InversionConfig.preset("official", "w+")
+    assert off.cond_focal == 4.4652 and InversionConfig().cond_focal == 4.2647
+    assert float(frontal_label(G, 1, 4.4652)[0, 16]) == pytest.approx(4.4652)
+    cfg = _cfg("w+", init_samples=1, cond_focal=4.4652)
+    best, _ = initial_latents(G, frames, cams, cfg, torch.Generator().manual_seed(5))
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = G.mapping(z, frontal_label(G, 1, 4.4652), truncation_psi=1.0)
+        other = G.mapping(z, frontal_label(G), truncation_psi=1.0)
+    torch.testing.assert_close(best, ref.expand(2, -1, -1))
+    assert (ref - other).abs().max() > 1e-4  # the tiny generator is conditioned: the focal matters
+
+
+def test_subset_pass_sets_the_canonical_latent(G, target):
+    """Release protocol: invert a subset first, then every frame from its canonical latent with zero residuals
+    (with 0 epochs of the full pass, every frame's latent is the subset's canonical latent)."""
+    frames, cams = torch.cat([target[0], target[0]]), torch.cat([target[1], target[1].flip(0)])
+    assert InversionConfig.preset("official", "w+").subset_frames == 16
+    cfg = _cfg("w+", subset_frames=2, subset_steps=3, steps=0)
+    res = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0))
+    sub = invert_video(G, frames[[0, 3]], cams[[0, 3]], _cfg("w+", steps=3), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(res.ws, sub.w_canonical.expand(4, -1, -1), atol=0, rtol=0)
+    assert not torch.equal(sub.w_canonical, sub.ws[:1])  # the subset pass did learn per-frame residuals
