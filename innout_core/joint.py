@@ -55,6 +55,7 @@ __all__ = [
     "validate_inputs",
     "COMPOSITE_SR_NOISE",
     "composite_sr",
+    "mean_latent",
 ]
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -99,6 +100,9 @@ class JointConfig(BaseModel):
     weights: LossWeights = Field(default_factory=LossWeights, description="loss weights")
     blend_entropy_skew: float = Field(2.0, gt=0, description="entropy of b**skew; 2 = release, 1 = paper")
     latent_squared: bool = Field(True, description="L_w squared (paper) or plain norm (release _auto script)")
+    w_avg: Literal["tracked", "samples"] = Field("tracked", description="w-bar of L_w: the generator's tracked "
+                                                 "w_avg (release w_avg.pt) or the mean of w_avg_samples mapped z (paper)")
+    w_avg_samples: int = Field(10_000, ge=1, description="z samples for w_avg='samples' (paper: 10 000)")
     delta_count: int = Field(13, ge=1, le=13, description="deltas in L_Delta: 13 paper, 12 release (capped at num_ws - 1)")
     delta_squared: bool = Field(True, description="L_Delta squared norms (paper) or plain (release)")
     lpips_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone (release: vgg)")
@@ -130,8 +134,9 @@ class JointConfig(BaseModel):
           entropy of b², area loss, SR L2, 10 000 steps.
         * ``paper``: paper Eq. 5–8: no masks, L2 + LPIPS + L_b (entropy of b) + L_w (squared, λ=1) + L_Delta (13
           squared, λ=1e-3) with the paper's sums (pixel L2 summed over pixels and channels, L_b over every
-          sample), L_D (λ=0.1, single image with user depth maps), paper Eq. 4 transmittance, 10 000 steps at
-          5e-3; w+ lr 5e-4 (the paper does not give it; the mask-free release script's value).
+          sample), L_D (λ=0.1, single image with user depth maps), w̄ = mean of 10 000 mapped samples, paper
+          Eq. 4 transmittance, 10 000 steps at 5e-3; w+ lr 5e-4 (the paper does not give it; the mask-free release
+          script's value).
         * ``fast``: the official losses with automatic masks and 2 000 steps (quick real runs), bf16 autocast.
         * ``tiny-demo``: seconds on a CPU with the ``tiny`` generator; no LPIPS (weight 0, needs no weights).
         """
@@ -141,6 +146,7 @@ class JointConfig(BaseModel):
         if name == "paper":
             return cls(
                 lr_w=5e-4, mask_mode="none", composite_form="paper", blend_entropy_skew=1.0, reduction="sum",
+                w_avg="samples",
                 weights=LossWeights(l2=1, l2_ood=0, lpips=1, sr_l2=0, blend_entropy=1, blend_area=0, latent=1,
                                     delta=1e-3, depth=0.1),
             )
@@ -272,6 +278,23 @@ def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: J
     if depth is None:  # the fingerprint of runs without depth maps is unchanged
         return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"))
     return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"), depth)
+
+
+@torch.no_grad()
+def mean_latent(G, n: int = 10_000, seed: int = 0, chunk: int = 1000) -> Tensor:
+    """Paper Eq. 1's w-bar: the mean of ``G.mapping(z, frontal label, psi=1)`` over ``n`` z ~ N(0, I) drawn from a
+    generator seeded with ``seed`` (chunked). Returns [num_ws, w_dim] float32 on G's device."""
+    from innout_core.inversion import frontal_label
+
+    device = next(G.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    total = None
+    for s in range(0, n, chunk):
+        k = min(chunk, n - s)
+        z = torch.randn(k, G.z_dim, generator=g).to(device)
+        part = G.mapping(z, frontal_label(G, k), truncation_psi=1.0).double().sum(dim=0)
+        total = part if total is None else total + part
+    return (total / n).float()
 
 
 def _morph(x: Tensor, k: int, op: str) -> Tensor:
@@ -414,7 +437,10 @@ def run_stage_a(
         region_raw = None if use_masks is None else 1 - _resize(_resize(use_masks, _img_res(G), "nearest"), R,
                                                                   "nearest")
         lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if w.lpips > 0 else None
-        w_avg = G.backbone.mapping.w_avg.to(device) if w.latent > 0 else None
+        w_avg = None
+        if w.latent > 0:
+            w_avg = (G.backbone.mapping.w_avg if cfg.w_avg == "tracked" else mean_latent(G, cfg.w_avg_samples)).to(
+                device)
 
         ood = OODField(T, cfg.ood_channels, cfg.ood_resolution, cfg.phi_dim, box_warp=G.rendering.box_warp,
                        generator=generator).to(device)

@@ -265,3 +265,26 @@ def test_depth_loss_term_is_eq7_on_the_composite_depth(video) -> None:
     assert not none.depth_used and "depth" not in none.losses[0]
     with pytest.raises(BadInputError, match="depth"):
         run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), depth=depth[:1])
+
+
+def test_paper_w_avg_is_the_mean_of_mapped_samples(video) -> None:
+    """Paper Eq. 1: w-bar is the mean latent of sampled codes (10 000 in the paper; 64 here), not the tracked w_avg."""
+    from innout_core.inversion import frontal_label
+    from innout_core.joint import mean_latent
+
+    G, frames, c, ws, _ = video
+    assert JointConfig.preset("paper").w_avg == "samples" and JointConfig.preset("paper").w_avg_samples == 10_000
+    assert JointConfig.preset("official").w_avg == "tracked"
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = torch.randn(64, G.z_dim, generator=g)
+        hand = G.mapping(z, frontal_label(G, 64), truncation_psi=1.0).mean(dim=0)
+    torch.testing.assert_close(mean_latent(G, 64, chunk=10), hand, atol=1e-5, rtol=0)
+    cfg = _cfg(steps=1, lr_w=0.0, mask_mode="none", w_avg="samples", w_avg_samples=64)
+    cfg.weights.latent = 1.0
+    res = run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))
+    t = int(res.losses[0]["frame"])
+    assert res.losses[0]["latent"] == pytest.approx(float((ws[t] - hand).square().sum()), rel=1e-5)
+    tracked = run_stage_a(G, frames, c, ws, cfg.model_copy(update={"w_avg": "tracked"}),
+                          torch.Generator().manual_seed(0))
+    assert tracked.losses[0]["latent"] != pytest.approx(res.losses[0]["latent"], rel=1e-3)
