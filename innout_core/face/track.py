@@ -2,8 +2,9 @@
 (overlap first, identity descriptors only when overlap does not decide), and keep the landmarks through detector
 misses by running the landmark model on the predicted box and accepting it only when it is plausible.
 
-Per-frame status: ``ok`` (a detection of the target), ``predicted`` (landmark model on the predicted box, checked
-against the image motion and the target's identity), ``no_face`` (nothing acceptable; filled later).
+Per-frame status: ``ok`` (a detection of the target), ``predicted`` (the last detection's landmarks carried by the
+measured image motion of the face, accepted when the landmark model run on the box they give agrees), ``no_face``
+(nothing acceptable; filled later).
 """
 
 from __future__ import annotations
@@ -44,19 +45,15 @@ class TrackingConfig(BaseModel):
                                                      "many frames (frames)")
     predict: bool = Field(True, description="track through detector misses: landmark model on the predicted box, "
                                             "kept when plausible (else the frame is filled by interpolation)")
-    history: int = Field(2, ge=1, description="frames in the constant-velocity landmark model (the image motion's "
-                                              "starting guess, and the prediction when it cannot be measured)")
+    history: int = Field(2, ge=1, description="frames in the constant-velocity landmark model (the predicted box "
+                                              "for matching, and the image motion's starting guess)")
     max_coast: int = Field(10, ge=0, description="frames after the last face over which the box is still "
-                                                 "predicted (frames)")
+                                                 "extrapolated for matching (frames)")
     agree_iod: float = Field(0.1, gt=0, description="a landmark of the landmark model agrees with the motion "
                                                     "prediction within this fraction of the inter-ocular distance")
-    min_agree: float = Field(0.5, ge=0, le=1, description="fraction of landmarks that must agree to accept a "
-                                                          "predicted frame without measured image motion")
-    min_agree_flow: float = Field(0.25, ge=0, le=1, description="the same with measured image motion (the face's "
-                                                                "texture followed from the last detection)")
-    identity_margin: float = Field(1.25, ge=1, description="predicted frames: descriptor distance to the target "
-                                                           "at most margin x the backend's identity threshold "
-                                                           "(occluders move descriptors)")
+    min_agree: float = Field(0.25, ge=0, le=1, description="fraction of landmarks of the landmark model that must "
+                                                           "agree with the image motion to accept a predicted "
+                                                           "frame")
 
 
 @dataclass
@@ -92,6 +89,7 @@ class Tracker:
         self.hist: deque[tuple[int, np.ndarray]] = deque(maxlen=cfg.history)
         self.last_box: np.ndarray | None = None
         self.last_t = -10**9
+        self.last_detected = False
         self.descs: list[np.ndarray] = []
         self.rejected: list[tuple[np.ndarray, int]] = []  # (box, frame of the descriptor check)
         self.key: KeyframeFlow | None = None  # the last detection's frame, for the image motion since then
@@ -128,14 +126,14 @@ class Tracker:
         if self.hist and self.hist[-1][0] != t - 1:
             self.hist.clear()  # the constant-velocity model spans one unbroken run
         self.hist.append((t, np.asarray(det.landmarks, np.float64)))
-        self.last_box, self.last_t = np.asarray(det.box, np.float64), t
+        self.last_box, self.last_t, self.last_detected = np.asarray(det.box, np.float64), t, detected
 
     # ---------------------------------------------------------------------------------------------- matching
 
     def _match(self, t: int, cands: Sequence[Detection]) -> Detection | None:
         cfg = self.cfg
         pred = self._predicted_box(t)
-        held = self.last_t == t - 1  # the face was in the previous frame: it cannot jump away
+        held = self.last_t == t - 1 and self.last_detected  # detected in the previous frame: it cannot jump away
         ref = self._reference() if cfg.use_identity else None
         thr = self.backend.identity_threshold
         rejected_now: list[tuple[np.ndarray, int]] = []
@@ -171,30 +169,24 @@ class Tracker:
     # ---------------------------------------------------------------------------------------------- prediction
 
     def _predict(self, t: int, frame: np.ndarray, gray: np.ndarray) -> Detection | None:
+        """The target where the detector found nothing acceptable: the last detection's landmarks carried by the
+        measured image motion of the face (no motion measured = no prediction: a blanked or fully covered face is
+        not invented), kept when the landmark model, run on the box they give, agrees on enough points."""
         cfg = self.cfg
-        guess = self._predicted_landmarks(t)
-        flow = self.key.track(gray, guess) if self.key is not None and guess is not None else None
-        prior = flow.landmarks if flow is not None else guess
-        if prior is None:
+        if self.key is None:
             return None
-        box = self.boxes.box(prior)
-        cand = self.backend.landmarks_in_box(frame, box)
+        flow = self.key.track(gray, self._predicted_landmarks(t))
+        if flow is None:
+            return None
+        prior = flow.landmarks
+        cand = self.backend.landmarks_in_box(frame, self.boxes.box(prior))
         if cand is None or cand.landmarks.shape != prior.shape:
             return None
         iod = max(interocular(prior), 1.0)
         agree = np.linalg.norm(cand.landmarks - prior, axis=1) <= cfg.agree_iod * iod
-        if agree.mean() < (cfg.min_agree if flow is None else cfg.min_agree_flow):
+        if agree.mean() < cfg.min_agree:
             return None
-        ref = self._reference() if cfg.use_identity and flow is None else None
-        if ref is not None:  # nothing followed the face's texture: is it the target's face at all?
-            desc = self._descriptor(cand)
-            if desc is not None and self.backend.identity_distance(ref, desc) > cfg.identity_margin * \
-                    self.backend.identity_threshold:
-                return None
-        lm = prior.copy()
-        if flow is None:  # no image motion measured: the landmark model corrects the constant-velocity guess
-            lm[agree] = (prior[agree] + cand.landmarks[agree]) / 2
-        return Detection(box=self.boxes.box(lm), score=float("nan"), landmarks=lm, descriptor=cand.descriptor)
+        return Detection(box=self.boxes.box(prior), score=float("nan"), landmarks=prior, descriptor=None)
 
     # ---------------------------------------------------------------------------------------------- one frame
 
