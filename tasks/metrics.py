@@ -85,6 +85,11 @@ def run_metrics(job: VideoJob, branches: list[Branch]) -> StageRecord:
                     rows.append(dict(base, frame=int(indices[i]), edit=name, face_status=face_status[i],
                                      lpips=None, ssim=None, psnr=None,
                                      id_sim=None, id_sim_edit=None if ids is None else float(ids[i]), reason=why))
+        stage_as = sorted({s for b in branches for s in b.stages if s.startswith("stage-a-")})
+        off = [r.info["depth_loss"] for s in stage_as if (r := read_record(job.stage_dir(s))) is not None
+               and str(r.info.get("depth_loss", "")).startswith("L_D")]  # the paper's L_D had no depth map
+        if off:
+            defs = {**defs, "L_D (single image)": off[0]}
         path = write_metrics(metrics_path(job.run_dir, job.id), rows, defs)
         return StageOutput({"parquet": str(Path("..") / path.name)}, {"rows": len(rows)})
 

@@ -93,3 +93,26 @@ def test_baseline_edits_share_the_reconstruction_samples(job) -> None:
     run_edits_stage(job, _branch(""))
     out = load_edits(job, _branch(""))
     torch.testing.assert_close(out["zero"], out["recon"], atol=0, rtol=0)
+
+
+def test_metrics_note_when_l_d_had_no_depth_map(job) -> None:
+    """A stage A that ran the paper's L_D without depth maps puts its note into the Parquet metadata (shown with
+    the tables' metric definitions); a stage A without L_D adds nothing."""
+    from innout_core.store import StageRecord, atomic_write_json, metrics_path, read_metrics, write_record
+    from tasks.innout import NO_DEPTH_NOTE
+    from tasks.metrics import run_metrics
+
+    job, *_ = job
+    atomic_write_json(job.stage_dir("face") / "status.json", {"indices": [0, 1], "status": ["ok", "ok"]})
+    run_edits_stage(job, _branch("user-masks"))
+    run_edits_stage(job, _branch(""))
+    write_record(job.stage_dir("stage-a-user-masks"), StageRecord(stage="stage-a-user-masks", video=job.id,
+                                                                  status="done"))
+    run_metrics(job, [_branch("user-masks")])
+    _, meta = read_metrics(metrics_path(job.run_dir, job.id))
+    assert not any("L_D" in k for k in meta)
+    write_record(job.stage_dir("stage-a-user-masks"), StageRecord(stage="stage-a-user-masks", video=job.id,
+                                                                  status="done", info={"depth_loss": NO_DEPTH_NOTE}))
+    run_metrics(job, [_branch("user-masks"), _branch("")])
+    _, meta = read_metrics(metrics_path(job.run_dir, job.id))
+    assert NO_DEPTH_NOTE in str(meta)
