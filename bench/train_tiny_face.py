@@ -410,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                             help=field.description)
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.model_fields})
+    torch.set_num_threads(cfg.threads)  # before rendering too (a niced 2-thread process spins at its barriers)
     try:
         views = render_views(cfg, args.work, not args.quiet)
         if args.export_only:
