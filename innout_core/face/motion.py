@@ -132,7 +132,7 @@ class KeyframeFlow:
         return self._pts
 
     def track(self, gray: np.ndarray, guess: np.ndarray | None = None, min_points: int = 12,
-              gate: float = 0.06) -> FlowResult | None:
+              gate: float = 0.1) -> FlowResult | None:
         """Landmarks in `gray` ([H, W] uint8), or None when too few corners follow one rigid motion (blanked or
         fully covered face).
 

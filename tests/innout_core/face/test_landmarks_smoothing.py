@@ -63,3 +63,53 @@ def test_smooth_landmarks_dispatch():
     np.testing.assert_allclose(smooth_landmarks(f, SmoothingConfig()), box_smooth(f))
     np.testing.assert_allclose(smooth_landmarks(f, SmoothingConfig(method="gaussian", sigma=2.0)),
                                gaussian_smooth(f, 2.0))
+
+
+def test_savgol_keeps_quadratic_motion_and_cuts_noise():
+    from innout_core.face.smoothing import savgol_smooth
+
+    t = np.arange(40, dtype=float)[:, None, None]
+    quad = (3 + 0.8 * t - 0.02 * t ** 2) * np.ones((1, 5, 2))  # smooth head motion, no lag allowed
+    np.testing.assert_allclose(savgol_smooth(quad, 9, 2), quad, atol=1e-9)
+    noise = np.random.default_rng(5).normal(size=(400, 5, 2))
+    assert savgol_smooth(noise, 9, 2).std() < 0.7 * noise.std()
+    short = np.random.default_rng(6).normal(size=(4, 5, 2))  # window shrinks to 3 frames
+    np.testing.assert_allclose(savgol_smooth(short, 9, 2), short, atol=1e-9)  # 3-point quadratic fit = identity
+    np.testing.assert_allclose(smooth_landmarks(quad, SmoothingConfig(method="savgol")), quad, atol=1e-9)
+
+
+def _one_euro_reference(x: np.ndarray, min_cutoff: float, beta: float, d_cutoff: float, scale: float) -> np.ndarray:
+    """Casiez et al. 2012, written per landmark with the 2D speed, sampling period 1 frame."""
+    def alpha(fc: float) -> float:
+        return 1.0 / (1.0 + 1.0 / (2 * np.pi * fc))
+
+    out = np.empty_like(x)
+    for k in range(x.shape[1]):
+        prev, dprev = x[0, k].copy(), np.zeros(2)
+        out[0, k] = prev
+        for t in range(1, len(x)):
+            dprev = alpha(d_cutoff) * (x[t, k] - prev) / scale + (1 - alpha(d_cutoff)) * dprev
+            fc = min(min_cutoff + beta * float(np.hypot(*dprev)), 0.49)
+            prev = alpha(fc) * x[t, k] + (1 - alpha(fc)) * prev
+            out[t, k] = prev
+    return out
+
+
+def test_one_euro_matches_a_loop_reference_and_lags_less_than_a_fixed_low_pass():
+    from innout_core.face.smoothing import one_euro_smooth
+
+    rng = np.random.default_rng(7)
+    x = np.cumsum(rng.normal(size=(30, 68, 2)), axis=0) * 3
+    ref = _one_euro_reference(x, 0.04, 4.0, 0.1, 50.0)
+    np.testing.assert_allclose(one_euro_smooth(x, 0.04, 4.0, 0.1, scale=50.0), ref, atol=1e-9)
+    const = np.ones((10, 68, 2)) * 7
+    np.testing.assert_allclose(one_euro_smooth(const), const)
+    # a head turning at 1 inter-ocular distance / 20 frames: the speed term opens the filter
+    lm = np.zeros((60, 68, 2))
+    lm[:, 45, 0] = 60.0  # inter-ocular distance 60 px
+    ramp = lm + (3.0 * np.arange(60))[:, None, None]
+    lag_1e = np.abs(one_euro_smooth(ramp, 0.04, 4.0) - ramp)[-1].max()
+    lag_lp = np.abs(one_euro_smooth(ramp, 0.04, 0.0) - ramp)[-1].max()
+    assert lag_1e < 0.5 * lag_lp, (lag_1e, lag_lp)
+    still = lm + rng.normal(scale=1.0, size=lm.shape)  # jitter without motion is cut
+    assert np.std(one_euro_smooth(still, 0.04, 4.0)[10:] - lm[10:]) < 0.6
