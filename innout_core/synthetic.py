@@ -36,6 +36,8 @@ __all__ = [
     "make_ground_truth_video",
     "save_ground_truth_video",
     "benchmark_videos",
+    "static_occluder_video",
+    "ground_truth_suite",
 ]
 
 OccluderKind = Literal["box", "sphere", "bar"]
@@ -293,3 +295,19 @@ def benchmark_videos(n_frames: int = 8, seed: int = 0) -> list[SyntheticVideoCon
         SyntheticVideoConfig(n_frames=n_frames, seed=seed + 2,
                              occluder=OccluderConfig(kind="bar", size=0.12, offset=(0.0, 0.02), motion=(0.03, 0.06))),
     ]
+
+
+def static_occluder_video(n_frames: int = 8, seed: int = 3) -> SyntheticVideoConfig:
+    """A ground-truth video whose occluder does not move in the world (only the camera arc moves it in the image):
+    a box plate over the lower-left cheek, present in every frame."""
+    if n_frames < 1:
+        raise BadInputError(f"n_frames must be >= 1, got {n_frames}")
+    return SyntheticVideoConfig(n_frames=n_frames, seed=seed,
+                                occluder=OccluderConfig(kind="box", size=0.1, offset=(-0.07, -0.06), motion=(0.0, 0.0)))
+
+
+def ground_truth_suite(n_frames: int = 8, seed: int = 0) -> dict[str, SyntheticVideoConfig]:
+    """The ground-truth benchmark's videos by name: :func:`benchmark_videos` (``box``, ``sphere``, ``bar``; moving
+    occluders) and ``static`` (:func:`static_occluder_video`, seed ``seed + 3``)."""
+    moving = benchmark_videos(n_frames, seed)
+    return {"box": moving[0], "sphere": moving[1], "bar": moving[2], "static": static_occluder_video(n_frames, seed + 3)}

@@ -1,0 +1,197 @@
+"""Automatic OOD (occluder) masks without a face-parsing model, with temporal consistency.
+
+Two sources of evidence, each turned into a mask the same way (:func:`hysteresis_masks`):
+
+* :func:`residual_masks`: the per-pixel error of a converged W+ reconstruction, ``e = mean_c |frame - G(w_t)|``,
+  box-blurred. An occluder is what the face model cannot explain, so its pixels carry the largest errors of the
+  video; thresholds are robust statistics over the whole video (median + k * 1.4826 * MAD, with a floor).
+* :func:`share_masks`: the OOD share of the composite (``CompositeFrames.blend_map``) after a first, mask-free
+  stage-A pass: the part of each pixel's opacity the OOD field took on.
+
+Hysteresis in space *and time*: pixels above the high threshold seed the mask; pixels above the low threshold join
+it when they touch the mask in the same frame or, within ``temporal`` frames, at the same place -- so a weak
+occluder edge in one frame is kept when the occluder was clearly there in the next, while isolated weak specks are
+not. The OOD region is then cleaned by a morphological opening, closing and a dilation (square kernels).
+
+Returned masks follow the input-mask convention: ``[T,1,H,W]`` float32 in {0,1}, 1 = face, 0 = OOD.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from innout_core.errors import BadInputError
+
+__all__ = [
+    "ResidualMaskConfig",
+    "ShareMaskConfig",
+    "residual_error",
+    "robust_threshold",
+    "hysteresis_masks",
+    "clean_region",
+    "residual_masks",
+    "masks_from_share",
+    "share_masks",
+]
+
+
+class ResidualMaskConfig(BaseModel):
+    """Masks from the W+ residual (:func:`residual_masks`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    k_mad: float = Field(3.0, gt=0, description="high threshold = median + k_mad * 1.4826 * MAD of the error")
+    min_error: float = Field(0.1, ge=0, description="floor of the high threshold, mean |error| over RGB in [-1,1]")
+    low_ratio: float = Field(0.5, gt=0, le=1, description="low (growing) threshold = low_ratio * high threshold")
+    blur: int = Field(5, ge=1, description="box blur of the error map, pixels (odd)")
+    temporal: int = Field(1, ge=0, description="frames either side a weak pixel may be linked through")
+    open_size: int = Field(3, ge=1, description="opening kernel (removes specks), pixels (odd)")
+    close_size: int = Field(7, ge=1, description="closing kernel (fills holes), pixels (odd)")
+    dilate: int = Field(3, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
+
+
+class ShareMaskConfig(BaseModel):
+    """Masks from the OOD share after a first, mask-free stage-A pass (:func:`share_masks`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    first_pass_steps: int = Field(300, ge=1, description="stage-A steps of the mask-free first pass")
+    high: float = Field(0.5, gt=0, lt=1, description="OOD share that seeds the mask")
+    low: float = Field(0.3, gt=0, lt=1, description="OOD share that may join the mask (hysteresis)")
+    temporal: int = Field(1, ge=0, description="frames either side a weak pixel may be linked through")
+    open_size: int = Field(3, ge=1, description="opening kernel, pixels (odd)")
+    close_size: int = Field(7, ge=1, description="closing kernel, pixels (odd)")
+    dilate: int = Field(1, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
+
+
+def _check_video(x: Tensor, name: str, channels: int | None = None) -> None:
+    if not torch.is_tensor(x) or x.ndim != 4 or (channels is not None and x.shape[1] != channels):
+        want = f"[T,{channels},H,W]" if channels else "[T,C,H,W]"
+        raise BadInputError(f"{name} must be {want}, got {tuple(getattr(x, 'shape', ()))}")
+    if not x.is_floating_point() or not torch.isfinite(x).all():
+        raise BadInputError(f"{name} must be finite floats")
+
+
+def _box(x: Tensor, k: int) -> Tensor:
+    if k <= 1:
+        return x
+    return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)[..., : x.shape[-2], : x.shape[-1]]
+
+
+def _dilate(x: Tensor, k: int) -> Tensor:
+    if k <= 1:
+        return x
+    return F.max_pool2d(x, k, stride=1, padding=k // 2)[..., : x.shape[-2], : x.shape[-1]]
+
+
+def _erode(x: Tensor, k: int) -> Tensor:
+    return 1 - _dilate(1 - x, k)
+
+
+def residual_error(frames: Tensor, recon: Tensor, blur: int = 1) -> Tensor:
+    """Mean absolute RGB error per pixel, box-blurred. frames, recon: [T,3,H,W] in [-1,1] -> [T,1,H,W] >= 0."""
+    _check_video(frames, "frames", 3)
+    _check_video(recon, "reconstruction", 3)
+    if frames.shape != recon.shape:
+        raise BadInputError(f"frames {tuple(frames.shape)} and reconstruction {tuple(recon.shape)} differ in shape")
+    return _box((frames.float() - recon.float()).abs().mean(dim=1, keepdim=True), blur)
+
+
+def robust_threshold(values: Tensor, k_mad: float, floor: float = 0.0) -> float:
+    """``max(median + k_mad * 1.4826 * MAD, floor)`` over every element of ``values``."""
+    v = values.flatten().float()
+    med = v.median()
+    mad = (v - med).abs().median()
+    return max(float(med + k_mad * 1.4826 * mad), floor)
+
+
+def hysteresis_masks(score: Tensor, high: float, low: float, temporal: int = 1) -> Tensor:
+    """Spatio-temporal hysteresis: pixels with ``score > high`` seed; pixels with ``score > low`` join when they are
+    8-connected to the region in the same frame or at the same place within ``temporal`` frames.
+
+    Args:
+        score: [T,1,H,W] evidence (larger = more likely OOD). high, low: thresholds (low <= high).
+        temporal: frames either side through which a weak pixel may be linked (0 = per frame).
+    Returns:
+        [T,1,H,W] float32 in {0,1}, 1 = OOD.
+    """
+    _check_video(score, "score", 1)
+    if low > high:
+        raise BadInputError(f"hysteresis: low threshold {low} is above the high threshold {high}")
+    strong = (score > high).float()
+    weak = (score > low).float()
+    x = strong.permute(1, 0, 2, 3)[None]  # [1,1,T,H,W]
+    w = weak.permute(1, 0, 2, 3)[None]
+    kt = 2 * temporal + 1
+    for _ in range(score.shape[0] * score.shape[-1] * score.shape[-2]):  # at most one new pixel per pass
+        grown = F.max_pool3d(x, (kt, 3, 3), stride=1, padding=(temporal, 1, 1)) * w
+        grown = torch.maximum(grown, x)
+        if torch.equal(grown, x):
+            break
+        x = grown
+    return x[0].permute(1, 0, 2, 3).contiguous()
+
+
+def clean_region(ood: Tensor, open_size: int, close_size: int, dilate: int) -> Tensor:
+    """Opening, closing, dilation of an OOD region [T,1,H,W] in {0,1} (square kernels; 1 = skip a step)."""
+    x = _dilate(_erode(ood, open_size), open_size)
+    x = _erode(_dilate(x, close_size), close_size)
+    return _dilate(x, dilate)
+
+
+def residual_masks(frames: Tensor, recon: Tensor, cfg: ResidualMaskConfig | None = None) -> Tensor:
+    """Masks from a reconstruction's residual (see the module docstring).
+
+    Args:
+        frames: [T,3,H,W] the input video in [-1,1]. recon: [T,3,H,W] its W+ reconstruction (const noise).
+        cfg: thresholds and clean-up (:class:`ResidualMaskConfig`).
+    Returns:
+        [T,1,H,W] float32 in {0,1}, 1 = face, 0 = OOD.
+    """
+    c = cfg or ResidualMaskConfig()
+    e = residual_error(frames, recon, c.blur)
+    high = robust_threshold(e, c.k_mad, c.min_error)
+    ood = hysteresis_masks(e, high, c.low_ratio * high, c.temporal)
+    return 1 - clean_region(ood, c.open_size, c.close_size, c.dilate)
+
+
+def masks_from_share(share: Tensor, size: int, cfg: ShareMaskConfig | None = None) -> Tensor:
+    """Masks from an OOD-share map.
+
+    Args:
+        share: [T,1,R,R] OOD share of the composite in [0,1] (``CompositeFrames.blend_map``).
+        size: output side H (the frames' resolution); the share is upsampled bilinearly.
+        cfg: thresholds and clean-up (:class:`ShareMaskConfig`).
+    Returns:
+        [T,1,H,H] float32 in {0,1}, 1 = face, 0 = OOD.
+    """
+    c = cfg or ShareMaskConfig()
+    _check_video(share, "OOD share", 1)
+    s = share.float() if share.shape[-1] == size else F.interpolate(share.float(), size=(size, size),
+                                                                    mode="bilinear", align_corners=False)
+    ood = hysteresis_masks(s, c.high, min(c.low, c.high), c.temporal)
+    return 1 - clean_region(ood, c.open_size, c.close_size, c.dilate)
+
+
+def share_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, joint_cfg: Any, cfg: ShareMaskConfig | None,
+                seed: int) -> tuple[Tensor, Tensor]:
+    """Masks from the OOD share of a first, mask-free stage-A pass.
+
+    Args:
+        G: frozen generator. frames [T,3,H,W] in [-1,1]. cameras [T,25]. ws [T,14,512] the stage's initial w+.
+        joint_cfg: the stage's ``JointConfig``; the first pass uses it with ``mask_mode='none'`` and
+            ``cfg.first_pass_steps`` steps.
+        cfg: :class:`ShareMaskConfig`. seed: seeds the first pass and its render.
+    Returns:
+        (masks [T,1,H,W] float32 in {0,1}, 1 = face; the first pass's OOD share [T,1,R,R]).
+    """
+    from innout_core.joint import render_composite_video, run_stage_a
+
+    c = cfg or ShareMaskConfig()
+    first = joint_cfg.model_copy(update={"mask_mode": "none", "steps": c.first_pass_steps, "checkpoint_every": 0})
+    sa = run_stage_a(G, frames, cameras, ws, first, torch.Generator().manual_seed(seed))
+    share = render_composite_video(G, sa, cameras, torch.Generator().manual_seed(seed + 1)).blend_map
+    return masks_from_share(share, frames.shape[-1], c), share

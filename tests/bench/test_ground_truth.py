@@ -1,0 +1,147 @@
+"""bench/ground_truth.py: a tiny sweep runs, resumes without recomputing, merges; its metrics are consistent."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def gt():
+    spec = importlib.util.spec_from_file_location("bench_ground_truth", REPO / "bench" / "ground_truth.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # pydantic resolves the models' annotations through the module
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def video(gt):
+    return gt._video("box", 2, 0)
+
+
+def test_share_metrics_of_the_truth_itself(gt, video):
+    true_ood = 1 - video.masks
+    m = gt.share_metrics(true_ood, true_ood)
+    assert m["iou"] == 1.0 and m["ood_share_on"] == 1.0 and m["ood_share_off"] == 0.0
+    empty = gt.share_metrics(torch.zeros_like(true_ood[:, :, ::4, ::4]), true_ood)
+    assert empty["iou"] == 0.0 and empty["ood_share_on"] == 0.0
+
+
+def test_masked_psnr_matches_psnr_on_the_full_region(gt, video):
+    from innout_core.metrics import psnr
+
+    a, b = video.frames.clamp(-1, 1), video.clean.clamp(-1, 1)
+    full = gt.masked_psnr(a, b, torch.ones_like(video.masks))
+    assert torch.allclose(full, psnr(a, b), atol=1e-4)
+    # on the face region the input equals the clean frame up to the occluder's soft edge
+    assert float(gt.masked_psnr(a, b, video.masks).mean()) > float(full.mean()) + 5
+
+
+def test_latent_drift_distances(gt):
+    w = torch.zeros(3, 14, 512)
+    avg = torch.zeros(512)
+    moved = w.clone()
+    moved[:, :, 0] = 2.0  # ||.|| over [14,512] = 2 * sqrt(14)
+    d = gt.latent_drift(moved, avg, w, moved)
+    assert d["w_to_avg"] == pytest.approx(2 * 14**0.5) and d["w_to_init"] == pytest.approx(2 * 14**0.5)
+    assert d["w_to_true"] == 0.0
+
+
+def test_removal_of_a_zero_opacity_occluder_equals_the_render(gt, video):
+    from innout_core.joint import StageAResult, render_composite_video
+    from innout_core.ood import OODField
+
+    G = gt._generator()
+    T = video.frames.shape[0]
+    ood = OODField(T, 32, 8, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # sigma (channel 0) and blend (last) outputs pinned far below zero
+        last = ood.decoder.net[2]
+        for ch in (0, -1):
+            last.weight[ch].zero_()
+            last.bias[ch] = -60.0
+    sa = StageAResult(ood_state=ood.ood_state(), phi=ood.phi.detach(), ws=video.ws, losses=[], seconds=0.0)
+    comp = render_composite_video(G, sa, video.cameras, torch.Generator().manual_seed(3))
+    rem = render_composite_video(G, sa, video.cameras, torch.Generator().manual_seed(3), remove_ood=True)
+    assert torch.allclose(comp.image, rem.image, atol=1e-5)
+    m = gt.evaluate_composite(video, comp.image, comp.blend_map, rem.image)
+    assert m["removal_psnr_occ"] == pytest.approx(
+        gt.quality(comp.image, video.clean.clamp(-1, 1), video.occluded())["psnr_occ"], abs=1e-3)
+    assert m["iou"] == 0.0 and m["ood_share_on"] < 1e-6 and m["ood_share_off"] < 1e-6
+    # the face is the truth: the render sits near the clean frames, far above the occluded input
+    assert m["removal_psnr_occ"] > gt.video_reference(G, video, 0)["input_vs_clean_psnr_occ"] + 5
+
+
+def test_quick_sweep_resumes_and_merges(gt, tmp_path, monkeypatch):
+    monkeypatch.setattr(gt, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(gt, "DOCS", tmp_path / "docs")
+    s = gt.BenchSettings(frames=2, wplus_epochs=2, quick=True)
+    plan = [(1, gt.RunSpec(video="box", start="oracle", steps=3, masks="user")),
+            (1, gt.RunSpec(video="box", start="wplus", steps=3, masks="auto-residual", lr_w=5e-5)),
+            (2, gt.RunSpec(video="box", start="wplus", steps=2, masks="auto-share", auto={"first_pass_steps": 2}))]
+    first = gt.execute(s, plan[:2], jobs=1, log=lambda *_: None)
+    assert first["failed"] == [] and len(first["done"]) == 2
+    paths = [Path(p) for p in first["done"]]
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    wplus_json, wplus_pt = gt.wplus_paths(s, "box")
+    assert wplus_json.is_file() and wplus_pt.is_file()
+
+    again = gt.execute(s, plan[:2], jobs=1, log=lambda *_: None)
+    assert again["done"] == [] and len(again["skipped"]) == 2
+    assert [p.stat().st_mtime_ns for p in paths] == stamps
+
+    # a changed setting is a different run; an edited settings hash is not "done"
+    d = json.loads(paths[0].read_text())
+    d["settings_hash"] = "0" * 16
+    paths[0].write_text(json.dumps(d))
+    assert not gt.is_done(s, plan[0][1]) and gt.is_done(s, plan[1][1])
+    d["settings_hash"] = gt.run_hash(s, plan[0][1])
+    paths[0].write_text(json.dumps(d))
+
+    merged = gt.write_outputs(s, plan, None, with_plots=True)
+    assert len(merged["runs"]) == 2
+    assert [(m["video"], m["label"]) for m in merged["missing"]] == [("box", plan[2][1].label())]
+    oracle, auto = merged["runs"]
+    assert oracle["metrics"]["mask_iou_input"] == 1.0  # the true masks against themselves
+    assert oracle["metrics"]["init_w_to_true"] == 0.0 and oracle["metrics"]["w_to_true"] == 0.0  # lr_w 0
+    assert auto["metrics"]["w_to_init"] > 0  # lr_w > 0 moved w
+    assert 0.0 <= auto["masks_info"]["iou_vs_true"] <= 1.0
+    wp = json.loads(wplus_json.read_text())["metrics"]
+    assert auto["derived"]["gain_occ"] == pytest.approx(auto["metrics"]["recon_psnr_occ"] - wp["recon_psnr_occ"])
+    ref = oracle["reference"]
+    assert oracle["derived"]["removal_gain"] == pytest.approx(
+        oracle["metrics"]["removal_psnr_occ"] - ref["input_vs_clean_psnr_occ"])
+    out = tmp_path / "results" / "ground_truth_quick.json"
+    md = (tmp_path / "results" / "ground_truth_quick.md").read_text()
+    assert json.loads(out.read_text())["missing"] == merged["missing"]
+    assert "Not run (1 points)" in md and plan[0][1].label() in md
+    assert (tmp_path / "results" / "ground_truth_quick_steps.png").is_file()
+
+    # the auto-share point finishes on its own; the two earlier ones are skipped
+    rest = gt.execute(s, plan, jobs=1, log=lambda *_: None)
+    assert len(rest["done"]) == 1 and len(rest["skipped"]) == 2 and rest["failed"] == []
+    share = json.loads(Path(rest["done"][0]).read_text())
+    assert share["masks_info"]["method"] == "share"
+
+
+def test_suite_has_a_static_occluder(gt):
+    from innout_core.synthetic import benchmark_videos, ground_truth_suite
+
+    suite = ground_truth_suite(3, 0)
+    assert list(suite) == list(gt.VIDEOS)
+    assert [suite[k] for k in ("box", "sphere", "bar")] == benchmark_videos(3, 0)
+    static = suite["static"].occluder
+    assert static.motion == (0.0, 0.0) and static.enter_frame == 0
+    v = gt._video("static", 2, 0)
+    assert bool(v.occluded().all())
+    # fixed in the world: the image-space occluder only shifts with the camera arc, so consecutive masks overlap
+    from innout_core.joint import mask_iou
+
+    assert mask_iou(1 - v.masks[:1], 1 - v.masks[1:]) > 0.5
