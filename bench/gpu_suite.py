@@ -104,9 +104,9 @@ class Part:
         """Seconds left to this part (its own budget and the suite's)."""
         return min(self.budget_s - self.elapsed(), self.suite.left())
 
-    def measure(self, label: str, fn: Callable[[], dict]) -> dict | None:
+    def measure(self, label: str, fn: Callable[[], dict], **tags: Any) -> dict | None:
         """Run one measurement unless the budget is spent (then record ``label`` as not measured); an exception
-        becomes an error row. The JSON is saved after it either way."""
+        becomes an error row; ``tags`` are added to the row. The JSON is saved after it either way."""
         if self.left() <= 0:
             self.rec["status"] = "over_budget"
             self.rec["not_measured"].append(label)
@@ -114,9 +114,9 @@ class Part:
             return None
         t0 = time.perf_counter()
         try:
-            row = {"label": label, **fn()}
+            row = {"label": label, **fn(), **tags}
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failed measurement must not lose the others
-            row = {"label": label, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            row = {"label": label, **tags, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                    "traceback_tail": traceback.format_exc().splitlines()[-6:]}
         row["measure_wall_s"] = time.perf_counter() - t0
         self.rec["rows"].append(row)
@@ -252,18 +252,18 @@ def part_synthesis(part: Part, generator: str, dev, repeats: int, quick: bool) -
         def run(b=b, amp=amp, comp=comp) -> dict:
             _reset_peak(dev)
             r = time_synthesis(G, repeats, batch=b, amp=amp, compile=comp, compile_backend=backend)
-            return {**r, **_peak(dev), "images_per_s": b / r["seconds_median"]}
-
-        row = part.measure(f"batch {b}, {amp}, {'compile' if comp else 'eager'}", run)
-        if row and "error" not in row:
+            t = r["seconds_median"]
             if not comp:
-                eager[(b, amp)] = row["seconds_median"]
-            if amp == "off" and not comp:
-                base[b] = row["seconds_median"]
+                eager[(b, amp)] = t
+                if amp == "off":
+                    base[b] = t
             if b in base:
-                row["speedup_vs_fp32_eager"] = base[b] / row["seconds_median"]
+                r["speedup_vs_fp32_eager"] = base[b] / t
             if comp and (b, amp) in eager:
-                row["speedup_vs_eager_same_precision"] = eager[(b, amp)] / row["seconds_median"]
+                r["speedup_vs_eager_same_precision"] = eager[(b, amp)] / t
+            return {**r, **_peak(dev), "images_per_s": b / t}
+
+        part.measure(f"batch {b}, {amp}, {'compile' if comp else 'eager'}", run)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,11 +307,9 @@ def part_steps(part: Part, generator: str, dev, steps: int, threads: int, extra_
         plan += [("stage-A step, fast, fp32", "A", stage("A", "fast, fp32")),
                  ("stage-B epoch, fast, fp32", "B", stage("B", "fast, fp32"))]
     for label, kind, fn in plan:
-        row = part.measure(label, fn)
-        if row is not None:
-            row["kind"] = kind
-            row["variant"] = label.split(", ", 1)[1]
-    part.rec["side_by_side"] = side_by_side(part.rec["rows"])
+        part.measure(label, fn, kind=kind, variant=label.split(", ", 1)[1])
+        part.rec["side_by_side"] = side_by_side(part.rec["rows"])
+        part.suite.save()
 
 
 def _unit(r: dict) -> tuple[float, float]:
@@ -392,7 +390,7 @@ def _amp_label(amp: str, dev) -> dict:
     return {"amp": amp, "effective_dtype": str(dt).replace("torch.", "") if dt else "float32"}
 
 
-def part_agreement(part: Part, generator: str, dev, extra_a: dict) -> None:
+def part_agreement(part: Part, generator: str, dev) -> None:
     """Stage A (2 steps), stage B (2 epochs of 2 frames), W+ and PTI inversion (3 + 2 steps): each low precision
     against fp32 on the same inputs and seeds; on stage A also torch.compile vs eager."""
     import torch
@@ -414,9 +412,19 @@ def part_agreement(part: Part, generator: str, dev, extra_a: dict) -> None:
         "compile": "test_fast_path.py::test_cuda_compile_within_tolerance (total rel 1e-3)",
         "grad_cosine": "no CPU test bounds autocast gradients; the inversion test's direction bound 0.97"})
 
-    frames, c, ws, masks = stage_step._inputs(G, 2, dev)
-    cfg_a = joint.JointConfig.preset("official").model_copy(
-        update={"steps": 2, "checkpoint_every": 0, **stage_step.FAST_A, **extra_a})
+    _, c, ws, masks = stage_step._inputs(G, 2, dev)
+    with torch.no_grad():  # the tests' inputs are renders of known latents (stage A's with an occluder, masked)
+        frames = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator(dev).manual_seed(0)).image
+    frames = frames.clamp(-1, 1)
+    # the configurations of test_fast_path.py (its _cfg for stage A; the tiny-demo stage-B preset, 2 epochs)
+    cfg_a = joint.JointConfig.preset("tiny-demo").model_copy(
+        update={"steps": 2, "checkpoint_every": 0, "mask_mode": "user", "lr_w": 1e-3})
+    part.rec["configs"] = {"stage_A": "JointConfig tiny-demo preset, 2 steps, user masks, lr_w 1e-3 "
+                                      "(test_fast_path.py _cfg; the generator's own neural resolution)",
+                           "stage_B": "SRTuningConfig tiny-demo preset, 2 epochs of 2 frames (test_fast_path.py)",
+                           "inversion": "tiny-demo preset, 3 steps + 2 PTI steps, lr 3e-2 constant "
+                                        "(test_inversion.py _cfg)",
+                           "frames": "2 renders of random latents at orbit cameras; masks: top third OOD"}
     runs_a: dict[str, tuple[list, list]] = {}
 
     def run_a(name: str, upd: dict) -> tuple[list, list]:
@@ -451,8 +459,7 @@ def part_agreement(part: Part, generator: str, dev, extra_a: dict) -> None:
     R = G.neural_rendering_resolution
     ood = OODField(T, 32, 256 if generator == "ffhq512-128" else 32, generator=torch.Generator().manual_seed(1)).to(dev)
     sa = joint.StageAResult(ood.ood_state(), ood.phi.detach().clone(), ws, [], 0.0, neural_resolution=R)
-    cfg_b = sr_tuning.SRTuningConfig.preset("official").model_copy(
-        update={"epochs": 2, "checkpoint_every": 0, **stage_step.FAST_B})
+    cfg_b = sr_tuning.SRTuningConfig.preset("tiny-demo").model_copy(update={"epochs": 2, "checkpoint_every": 0})
     runs_b: dict[str, tuple[list, list, dict]] = {}
 
     def run_b(amp: str) -> tuple[list, list, dict]:
@@ -732,7 +739,9 @@ def part_profile(part: Part, generator: str, dev, table_path: Path, extra_a: dic
 
     cuda = dev.type == "cuda"
     ov = {**stage_step.variants("A", cuda, cpu_has_native_bf16(), False)["fast"], **extra_a}
-    part.rec.update(generator=generator, config=ov, table=str(table_path))
+    rel = table_path.resolve()
+    part.rec.update(generator=generator, config=ov,
+                    table=str(rel.relative_to(REPO)) if rel.is_relative_to(REPO) else str(rel))
 
     def run() -> dict:
         _patch_lpips()
@@ -859,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "steps":
                 part_steps(part, generator, dev, steps, threads, extra_a)
             elif name == "agreement":
-                part_agreement(part, generator, dev, extra_a)
+                part_agreement(part, generator, dev)
             elif name == "projection":
                 rows = payload["parts"].get("steps", {}).get("rows", [])
                 if not rows:
