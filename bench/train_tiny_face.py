@@ -21,7 +21,7 @@ keeps the identities' ws in a compact cloud around w_avg so interpolation and tr
 trained region. Adam on the generator (``lr``) and on the latents (``latent_lr``).
 
 Resume: ``<work>/checkpoint.pt`` (model, optimiser, latents, RNG state, step, loss history) is written atomically
-every ``checkpoint_every_s`` seconds and at the end; a rerun with the same settings continues from it, and a run
+every ``checkpoint_every_s`` seconds, at the end and on SIGTERM/SIGINT (after the current step); a rerun with the same settings continues from it, and a run
 split into pieces gives the same weights as an uninterrupted one. ``--export DIR`` writes the generator in our
 safetensors format (``model.safetensors`` + ``config.json``) plus ``provenance.json``, and a preview PNG (targets
 over renders) into the work folder.
@@ -38,8 +38,10 @@ import argparse
 import hashlib
 import json
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "checkpoint.pt"
 #: Settings that may change between the pieces of one run (they do not change the result).
 RESUMABLE_FIELDS = frozenset({"steps", "checkpoint_every_s", "threads", "log_every"})
+#: Set (by SIGTERM/SIGINT under ``main``) to make :func:`train` checkpoint after the current step and return.
+STOP = threading.Event()
 
 
 class TrainConfig(BaseModel):
@@ -296,7 +300,9 @@ def load_checkpoint(cfg: TrainConfig, work: Path) -> TrainState | None:
 
 
 def train(cfg: TrainConfig, work: str | Path, progress: bool = True, views: Views | None = None) -> TrainState:
-    """Render/load the views, resume or start, and train up to ``cfg.steps`` steps (checkpointing as it goes)."""
+    """Render/load the views, resume or start, and train up to ``cfg.steps`` steps (checkpointing as it goes).
+
+    Returns early, after checkpointing, once :data:`STOP` is set."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
@@ -306,7 +312,7 @@ def train(cfg: TrainConfig, work: str | Path, progress: bool = True, views: View
     bar = tqdm(total=cfg.steps, initial=min(state.step, cfg.steps), desc="train tiny-face", unit="step",
                disable=not progress)
     running: dict[str, float] = {}
-    while state.step < cfg.steps:
+    while state.step < cfg.steps and not STOP.is_set():
         parts = train_step(state, views, cfg)
         running = {k: running.get(k, 0.0) + v for k, v in parts.items()}
         running["n"] = running.get("n", 0.0) + 1
@@ -411,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.model_fields})
     torch.set_num_threads(cfg.threads)  # before rendering too (a niced 2-thread process spins at its barriers)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stop cleanly: checkpoint after the current step
+        signal.signal(sig, lambda *_: STOP.set())
     try:
         views = render_views(cfg, args.work, not args.quiet)
         if args.export_only:

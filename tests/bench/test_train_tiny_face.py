@@ -85,6 +85,17 @@ def test_resume_equals_uninterrupted_run(views, full_run, tmp_path: Path) -> Non
     assert [h["total"] for h in resumed.history] == [h["total"] for h in state.history]
 
 
+def test_stop_request_checkpoints_and_returns(views, tmp_path: Path) -> None:
+    data, _ = views
+    tf.STOP.set()  # what SIGTERM/SIGINT do under main()
+    try:
+        state = tf.train(CFG, tmp_path, progress=False, views=data)
+    finally:
+        tf.STOP.clear()
+    assert state.step == 0 and (tmp_path / tf.CHECKPOINT).is_file()
+    assert tf.load_checkpoint(CFG, tmp_path).step == 0
+
+
 def test_checkpoint_with_other_settings_is_refused(views, full_run) -> None:
     _, work = full_run
     other = CFG.model_copy(update={"lr": 1e-4})
