@@ -219,7 +219,9 @@ def demo(
     """The embedded default end to end: ground-truth videos from the tiny generator -> every stage -> tables."""
     from flows.demo import build_demo_dataset
     from flows.lock import run_lock
+    from innout_core.config import load_config
 
+    load_config(None, "tiny-demo").with_workers(workers)  # before anything is written
     with run_lock(run_dir):
         manifest = build_demo_dataset(run_dir.resolve(), n_videos=videos, n_frames=frames)
         return execute(manifest, run_dir, None, "tiny-demo", workers)

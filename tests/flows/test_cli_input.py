@@ -173,6 +173,8 @@ def test_workers_zero_is_refused(media, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "error: workers: Input should be greater than or equal to 1 (got 0): at least one worker " \
                   "process runs the videos", err
+    assert main(["demo", "--workers", "0", "--run-dir", str(tmp_path / "demo")]) == 2
+    assert "workers: Input should be greater" in capsys.readouterr().err and not (tmp_path / "demo").exists()
 
 
 def test_run_directory_that_cannot_be_created_is_one_line(media, tmp_path, capsys):
