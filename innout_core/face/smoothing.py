@@ -27,13 +27,12 @@ class SmoothingConfig(BaseModel):
     n_next: int = Field(1, ge=0, description="box: frames after the current one in the window (official 1)")
     sigma: float = Field(1.0, gt=0, description="gaussian: standard deviation, in frames")
     truncate: float = Field(3.0, gt=0, description="gaussian: window half-width in standard deviations")
-    window: int = Field(9, ge=3, description="savgol: window length in frames (odd)")
-    polyorder: int = Field(2, ge=0, description="savgol: polynomial order (< window)")
-    min_cutoff: float = Field(0.04, gt=0, lt=0.5, description="one_euro: cut-off at rest, cycles per frame")
-    beta: float = Field(4.0, ge=0, description="one_euro: cut-off increase per unit speed (cycles per frame per "
-                                               "inter-ocular distance per frame)")
-    d_cutoff: float = Field(0.1, gt=0, lt=0.5, description="one_euro: cut-off of the speed estimate, cycles per "
-                                                           "frame")
+    window: int = Field(11, ge=3, description="savgol: window length in frames (odd)")
+    polyorder: int = Field(3, ge=0, description="savgol: polynomial order (< window)")
+    min_cutoff: float = Field(0.05, gt=0, description="one_euro: cut-off at rest, cycles per frame")
+    beta: float = Field(30.0, ge=0, description="one_euro: cut-off increase per unit speed (cycles per frame per "
+                                                "inter-ocular distance per frame)")
+    d_cutoff: float = Field(0.3, gt=0, description="one_euro: cut-off of the speed estimate, cycles per frame")
 
 
 def box_smooth(lm: np.ndarray, n_pre: int = 1, n_next: int = 1) -> np.ndarray:
@@ -67,7 +66,7 @@ def gaussian_smooth(lm: np.ndarray, sigma: float = 1.0, truncate: float = 3.0) -
     return gaussian_filter1d(lm, sigma=sigma, axis=0, mode="nearest", truncate=truncate)
 
 
-def savgol_smooth(lm: np.ndarray, window: int = 9, polyorder: int = 2) -> np.ndarray:
+def savgol_smooth(lm: np.ndarray, window: int = 11, polyorder: int = 3) -> np.ndarray:
     """Savitzky-Golay filter along time (scipy, `mode='interp'`: the ends are the polynomial fit of the first /
     last window). The window shrinks to the largest odd length <= T for short videos.
 
@@ -90,7 +89,7 @@ def _alpha(cutoff: np.ndarray | float) -> np.ndarray | float:
     return 1.0 / (1.0 + tau)
 
 
-def one_euro_smooth(lm: np.ndarray, min_cutoff: float = 0.04, beta: float = 4.0, d_cutoff: float = 0.1,
+def one_euro_smooth(lm: np.ndarray, min_cutoff: float = 0.05, beta: float = 30.0, d_cutoff: float = 0.3,
                     scale: float | None = None) -> np.ndarray:
     """One-Euro filter (causal) along time, per landmark: cut-off = min_cutoff + beta * speed, the speed being the
     low-passed 2D landmark velocity in units of `scale` per frame.
@@ -116,7 +115,7 @@ def one_euro_smooth(lm: np.ndarray, min_cutoff: float = 0.04, beta: float = 4.0,
     for t in range(1, lm.shape[0]):
         dx = ad * (lm[t] - out[t - 1]) / scale + (1 - ad) * dx
         speed = np.linalg.norm(dx, axis=-1, keepdims=True)
-        a = _alpha(np.minimum(min_cutoff + beta * speed, 0.49))
+        a = _alpha(min_cutoff + beta * speed)
         out[t] = a * lm[t] + (1 - a) * out[t - 1]
     return out
 

@@ -89,7 +89,7 @@ def _one_euro_reference(x: np.ndarray, min_cutoff: float, beta: float, d_cutoff:
         out[0, k] = prev
         for t in range(1, len(x)):
             dprev = alpha(d_cutoff) * (x[t, k] - prev) / scale + (1 - alpha(d_cutoff)) * dprev
-            fc = min(min_cutoff + beta * float(np.hypot(*dprev)), 0.49)
+            fc = min_cutoff + beta * float(np.hypot(*dprev))
             prev = alpha(fc) * x[t, k] + (1 - alpha(fc)) * prev
             out[t, k] = prev
     return out
