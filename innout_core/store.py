@@ -18,8 +18,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -102,6 +102,21 @@ def video_ids(run_dir: str | Path) -> list[str]:
 # --------------------------------------------------------------------------------------------------- atomic writes
 
 
+def _new_temp_file(final: Path) -> Path:
+    """Create an empty, unique temp file beside ``final`` with the mode any new file gets (0666 minus the umask).
+
+    Not ``tempfile.mkstemp``: its 0600 would survive the rename, so run outputs would be private to their writer.
+    """
+    for _ in range(100):
+        tmp = final.parent / f".{final.stem}.{secrets.token_hex(4)}.tmp{final.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise InnoutError("could not create a temporary file beside it", path=final)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temp path in the same directory as ``final``; on success ``os.replace`` it onto ``final``.
@@ -111,9 +126,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(final)
     try:
         yield tmp_path
         if not tmp_path.exists():

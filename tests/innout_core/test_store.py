@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -36,6 +37,20 @@ def test_atomic_path_leaves_previous_content_on_error(tmp_path):
             raise RuntimeError("crash in the middle")
     assert json.loads(target.read_text()) == {"k": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["x.json"]  # temp file cleaned up
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_atomic_writes_get_the_umask_mode(tmp_path, umask):
+    """Run outputs get 0666 minus the umask, like any new file (a mkstemp temp file would leave them 0600)."""
+    old = os.umask(umask)
+    try:
+        store.atomic_write_json(tmp_path / "new.json", {"k": 1})
+        (tmp_path / "old.json").write_text("{}")
+        store.atomic_write_json(tmp_path / "old.json", {"k": 2})
+    finally:
+        os.umask(old)
+    for name in ("new.json", "old.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_records_and_is_done(tmp_path):
