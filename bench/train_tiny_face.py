@@ -96,7 +96,7 @@ class TrainConfig(BaseModel):
     w_reg: float = Field(0.01, ge=0, description="weight of the mean over dims of (w - w_avg)^2 (about 1 at init)")
     threads: int = Field(2, ge=1, description="torch threads")
     checkpoint_every_s: float = Field(240.0, gt=0, description="seconds between checkpoints")
-    log_every: int = Field(50, ge=1, description="steps between loss-history entries")
+    log_every: int = Field(50, ge=1, description="steps between loss-history entries (each the mean since the last)")
 
     def dataset_key(self) -> str:
         """Hash of what the cached views depend on: dataset settings + a probe of the head family's behaviour
@@ -312,15 +312,15 @@ def train(cfg: TrainConfig, work: str | Path, progress: bool = True, views: View
     bar = tqdm(total=cfg.steps, initial=min(state.step, cfg.steps), desc="train tiny-face", unit="step",
                disable=not progress)
     running: dict[str, float] = {}
+    n_running = 0
     while state.step < cfg.steps and not STOP.is_set():
         parts = train_step(state, views, cfg)
         running = {k: running.get(k, 0.0) + v for k, v in parts.items()}
-        running["n"] = running.get("n", 0.0) + 1
+        n_running += 1
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-            n = running.pop("n")
-            state.history.append({"step": state.step, **{k: v / n for k, v in running.items()}})
+            state.history.append({"step": state.step, **{k: v / n_running for k, v in running.items()}})
             bar.set_postfix(loss=f"{state.history[-1]['total']:.4f}")
-            running = {}
+            running, n_running = {}, 0
         bar.update(1)
         if time.monotonic() - last_save > cfg.checkpoint_every_s:
             save_checkpoint(state, cfg, work)

@@ -85,6 +85,16 @@ def test_resume_equals_uninterrupted_run(views, full_run, tmp_path: Path) -> Non
     assert [h["total"] for h in resumed.history] == [h["total"] for h in state.history]
 
 
+def test_history_entries_are_means_of_the_steps(views, full_run, tmp_path: Path) -> None:
+    data, _ = views
+    state, _ = full_run  # log_every=1: one entry per step
+    coarse = tf.train(CFG.model_copy(update={"log_every": 4}), tmp_path, progress=False, views=data)
+    per_step = [h["total"] for h in state.history]
+    assert [h["step"] for h in coarse.history] == [4, 6]  # every 4 steps and at the end
+    assert coarse.history[0]["total"] == pytest.approx(sum(per_step[:4]) / 4, rel=1e-9)
+    assert coarse.history[1]["total"] == pytest.approx(sum(per_step[4:]) / 2, rel=1e-9)
+
+
 def test_stop_request_checkpoints_and_returns(views, tmp_path: Path) -> None:
     data, _ = views
     tf.STOP.set()  # what SIGTERM/SIGINT do under main()
