@@ -132,7 +132,7 @@ class KeyframeFlow:
         return self._pts
 
     def track(self, gray: np.ndarray, guess: np.ndarray | None = None, min_points: int = 12,
-              gate: float = 0.1) -> FlowResult | None:
+              gate: float = 0.1, max_jump: float = 0.06) -> FlowResult | None:
         """Landmarks in `gray` ([H, W] uint8), or None when too few corners follow one rigid motion (blanked or
         fully covered face).
 
@@ -141,6 +141,8 @@ class KeyframeFlow:
                 them, and only corners that land within `gate` inter-ocular distances of there vote); None starts
                 them where they were.
             min_points: fewest corners agreeing on one motion.
+            max_jump: with a guess, the moved landmarks must lie within this many inter-ocular distances of it
+                (mean), else the motion is refused (the face cannot jump; the corners followed something else).
         """
         pts = self._points()
         if len(pts) < min_points:
@@ -163,15 +165,25 @@ class KeyframeFlow:
             return None
         src, dst = pts[good], nxt.reshape(-1, 2)[good]
         iod = max(interocular(self.landmarks), 1.0)
-        if m0 is not None:  # validation gate: corners whose motion is far from the guess's belong to something else
-            near = np.linalg.norm(dst - (src @ m0[:, :2].T + m0[:, 2]), axis=1) <= max(2.0, gate * iod)
-            if near.sum() >= min_points:
-                src, dst = src[near], dst[near]
+        if m0 is None:
+            return self._fit(src, dst, iod, min_points, int(good.sum()))
+        # validation gate: corners whose motion is far from the guess's belong to something else (an occluder
+        # moving its own way); when the fit still lands far from the guess, a tighter gate gets one more try
+        for g in (gate, gate / 2.5):
+            near = np.linalg.norm(dst - (src @ m0[:, :2].T + m0[:, 2]), axis=1) <= max(2.0, g * iod)
+            if near.sum() < min_points:
+                continue
+            res = self._fit(src[near], dst[near], iod, min_points, int(good.sum()))
+            if res is not None and np.linalg.norm(res.landmarks - guess, axis=1).mean() <= max_jump * iod:
+                return res
+        return None
+
+    def _fit(self, src: np.ndarray, dst: np.ndarray, iod: float, min_points: int, tracked: int) -> FlowResult | None:
         m, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=max(1.0, 0.03 * iod),
                                              maxIters=2000, confidence=0.995, refineIters=10)
         if m is None or inl is None or int(inl.sum()) < min_points:
             return None
         m = m.astype(np.float64)
-        return FlowResult(self.landmarks @ m[:, :2].T + m[:, 2], m, int(inl.sum()), int(good.sum()))
+        return FlowResult(self.landmarks @ m[:, :2].T + m[:, 2], m, int(inl.sum()), tracked)
 
 

@@ -84,7 +84,7 @@ class Clip:
 
 
 def motion(t: int, n: int, size: tuple[int, int] = (640, 480), amplitude: float = 1.0) -> np.ndarray:
-    """[2, 3] affine photograph -> frame t of n: the face centre on a smooth Lissajous path around the frame centre
+    """[2, 3] affine photograph -> frame t, one loop every n frames: the face centre on a smooth Lissajous path around the frame centre
     (±70 x ±35 px), rotation ±8°, scale 1.15 ± 0.1 with a slight anisotropy (1.5 %), all smooth in t."""
     w, h = size
     u = 2 * math.pi * t / max(n, 1)
@@ -130,7 +130,7 @@ def _draw(f: np.ndarray, kind: OccluderKind, lm: np.ndarray, t: int, ang: float)
 
 def make_clip(name: str, reference: np.ndarray, n: int = 60, events: list[Event] | None = None,
               size: tuple[int, int] = (640, 480), noise: float = 6.0, seed: int = 0,
-              amplitude: float = 1.0) -> Clip:
+              amplitude: float = 1.0, period: int = 60) -> Clip:
     """Build a clip of the astronaut moving by `motion`, with the given events.
 
     Args:
@@ -141,6 +141,8 @@ def make_clip(name: str, reference: np.ndarray, n: int = 60, events: list[Event]
             person on the opposite side of the frame).
         size: (W, H) in pixels.
         noise: per-pixel Gaussian noise (grey levels) drawn afresh every frame.
+        amplitude: scales the motion's path, rotation and zoom.
+        period: frames per loop of the motion path (60 = 2 s at 30 fps: an active head).
     """
     img = astronaut()
     events = list(events or [])
@@ -153,7 +155,7 @@ def make_clip(name: str, reference: np.ndarray, n: int = 60, events: list[Event]
     occ, blank, sec = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
     sbox = np.full((n, 4), np.nan)
     for t in range(n):
-        m = motion(t, n, size, amplitude)
+        m = motion(t, period, size, amplitude)
         f = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         lm = reference @ m[:, :2].T + m[:, 2]
         ang = math.degrees(math.atan2(m[1, 0], m[0, 0]))

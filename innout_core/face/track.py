@@ -51,6 +51,9 @@ class TrackingConfig(BaseModel):
                                                  "extrapolated for matching (frames)")
     agree_iod: float = Field(0.1, gt=0, description="a landmark of the landmark model agrees with the motion "
                                                     "prediction within this fraction of the inter-ocular distance")
+    max_jump: float = Field(0.06, gt=0, description="image motion refused when it moves the landmarks further than "
+                                                  "this many inter-ocular distances (mean) from the constant-"
+                                                  "velocity prediction (it followed something else)")
     min_agree: float = Field(0.25, ge=0, le=1, description="fraction of landmarks of the landmark model that must "
                                                            "agree with the image motion to accept a predicted "
                                                            "frame")
@@ -175,7 +178,7 @@ class Tracker:
         cfg = self.cfg
         if self.key is None:
             return None
-        flow = self.key.track(gray, self._predicted_landmarks(t))
+        flow = self.key.track(gray, self._predicted_landmarks(t), max_jump=cfg.max_jump)
         if flow is None:
             return None
         prior = flow.landmarks

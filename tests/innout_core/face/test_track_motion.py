@@ -54,6 +54,7 @@ def test_keyframe_flow_recovers_a_known_similarity_and_refuses_a_blank():
     assert res is not None and res.inliers >= 30
     assert np.abs(res.landmarks - truth).max() < 0.05 * interocular(lm)
     assert flow.track(np.full_like(img, 128), guess=truth) is None  # no texture to follow: no motion
+    assert flow.track(moved, guess=truth + 25.0) is None  # a motion far from where the face can be is refused
 
 
 class _Scripted(FaceBackend):
