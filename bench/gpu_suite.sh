@@ -5,7 +5,7 @@
 # not innout's pydantic / lpips / Prefect / Dask stack, and nothing can be downloaded there. So, on THIS machine:
 #
 #   bash bench/gpu_suite.sh wheels        # downloads cp312 manylinux wheels of what the device lacks into .wheels-gpu/
-#                                         # (ignored by git via .git/info/exclude; ~50 MB of the 64 MiB the tool carries)
+#                                         # (ignored by git via .git/info/exclude; 35 MiB of the 64 MiB the tool carries)
 #
 # then through the device tool's `run`, with carry [".wheels-gpu"] and timeout_s 600:
 #
@@ -22,9 +22,11 @@ WHEEL_DIR=.wheels-gpu
 
 # What the device image lacks (innout's closure from .venv, minus KINDS.md's package list), at the versions
 # pinned / resolved in .venv. Pure-Python wheels resolve to py3-none-any; the others to cp312 manylinux builds.
+# Left out to fit the tool's 64 MiB (working tree + carried): bokeh + xyzservices (only Dask's dashboard, which
+# distributed skips without bokeh) and apprise (Prefect imports it only for notification blocks).
 WHEELS=(
-  aiosqlite==0.22.1 alembic==1.20.1 amplitude-analytics==1.3.0 annotated-types==0.8.0 apprise==1.13.1
-  asgi-lifespan==2.1.0 asyncpg==0.32.0 beartype==0.23.1 bokeh==3.9.2 burner-redis==0.1.7 cachetools==7.3.3
+  aiosqlite==0.22.1 alembic==1.20.1 amplitude-analytics==1.3.0 annotated-types==0.8.0 
+  asgi-lifespan==2.1.0 asyncpg==0.32.0 beartype==0.23.1 burner-redis==0.1.7 cachetools==7.3.3
   cffi==2.1.1 coolname==5.0.0 cronsim==2.8 cryptography==50.0.2 cyclopts==5.5.2 dask==2026.7.1 dask-cuda==26.10.0
   dateparser==1.5.0 distributed==2026.7.1 docker==7.2.0 docstring-parser==0.18.0 exceptiongroup==1.3.2
   fastapi==0.150.0 ffmpeg-python==0.2.0 future==1.0.0 graphviz==0.21 griffe==2.4.1 griffecli==2.4.1
@@ -37,7 +39,7 @@ WHEELS=(
   referencing==0.37.0 requests-oauthlib==2.0.0 rfc3339-validator==0.1.4 rich-rst==2.2.0 rpds-py==2026.9.1
   ruamel-yaml==0.19.1 ruamel-yaml-clib==0.2.15 semver==3.1.2 sniffio==1.3.1 sqlalchemy==2.1.9 starlette==1.10.0
   tblib==3.2.2 text-unidecode==1.3 toml==0.10.2 tornado==6.6.1 typing-inspection==0.4.5 tzdata==2026.6
-  tzlocal==5.4.5 uncalled-for==0.6.2 uvicorn==0.54.0 websockets==16.1.1 xyzservices==2026.9.1 zict==3.0.0
+  tzlocal==5.4.5 uncalled-for==0.6.2 uvicorn==0.54.0 websockets==16.1.1 zict==3.0.0
 )
 
 if [ "${1:-}" = wheels ]; then
@@ -48,7 +50,11 @@ if [ "${1:-}" = wheels ]; then
   for n in 28 27 24 17; do plat+=(--platform "manylinux_2_${n}_x86_64"); done
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${plat[@]}" --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$WHEEL_DIR" "${WHEELS[@]}" || exit 1
-  du -sh "$WHEEL_DIR"
+  rm -f "$WHEEL_DIR"/bokeh-* "$WHEEL_DIR"/xyzservices-* "$WHEEL_DIR"/apprise-*  # from an older list
+  tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+  wheels=$(du -sb "$WHEEL_DIR" | cut -f1)
+  echo "wheels $((wheels / 1048576)) MiB + working tree $((tree / 1048576)) MiB (the device tool carries 64 MiB)"
+  [ $((wheels + tree)) -lt $((64 * 1048576)) ] || { echo "gpu_suite.sh: over the 64 MiB the tool carries" >&2; exit 1; }
   exit 0
 fi
 
