@@ -62,16 +62,16 @@ OUT_DIR=${OUT:-bench/results}
 mkdir -p "$OUT_DIR"
 PY=python3
 [ -x .venv/bin/python ] && [ -z "${OUT:-}" ] && PY=.venv/bin/python  # a machine with the venv: use it
-if compgen -G "$WHEEL_DIR/*.whl" >/dev/null; then
+if compgen -G "$WHEEL_DIR/*.whl" >/dev/null && "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
   t0=$(date +%s)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "$WHEEL_DIR"/*.whl || { echo "gpu_suite.sh: installing $WHEEL_DIR failed" >&2; exit 1; }
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/site/bin:$PATH"
   echo "gpu_suite.sh: installed $(ls "$WHEEL_DIR"/*.whl | wc -l) wheels in $(($(date +%s) - t0)) s"
-else
+else  # the wheels are cp312 builds for the device's python3; a venv (3.11) has everything already
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-  echo "gpu_suite.sh: no $WHEEL_DIR/ (run 'bash bench/gpu_suite.sh wheels' here and carry it); parts that need" \
-    "pydantic / Prefect / Dask will record their import error"
+  [ "$PY" = python3 ] && echo "gpu_suite.sh: no $WHEEL_DIR/ for this python3 (run 'bash bench/gpu_suite.sh wheels'" \
+    "here and carry it); parts that need pydantic / Prefect / Dask will record their import error"
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 command -v ffprobe >/dev/null || echo "gpu_suite.sh: no ffprobe on this machine: the demo part will be skipped"
