@@ -39,12 +39,13 @@ class TrackingConfig(BaseModel):
                                                  "re-acquire the target anywhere after a loss")
     decide_iou: float = Field(0.5, ge=0, le=1, description="a face overlapping the predicted box at least this much "
                                                            "(IoU) is the target without comparing descriptors; "
-                                                           "one with no overlap while the track is held is not")
+                                                           "one with no overlap right after a detection is not")
     recheck_every: int = Field(15, ge=1, description="a face where the previous frame's face was rejected by its "
                                                      "descriptor is rejected again without one, for at most this "
                                                      "many frames (frames)")
-    predict: bool = Field(True, description="track through detector misses: landmark model on the predicted box, "
-                                            "kept when plausible (else the frame is filled by interpolation)")
+    predict: bool = Field(True, description="track through detector misses: the last detection's landmarks moved by "
+                                            "the face's measured image motion, kept when the landmark model run on "
+                                            "their box agrees (else the frame is filled by interpolation)")
     history: int = Field(2, ge=1, description="frames in the constant-velocity landmark model (the predicted box "
                                               "for matching, and the image motion's starting guess)")
     max_coast: int = Field(10, ge=0, description="frames after the last face over which the box is still "
