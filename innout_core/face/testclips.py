@@ -84,8 +84,8 @@ class Clip:
 
 
 def motion(t: int, n: int, size: tuple[int, int] = (640, 480), amplitude: float = 1.0) -> np.ndarray:
-    """[2, 3] affine photograph -> frame t, one loop every n frames: the face centre on a smooth Lissajous path around the frame centre
-    (±70 x ±35 px), rotation ±8°, scale 1.15 ± 0.1 with a slight anisotropy (1.5 %), all smooth in t."""
+    """[2, 3] affine photograph -> frame t, one loop every n frames: the face centre on a smooth Lissajous path
+    around the frame centre (±70 x ±35 px), rotation ±8°, scale 1.15 ± 0.1 with a slight anisotropy (1.5 %)."""
     w, h = size
     u = 2 * math.pi * t / max(n, 1)
     ang = math.radians(8 * amplitude * math.sin(u))
