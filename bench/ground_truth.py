@@ -168,6 +168,8 @@ def sweep_plan(s: BenchSettings) -> list[tuple[int, RunSpec]]:
     add(2, start="wplus", steps=1000, masks="user", lr_w=5e-5, **mid)
     add(3, start="wplus", steps=1000, masks="auto-residual", **mid)
     add(3, start="wplus", steps=1000, masks="auto-share", **mid)
+    add(4, start="wplus", steps=1000, masks="auto-residual", auto={"reference": "canonical"}, **mid)
+    add(4, start="wplus", steps=1000, masks="auto-share", auto={"reference": "canonical"}, **mid)
     add(4, start="oracle", steps=1000, masks="user", **mid)
     add(4, start="wplus", steps=1000, masks="user")
     add(4, start="wplus", steps=1000, masks="none", **mid)
@@ -351,11 +353,20 @@ def _video_seed(s: BenchSettings, video: str) -> int:
 
 def fit_wplus(s: BenchSettings, video_name: str) -> str:
     """Fit W+ to one video (cached): writes the latents (.pt) and the W+ baseline figures (JSON); returns the JSON."""
-    from innout_core.inversion import InversionConfig, invert_video
+    import fcntl
 
     j_path, pt_path = wplus_paths(s, video_name)
-    if j_path.is_file() and pt_path.is_file():
-        return str(j_path)
+    pt_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(pt_path.with_suffix(".lock"), "w") as lock:  # one fit per video, whichever process asks first
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (j_path.is_file() and pt_path.is_file()):
+            _fit_wplus_unlocked(s, video_name, j_path, pt_path)
+    return str(j_path)
+
+
+def _fit_wplus_unlocked(s: BenchSettings, video_name: str, j_path: Path, pt_path: Path) -> None:
+    from innout_core.inversion import InversionConfig, invert_video
+
     G = _generator()
     video = _video(video_name, s.frames, s.seed)
     base = _video_seed(s, video_name)
@@ -380,25 +391,29 @@ def fit_wplus(s: BenchSettings, video_name: str) -> str:
     with atomic_path(pt_path) as tmp:
         torch.save({"ws": inv.ws.cpu(), "w_canonical": inv.w_canonical.cpu()}, tmp)
     atomic_write_json(j_path, out)
-    return str(j_path)
 
 
-def _auto_masks(G: Any, video: Any, ws: torch.Tensor, spec: RunSpec, joint_cfg: Any, seed: int
-                ) -> tuple[torch.Tensor, dict[str, Any]]:
+def _auto_masks(G: Any, video: Any, ws: torch.Tensor, spec: RunSpec, joint_cfg: Any, seed: int,
+                settings: BenchSettings) -> tuple[torch.Tensor, dict[str, Any]]:
     """Automatic masks for ``spec.masks`` ('auto-residual' or 'auto-share'); returns (masks [T,1,H,W], info)."""
     from innout_core import auto_masks as am
 
     frames, cams = video.frames.clamp(-1, 1), video.cameras
     t0 = time.perf_counter()
+    opts = dict(spec.auto)
+    reference = opts.pop("reference", "frame")  # 'canonical': the W+ fit's shared latent, every frame's camera
+    if reference == "canonical":
+        ws = torch.load(wplus_paths(settings, spec.video)[1], map_location="cpu")["w_canonical"]
+        ws = ws.expand(frames.shape[0], -1, -1).contiguous()
     if spec.masks == "auto-residual":
-        cfg = am.ResidualMaskConfig(**spec.auto)
+        cfg = am.ResidualMaskConfig(**opts)
         recon = render_ws(G, ws, cams, seed)
         masks = am.residual_masks(frames, recon, cfg)
-        info = {"method": "residual", "config": cfg.model_dump()}
+        info = {"method": "residual", "reference": reference, "config": cfg.model_dump()}
     else:
-        cfg = am.ShareMaskConfig(**spec.auto)
-        masks, share = am.share_masks(G, frames, cams, ws, joint_cfg, cfg, seed)
-        info = {"method": "share", "config": cfg.model_dump()}
+        scfg = am.ShareMaskConfig(**opts)
+        masks, share = am.share_masks(G, frames, cams, ws, joint_cfg, scfg, seed)
+        info = {"method": "share", "reference": reference, "config": scfg.model_dump()}
     info["seconds"] = round(time.perf_counter() - t0, 2)
     info["iou_vs_true"] = _mask_iou(1 - masks, 1 - video.masks)
     return masks, info
@@ -437,7 +452,7 @@ def execute_run(s: BenchSettings, spec: RunSpec) -> str:
     if spec.masks == "user":
         masks = video.masks
     elif spec.masks.startswith("auto"):
-        masks, mask_info = _auto_masks(G, video, ws0, spec, cfg, base + 5)
+        masks, mask_info = _auto_masks(G, video, ws0, spec, cfg, base + 5, s)
         secs["masks"] = mask_info["seconds"]
     t0 = time.perf_counter()
     sa = run_stage_a(G, frames, cams, ws0, cfg, torch.Generator().manual_seed(base + 4), masks=masks)
@@ -704,6 +719,15 @@ def markdown(merged: dict[str, Any], s: BenchSettings) -> str:
             lines.append(f"| {v} | {f(m['recon_psnr_occ'])} | {f(m['recon_psnr_unocc'])} | {f(m['vs_clean_psnr_occ'])} "
                          f"| {f(ref['input_vs_clean_psnr_occ'])} | {f(ref['truth_render_vs_clean_psnr_occ'])} | "
                          f"{100 * (d['loss_rel_change_last_10pct'] or 0):.2f} % | {d['seconds']:.0f} |")
+    study = merged.get("auto_mask_study") or {}
+    if study:
+        lines += ["", "Residual masks (`auto_masks.residual_masks`, defaults) by reference: IoU with the true occluder "
+                  "(mean |residual| on / off it)", "", "| video | W+ per frame | W+ canonical | true latents |",
+                  "|---|---|---|---|"]
+        for v, row in study.items():
+            cells = [f"{row[k]['iou']:.2f} ({row[k]['residual_on']:.3f} / {row[k]['residual_off']:.3f})"
+                     for k in ("wplus_frame", "wplus_canonical", "truth")]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "| target | best measured | settings | met |", "|---|---|---|---|"]
     for name, c in merged["checks"].items():
         if c is None:
@@ -778,10 +802,40 @@ def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
     return written
 
 
+def auto_mask_study(s: BenchSettings) -> dict[str, Any]:
+    """Residual masks (``auto_masks.residual_masks``, default settings) of every video with a cached W+ fit, from
+    three references: the W+ fit per frame, its shared canonical latent, and the true latents (what the masks
+    would be if the face model did not absorb the occluder). Per reference: IoU with the true occluder and the
+    mean residual on / off it. Cheap (three renders per video); no stage A."""
+    from innout_core import auto_masks as am
+
+    out: dict[str, Any] = {}
+    G = _generator()
+    for v in VIDEOS:
+        pt = wplus_paths(s, v)[1]
+        if not pt.is_file():
+            continue
+        video = _video(v, s.frames, s.seed)
+        frames, T = video.frames.clamp(-1, 1), video.frames.shape[0]
+        fit = torch.load(pt, map_location="cpu")
+        true_ood = 1 - video.masks
+        refs = {"wplus_frame": fit["ws"], "wplus_canonical": fit["w_canonical"].expand(T, -1, -1), "truth": video.ws}
+        row = {}
+        for name, ws in refs.items():
+            rec = render_ws(G, ws, video.cameras, _video_seed(s, v) + 5)
+            e = am.residual_error(frames, rec, 1)
+            m = am.residual_masks(frames, rec)
+            row[name] = {"iou": _mask_iou(1 - m, true_ood), "residual_on": float(e[true_ood > 0.5].mean()),
+                         "residual_off": float(e[true_ood <= 0.5].mean()), "ood_fraction": float((1 - m).mean())}
+        out[v] = row
+    return out
+
+
 def write_outputs(s: BenchSettings, plan: list[tuple[int, RunSpec]], seconds: float | None,
                   with_plots: bool = True) -> dict[str, Any]:
     """Merge, print the table, write the JSON / markdown (and plots). Returns the merged dict."""
     merged = merge(s, plan)
+    merged["auto_mask_study"] = auto_mask_study(s)
     md = markdown(merged, s)
     print(md)
     name = "ground_truth_quick" if s.quick else "ground_truth"
@@ -824,6 +878,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--wplus-epochs", type=int, default=None, help="W+ epochs (default 100, quick 5)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel processes (one torch thread each)")
     ap.add_argument("--max-priority", type=int, default=None, help="run only plan points up to this priority")
+    ap.add_argument("--min-priority", type=int, default=None, help="run only plan points from this priority on")
     ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no new run after this time")
     ap.add_argument("--merge-only", action="store_true", help="no runs: merge, table, JSON and plots")
     ap.add_argument("--list", action="store_true", help="print the plan with done / not run and exit")
@@ -835,7 +890,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stop = _parse_stop(a.stop_at)
     except (BadInputError, ValueError) as exc:
         raise SystemExit(f"ground_truth: {exc}") from None
-    plan = [(p, sp) for p, sp in sweep_plan(s) if a.max_priority is None or p <= a.max_priority]
+    plan = [(p, sp) for p, sp in sweep_plan(s) if (a.max_priority is None or p <= a.max_priority)
+            and (a.min_priority is None or p >= a.min_priority)]
     if a.list:
         for p, sp in plan:
             print(f"{p} {'done   ' if is_done(s, sp) else 'not run'} {sp.video}-{sp.label()}")

@@ -46,7 +46,7 @@ class ResidualMaskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     k_mad: float = Field(3.0, gt=0, description="high threshold = median + k_mad * 1.4826 * MAD of the error")
     min_error: float = Field(0.1, ge=0, description="floor of the high threshold, mean |error| over RGB in [-1,1]")
-    low_ratio: float = Field(0.5, gt=0, le=1, description="low (growing) threshold = low_ratio * high threshold")
+    low_ratio: float = Field(0.8, gt=0, le=1, description="low (growing) threshold = low_ratio * high threshold")
     blur: int = Field(5, ge=1, description="box blur of the error map, pixels (odd)")
     temporal: int = Field(1, ge=0, description="frames either side a weak pixel may be linked through")
     open_size: int = Field(3, ge=1, description="opening kernel (removes specks), pixels (odd)")

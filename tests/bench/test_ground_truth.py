@@ -85,7 +85,7 @@ def test_quick_sweep_resumes_and_merges(gt, tmp_path, monkeypatch):
     s = gt.BenchSettings(frames=2, wplus_epochs=2, quick=True)
     plan = [(1, gt.RunSpec(video="box", start="oracle", steps=3, masks="user")),
             (1, gt.RunSpec(video="box", start="wplus", steps=3, masks="auto-residual", lr_w=5e-5)),
-            (2, gt.RunSpec(video="box", start="wplus", steps=2, masks="auto-share", auto={"first_pass_steps": 2}))]
+            (2, gt.RunSpec(video="box", start="wplus", steps=2, masks="auto-share", auto={"first_pass_steps": 2, "reference": "canonical"}))]
     first = gt.execute(s, plan[:2], jobs=1, log=lambda *_: None)
     assert first["failed"] == [] and len(first["done"]) == 2
     paths = [Path(p) for p in first["done"]]
@@ -128,7 +128,12 @@ def test_quick_sweep_resumes_and_merges(gt, tmp_path, monkeypatch):
     rest = gt.execute(s, plan, jobs=1, log=lambda *_: None)
     assert len(rest["done"]) == 1 and len(rest["skipped"]) == 2 and rest["failed"] == []
     share = json.loads(Path(rest["done"][0]).read_text())
-    assert share["masks_info"]["method"] == "share"
+    assert share["masks_info"]["method"] == "share" and share["masks_info"]["reference"] == "canonical"
+    study = merged["auto_mask_study"]["box"]
+    assert set(study) == {"wplus_frame", "wplus_canonical", "truth"}
+    # the true latents' residual is the occluder: larger on it than off it
+    assert study["truth"]["residual_on"] > 3 * study["truth"]["residual_off"]
+    assert all(0.0 <= r["iou"] <= 1.0 for r in study.values())
 
 
 def test_suite_has_a_static_occluder(gt):
