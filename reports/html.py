@@ -38,6 +38,7 @@ class VideoEntry:
     media: list[tuple[str, str, str]] = field(default_factory=list)  # (caption, kind, path relative to report/)
     more_media: list[tuple[str, str, str]] = field(default_factory=list)  # every other branch, collapsed
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. the face stage's frames without a face
     stage_seconds: dict[str, float] = field(default_factory=dict)
     started: str | None = None  # earliest stage start (ISO-8601 UTC)
 
@@ -70,6 +71,13 @@ def _error_text(stage: str, record: dict) -> str | None:
         parts = [err.get("file") or "", err.get("message") or ""]
         return f"{err.get('stage') or stage}: " + ": ".join(p for p in parts if p)
     return f"{stage}: {err}"
+
+
+def _stage_warnings(stage: str, record: dict) -> list[str]:
+    """The warnings a stage recorded in its ``info`` (e.g. face: trimmed or held ends, long gaps), prefixed by stage."""
+    info = record.get("info")
+    warnings = info.get("warnings") if isinstance(info, dict) else None
+    return [f"{stage}: {w}" for w in warnings if isinstance(w, str)] if isinstance(warnings, list) else []
 
 
 def _norm(name: str) -> str:
@@ -120,6 +128,7 @@ def collect_videos(run_dir: Path, report_dir: Path, main_variant: str | None = N
         for stage, rec in records.items():
             if (msg := _error_text(stage, rec)) is not None:
                 entry.errors.append(msg)
+            entry.warnings.extend(_stage_warnings(stage, rec))
             if (s := _stage_seconds(rec)) is not None:
                 entry.stage_seconds[stage] = s
             if isinstance(rec.get("started"), str) and (entry.started is None or rec["started"] < entry.started):
@@ -200,7 +209,7 @@ table.info td,table.info th{text-align:left;padding:.15rem .6rem} .notes{font-si
 .media{display:flex;flex-wrap:wrap;gap:.8rem} figure{margin:0} figcaption{font-size:.8rem;color:#444}
 video,img.m{max-width:280px;border:1px solid #ddd;background:#000} img.plot{max-width:100%}
 details{border:1px solid #ddd;border-radius:6px;padding:.4rem .8rem;margin:.4rem 0}
-summary{cursor:pointer;font-weight:600} .failed{color:#b00020} .done{color:#1b7f3b}
+summary{cursor:pointer;font-weight:600} .failed{color:#b00020} .warned{color:#8a5a00} .done{color:#1b7f3b}
 #pager button{margin:0 .15rem}
 """
 
@@ -299,6 +308,11 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None, met
         body.append("<h2 class='failed'>Failures</h2><ul id='failures'>" + "".join(
             f"<li><b>{html.escape(v.name)}</b>: {html.escape('; '.join(v.errors) or 'failed')}</li>" for v in failed
         ) + "</ul>")
+    warned = [v for v in videos if v.warnings]
+    if warned:
+        body.append("<h2 class='warned'>Warnings</h2><ul id='warnings'>" + "".join(
+            f"<li><b>{html.escape(v.name)}</b>: {html.escape(w)}</li>" for v in warned for w in v.warnings
+        ) + "</ul>")
     if metrics.left_out:
         body.append("<h2 class='failed'>Left out of the tables</h2><ul id='left-out'>" + "".join(
             f"<li><b>{html.escape(v.video)}</b>: {html.escape(v.reason)}</li>" for v in metrics.left_out
@@ -322,6 +336,7 @@ def render_report(run_dir: str | Path, report_dir: str | Path | None = None, met
     body.append(f"<h2>Videos ({len(videos)})</h2><div id='pager'></div>")
     for v in videos:
         errs = "".join(f"<p class='failed'>{html.escape(e)}</p>" for e in v.errors)
+        errs += "".join(f"<p class='warned'>{html.escape(w)}</p>" for w in v.warnings)
         more = ""
         if v.more_media:
             more = (f"<details class='more'><summary>all branches ({len(v.more_media)} files)</summary>"

@@ -65,6 +65,19 @@ def test_collect_videos_reads_status_media_and_errors(tmp_path):
     assert all((run / "report" / rel).resolve().exists() for _, _, rel in media)
 
 
+def test_face_stage_warnings_reach_the_report(tmp_path):
+    """Frames without a face at the ends (trimmed/held) are warned in the report, per video and in a run list."""
+    run = _make_run(tmp_path, 2, with_media=False)
+    warning = "frames 0-4 have no face: trimmed (face.ends='trim')"
+    write_record(run / "videos" / "vid001" / "face", StageRecord(
+        stage="face", video="vid001", status="done", info={"n_frames": 3, "warnings": [warning]}))
+    entries = {e.name: e for e in collect_videos(run, run / "report")}
+    assert entries["vid001"].warnings == [f"face: {warning}"] and entries["vid000"].warnings == []
+    page = write_report(run).read_text()
+    warned = page.split("id='warnings'>", 1)[1].split("</ul>", 1)[0]
+    assert "vid001" in warned and "vid000" not in warned and "trimmed (face.ends=&#x27;trim&#x27;)" in warned
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is installed by setup.sh; absent only off-setup")
 def test_report_in_headless_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
