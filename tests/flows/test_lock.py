@@ -34,6 +34,14 @@ def _start_holder(run: Path) -> subprocess.Popen:
     return p
 
 
+def _cmd(p: psutil.Process) -> str:
+    """The process's command line, or '' once it is a zombie or gone (a short-lived child may exit while listed)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def _gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """The processes of ``procs`` still running (zombies count as gone) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -153,7 +161,7 @@ def test_sigkilled_run_leaves_no_server_and_frees_the_lock(tmp_path):
         deadline = time.monotonic() + 240
         while server is None and time.monotonic() < deadline and cli.poll() is None:
             kids = psutil.Process(cli.pid).children(recursive=True)
-            server = next((k for k in kids if "server" in k.cmdline() and "start" in k.cmdline()), None)
+            server = next((k for k in kids if " server start" in _cmd(k)), None)
             time.sleep(0.5)
         assert server is not None, "no Prefect server was started"
         port = server.cmdline()[server.cmdline().index("--port") + 1]
@@ -172,16 +180,16 @@ def test_sigkilled_run_leaves_no_server_and_frees_the_lock(tmp_path):
         assert status.returncode in (0, 1) and "in use" not in status.stderr and " a " in status.stdout, status
         while time.monotonic() < deadline:  # wait for the flow's Dask workers
             family = psutil.Process(cli.pid).children(recursive=True)
-            if sum("multiprocessing" in " ".join(p.cmdline()) for p in family) >= 2:
+            if sum("multiprocessing" in _cmd(p) for p in family) >= 2:
                 break
             time.sleep(0.5)
-        assert server in family and len(family) >= 4, [p.cmdline() for p in family]
+        assert server in family and len(family) >= 4, [_cmd(p) for p in family]
         # the command's flow talks to the run's server: no ephemeral Prefect server of its own
-        assert not any("uvicorn" in " ".join(p.cmdline()) for p in family), [p.cmdline() for p in family]
+        assert not any("uvicorn" in _cmd(p) for p in family), [_cmd(p) for p in family]
         os.kill(cli.pid, signal.SIGKILL)
         cli.wait(30)
         alive = _gone(family, 15)
-        assert not alive, [(p.pid, p.cmdline()) for p in alive]
+        assert not alive, [(p.pid, _cmd(p)) for p in alive]
         with run_lock(run):  # released with the killed command
             pass
     finally:
