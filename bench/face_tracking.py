@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from innout_core.face.backends import Detection, FaceBackend, box_iou  # noqa: E402
 from innout_core.face.dlib_backend import DlibBackend  # noqa: E402
-from innout_core.face.preprocess import FaceConfig, TrackResult, fill_gaps, preprocess_video, track_video  # noqa: E402
+from innout_core.face.preprocess import (  # noqa: E402
+    FaceConfig, TrackResult, fill_gaps, gap_runs, preprocess_video, track_video)
 from innout_core.face.smoothing import SmoothingConfig, smooth_landmarks  # noqa: E402
 from innout_core.face.testclips import Clip, Event, astronaut, make_clip, nme, write_rotated_mp4  # noqa: E402
 from innout_core.store import atomic_write_json  # noqa: E402
@@ -116,17 +117,7 @@ def _evaluate(clip: Clip, tr: TrackResult, max_gap: int) -> dict:
             raw[t] = d.landmarks
     found = np.array([d is not None for d in tr.detections])
     # the previous pipeline failed a video with an inner gap longer than face.max_gap (3)
-    runs, t = [], 0
-    while t < n:
-        if found[t]:
-            t += 1
-            continue
-        e = t
-        while e < n and not found[e]:
-            e += 1
-        runs.append((t, e))
-        t = e
-    inner = [e - s for s, e in runs if s > 0 and e < n]
+    inner = [e - s for s, e in gap_runs(found) if s > 0 and e < n]
     filled = fill_gaps(raw, found, max_gap, clip.name) if found.any() else raw
     occ, blank = clip.occluded, clip.blanked
     clean = ~occ & ~blank
