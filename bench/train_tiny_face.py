@@ -333,7 +333,8 @@ def train(cfg: TrainConfig, work: str | Path, progress: bool = True, views: View
 def _git_commit() -> dict[str, object]:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bench/train_tiny_face.py",
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "bench/train_tiny_face.py",
                                 "innout_core/synthetic_heads.py", "innout_core/eg3d"], cwd=ROOT,
                                capture_output=True, text=True, check=True)
         return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}

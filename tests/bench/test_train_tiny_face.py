@@ -136,3 +136,24 @@ def test_export_loads_and_renders(views, full_run, tmp_path: Path) -> None:
     assert img.shape == (1, 3, 128, 128) and bool(torch.isfinite(img).all())
     assert torch.allclose(img, ref, atol=1e-5)
     assert list(work.glob("preview_step*.png"))
+
+
+WEIGHTS = ROOT / "innout_core" / "eg3d" / "weights" / "tiny-face"
+
+
+def test_shipped_weights_load_with_their_hashes_and_draw_a_head() -> None:
+    weights = WEIGHTS / "model.safetensors"
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    config = json.loads((WEIGHTS / "config.json").read_text())
+    prov = json.loads((WEIGHTS / "provenance.json").read_text())
+    assert sha == config["weights"]["sha256"] == prov["weights_sha256"]
+    assert weights.stat().st_size < 10e6
+    assert prov["steps_done"] > 0 and prov["loss_history"][-1]["total"] < 0.5 * prov["loss_history"][0]["total"]
+    G = load_generator(WEIGHTS)
+    ws = G.backbone.mapping.w_avg.expand(1, G.num_ws, -1)
+    with torch.no_grad():
+        img = G.synthesis(ws, frontal_camera(), generator=torch.Generator().manual_seed(0)).image
+    # the mean latent draws a head on the black background: an opaque, skin-bright centre and black corners
+    centre = float(img[..., 48:80, 48:80].mean())
+    corners = float(torch.stack([img[..., :12, :12], img[..., :12, -12:]]).mean())
+    assert corners < -0.85 and centre > corners + 1.0, (centre, corners)
