@@ -84,7 +84,7 @@ def test_quick_sweep_resumes_and_merges(gt, tmp_path, monkeypatch):
     monkeypatch.setattr(gt, "DOCS", tmp_path / "docs")
     s = gt.BenchSettings(frames=2, wplus_epochs=2, quick=True)
     plan = [(1, gt.RunSpec(video="box", start="oracle", steps=3, masks="user")),
-            (1, gt.RunSpec(video="box", start="wplus", steps=3, masks="auto-residual", lr_w=5e-5)),
+            (1, gt.RunSpec(video="box", start="canonical", steps=3, masks="auto-residual", lr_w=5e-5)),
             (2, gt.RunSpec(video="box", start="wplus", steps=2, masks="auto-share", auto={"first_pass_steps": 2, "reference": "canonical"}))]
     first = gt.execute(s, plan[:2], jobs=1, log=lambda *_: None)
     assert first["failed"] == [] and len(first["done"]) == 2
@@ -112,6 +112,9 @@ def test_quick_sweep_resumes_and_merges(gt, tmp_path, monkeypatch):
     assert oracle["metrics"]["mask_iou_input"] == 1.0  # the true masks against themselves
     assert oracle["metrics"]["init_w_to_true"] == 0.0 and oracle["metrics"]["w_to_true"] == 0.0  # lr_w 0
     assert auto["metrics"]["w_to_init"] > 0  # lr_w > 0 moved w
+    canonical = torch.load(wplus_pt)["w_canonical"]  # the canonical start: every frame begins at the shared latent
+    init_dist = float(torch.linalg.vector_norm((canonical[0] - gt._generator().backbone.mapping.w_avg).flatten()))
+    assert auto["metrics"]["init_w_to_avg"] == pytest.approx(init_dist, rel=1e-4)
     assert 0.0 <= auto["masks_info"]["iou_vs_true"] <= 1.0
     wp = json.loads(wplus_json.read_text())["metrics"]
     assert auto["derived"]["gain_occ"] == pytest.approx(auto["metrics"]["recon_psnr_occ"] - wp["recon_psnr_occ"])
