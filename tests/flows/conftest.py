@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from flows.server import server_env, start_server, stop_server
+from innout_core.store import StageRecord, read_record
 
 REPO = Path(__file__).resolve().parents[2]
 INNOUT = [sys.executable, "-c", "from flows.cli import main; main()"]
@@ -54,6 +55,16 @@ def gt_videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("gt")
     build_demo_dataset(root, n_videos=2, n_frames=2)
     return root / "data"
+
+
+def stage_records(run: Path) -> dict[tuple[str, str], StageRecord]:
+    """Every stage record of a run directory, keyed by (video, stage)."""
+    out = {}
+    for d in (run / "videos").glob("*/*"):
+        rec = read_record(d)
+        if rec is not None:
+            out[(d.parent.name, d.name)] = rec
+    return out
 
 
 def write_yaml(path: Path, doc: dict) -> Path:

@@ -19,8 +19,7 @@ import yaml
 
 from flows.status import run_status
 from innout_core.config import load_config
-from innout_core.store import read_record
-from tests.flows.conftest import FAST_CONFIG, REPO, write_yaml
+from tests.flows.conftest import FAST_CONFIG, REPO, stage_records, write_yaml
 
 DASK = Path(sys.executable).with_name("dask")
 
@@ -30,15 +29,6 @@ def _slurm_example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _records(run: Path) -> dict[tuple[str, str], object]:
-    out = {}
-    for d in (run / "videos").glob("*/*"):
-        rec = read_record(d)
-        if rec is not None:
-            out[(d.parent.name, d.name)] = rec
-    return out
 
 
 def _wait(cond, timeout: float, what: str, procs: list[subprocess.Popen]) -> None:
@@ -145,7 +135,7 @@ def test_existing_cluster_survives_a_lost_worker(innout, prefect_env, gt_videos,
             victim: list[str] = []
 
             def busy_worker() -> bool:  # a worker runs a video that is inside stage A: remember its name
-                if not any(r.status == "running" and k[1].startswith("stage-a") for k, r in _records(run).items()):
+                if not any(r.status == "running" and k[1].startswith("stage-a") for k, r in stage_records(run).items()):
                     return False
                 info = client.scheduler_info(n_workers=-1)["workers"]
                 victim[:] = [str(info[a]["name"]) for a, keys in client.processing().items() if keys and a in info]
@@ -154,7 +144,7 @@ def test_existing_cluster_survives_a_lost_worker(innout, prefect_env, gt_videos,
             _wait(busy_worker, 300, "a worker running stage A", [proc, *procs])
             name = victim[0]
             group = next(p for n, p in workers.items() if name.startswith(n))
-            at_kill = _records(run)
+            at_kill = stage_records(run)
             done_before = {k: r.output_hash for k, r in at_kill.items() if r.status == "done"}
             running = {k for k, r in at_kill.items() if r.status == "running"}
             os.killpg(group.pid, signal.SIGKILL)  # nanny and worker process: the node is gone
@@ -168,7 +158,7 @@ def test_existing_cluster_survives_a_lost_worker(innout, prefect_env, gt_videos,
         st = run_status(run)
         assert set(st["videos"]) == set(ids)
         assert all(v["status"] == "done" for v in st["videos"].values()), st
-        after = _records(run)
+        after = stage_records(run)
         for k, h in done_before.items():  # nothing finished before the kill was lost or redone
             assert after[k].attempts == 1 and after[k].output_hash == h, k
         assert all(after[k].status == "done" for k in running)

@@ -11,20 +11,10 @@ import psutil
 import pytest
 
 from flows.status import run_status
-from innout_core.store import read_record
 from reports.tables import write_tables
-from tests.flows.conftest import FAST_CONFIG, write_yaml
+from tests.flows.conftest import FAST_CONFIG, stage_records, write_yaml
 
 pytestmark = pytest.mark.slow
-
-
-def _records(run) -> dict[tuple[str, str], object]:
-    out = {}
-    for d in (run / "videos").glob("*/*"):
-        rec = read_record(d)
-        if rec is not None:
-            out[(d.parent.name, d.name)] = rec
-    return out
 
 
 def test_worker_kill_then_tables_from_parquet(innout, gt_videos, tmp_path):
@@ -39,7 +29,7 @@ def test_worker_kill_then_tables_from_parquet(innout, gt_videos, tmp_path):
     victim = None
     while time.monotonic() < deadline and victim is None:
         assert proc.poll() is None, proc.stdout.read()
-        recs = _records(run)
+        recs = stage_records(run)
         if any(r.status == "running" and k[1].startswith("stage-a") for k, r in recs.items()):
             workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                        if "multiprocessing" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
@@ -47,13 +37,13 @@ def test_worker_kill_then_tables_from_parquet(innout, gt_videos, tmp_path):
                 victim = max(workers, key=lambda p: p.cpu_times().user)
         time.sleep(0.3)
     assert victim is not None, "no stage A started"
-    done_before = {k: r.output_hash for k, r in _records(run).items() if r.status == "done"}
+    done_before = {k: r.output_hash for k, r in stage_records(run).items() if r.status == "done"}
     victim.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
     st = run_status(run)
     assert all(v["status"] == "done" for v in st["videos"].values()), st
-    after = _records(run)
+    after = stage_records(run)
     for k, h in done_before.items():  # nothing finished was lost or redone
         assert after[k].attempts == 1 and after[k].output_hash == h, k
 
