@@ -2,7 +2,7 @@
 the MipRayMarcher2 ray marcher and the two-pass ImportanceRenderer (`spec/eg3d.md` §6, §8, §9, §14).
 
 Everything here reproduces the official NVlabs/eg3d renderer (`renderer.py`, `ray_sampler.py`, `ray_marcher.py`)
-on the reference data in `../shared/eg3d/reference/` (cases c–f, and the intermediates of case h). Conventions:
+on the reference data in `tests/data/eg3d-reference/` (cases c–f, and the intermediates of case h). Conventions:
 N = batch, M = rays per item, S = samples per ray, P = points per item, C = feature channels; all float tensors
 are float32 unless the caller passes another float dtype; depths are world units along unit-length rays.
 
