@@ -13,10 +13,13 @@ import pandas as pd
 from innout_core.errors import InnoutError
 from innout_core.store import read_metrics, read_record
 
-__all__ = ["METRICS_STAGE", "LeftOut", "RunMetrics", "collect_metrics"]
+__all__ = ["METRICS_STAGE", "RUN_NOTE_KEYS", "LeftOut", "RunMetrics", "collect_metrics"]
 
 #: The stage that writes ``metrics.parquet`` (``tasks.metrics.STAGE``; reports may not import tasks).
 METRICS_STAGE = "metrics"
+#: Metric-definition keys that are caveats of the run rather than definitions: each becomes a line of the tables'
+#: notes naming its videos (``tasks/metrics.py`` records L_D's when the paper's depth loss had no depth map).
+RUN_NOTE_KEYS = ("L_D (single image)",)
 
 
 @dataclass(frozen=True)
@@ -41,24 +44,27 @@ class RunMetrics:
     frame: pd.DataFrame | None
     files: dict[str, Path] = field(default_factory=dict)  # video -> its readable metrics.parquet
     left_out: list[LeftOut] = field(default_factory=list)
+    caveats: dict[str, list[str]] = field(default_factory=dict)  # "key: text" -> the videos it applies to
 
     def notes(self) -> list[str]:
-        """Lines for the tables: how many videos are tabulated, then one line per video left out."""
+        """Lines for the tables: the run's caveats (e.g. L_D without depth maps) with their videos, then how many
+        videos are tabulated and one line per video left out."""
+        lines = [f"{caveat} (videos: {', '.join(videos)})" for caveat, videos in self.caveats.items()]
         if not self.left_out:
-            return []
+            return lines
         head = (f"{len(self.files)} video(s) tabulated; {len(self.left_out)} left out "
                 f"({', '.join(v.video for v in self.left_out)}):")
-        return [head] + [v.note() for v in self.left_out]
+        return lines + [head] + [v.note() for v in self.left_out]
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     try:
-        table, _ = read_metrics(path)
+        table, definitions = read_metrics(path)
     except InnoutError:
         raise
     except Exception as err:  # pyarrow raises several types for a damaged file (ArrowInvalid, OSError, ...)
         raise InnoutError(f"not a readable metrics Parquet file ({type(err).__name__}: {err})", path=path) from err
-    return table.to_pandas()
+    return table.to_pandas(), definitions
 
 
 def collect_metrics(run_dir: str | Path) -> RunMetrics:
@@ -77,14 +83,18 @@ def collect_metrics(run_dir: str | Path) -> RunMetrics:
         rel = path.relative_to(run_dir).as_posix()
         if path.exists():
             try:
-                frames.append(_read(path))
+                frame, definitions = _read(path)
             except InnoutError as err:
                 message = " ".join(err.message.split())
                 out.left_out.append(LeftOut(vdir.name, rel, "unreadable", (
                     f"{rel} is unreadable ({message}); delete it and re-run `innout run` on the run's manifest to "
                     "recompute it")))
                 continue
+            frames.append(frame)
             out.files[vdir.name] = path
+            for key in RUN_NOTE_KEYS:
+                if key in definitions:
+                    out.caveats.setdefault(f"{key}: {definitions[key]}", []).append(vdir.name)
             continue
         rec = read_record(vdir / METRICS_STAGE)
         if rec is not None and rec.status == "done":

@@ -127,3 +127,25 @@ def test_metrics_stage_name_matches_the_task():
     from tasks.metrics import STAGE
 
     assert METRICS_STAGE == STAGE
+
+
+def test_run_caveats_from_metric_definitions_are_table_notes(tmp_path):
+    """L_D without a depth map (recorded by the metrics stage in the Parquet definitions) is a note of every table,
+    naming exactly the videos it applies to; videos without it add no note."""
+    run = tmp_path / "run"
+    rng = np.random.default_rng(3)
+    caveat = "L_D configured (lambda_D 0.1) but no depth map was given: not applied"
+    for v in VIDEOS:
+        defs = {"psnr": "PSNR", **({"L_D (single image)": caveat} if v in ("a", "c") else {})}
+        write_metrics(run / "videos" / v / "metrics.parquet", _rows(v, rng), definitions=defs)
+    metrics = collect_metrics(run)
+    assert metrics.caveats == {f"L_D (single image): {caveat}": ["a", "c"]}
+    write_tables(run)
+    note = f"L_D (single image): {caveat} (videos: a, c)"
+    for name in ("table1.md", "table2.md", "tables.md"):  # notes go with the markdown (CSV/LaTeX: numbers only)
+        assert note in (run / "tables" / name).read_text(), name
+    assert note in write_report(run).read_text()
+    write_metrics(run / "videos" / "a" / "metrics.parquet", _rows("a", rng), definitions={"psnr": "PSNR"})
+    write_metrics(run / "videos" / "c" / "metrics.parquet", _rows("c", rng), definitions={"psnr": "PSNR"})
+    write_tables(run)
+    assert "L_D" not in (run / "tables" / "table1.md").read_text()
