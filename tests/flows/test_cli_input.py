@@ -3,7 +3,9 @@ one line each and exit 2, before a Prefect server or a Dask cluster exists (the 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -187,12 +189,44 @@ def test_run_directory_that_cannot_be_created_is_one_line(media, tmp_path, capsy
     assert "\n" not in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_unwritable_run_directory_is_one_line(media, tmp_path, capsys):
+def _deny_writes_under(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make creating anything under ``root`` fail with EACCES, as a 0500 directory does for a non-root user (root
+    ignores the mode bits, and CI runs as root)."""
+    def denied(path) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def under(path) -> bool:
+        return Path(os.fspath(path)).resolve().is_relative_to(root.resolve())
+
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, Path.mkdir
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax+") and under(file):
+            raise denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and under(path):
+            raise denied(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def guarded_mkdir(self, *args, **kwargs):
+        if under(self) and not self.exists():
+            raise denied(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)
+    monkeypatch.setattr(Path, "mkdir", guarded_mkdir)
+
+
+def test_unwritable_run_directory_is_one_line(media, tmp_path, capsys, monkeypatch):
     manifest = _manifest(media / "one.yaml", [{"id": "good", "path": "ok.mp4"}])
     run = tmp_path / "ro"
     run.mkdir()
     run.chmod(0o500)
+    if os.geteuid() == 0:
+        _deny_writes_under(run, monkeypatch)
     try:
         assert main(["run", str(manifest), "--run-dir", str(run)]) == 2
     finally:
