@@ -751,6 +751,16 @@ def markdown(merged: dict[str, Any], s: BenchSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save_png(fig: Any, path: Path) -> str:
+    """Write a matplotlib figure as PNG atomically, close it; returns the path written."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return str(path)
+
+
 def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
     """PNG plots from the merged runs: per video, occluded-frame gain over W+ and IoU against stage-A steps (user
     masks, blend 0.05, lr_w 0, by start), and a bar chart of the decisive rows. Returns the files written."""
@@ -783,11 +793,7 @@ def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
             ax.axhline(tgt, color="grey", lw=0.8, ls=":")
         axes[0].legend(fontsize=7)
         fig.tight_layout()
-        p = Path(f"{prefix}_steps.png")
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
-        written.append(str(p))
+        written.append(_save_png(fig, Path(f"{prefix}_steps.png")))
     rows = [r for r in sorted(merged["summary"], key=lambda r: r["priority"]) if len(r["videos"]) == r["planned"]]
     if rows:
         fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 + 0.32 * len(rows)), sharey=True)
@@ -802,11 +808,7 @@ def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
         axes[0].set_yticks(list(ys), [r["label"] for r in rows], fontsize=6)
         axes[0].invert_yaxis()
         fig.tight_layout()
-        p = Path(f"{prefix}_rows.png")
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
-        written.append(str(p))
+        written.append(_save_png(fig, Path(f"{prefix}_rows.png")))
     ex = example_strips(merged, Path(f"{prefix}_examples.png"))
     return written + ([str(ex)] if ex else [])
 
