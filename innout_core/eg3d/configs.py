@@ -1,4 +1,5 @@
-"""Named EG3D generator configs: ``ffhq512-128`` (the released architecture) and ``tiny`` (the embedded default).
+"""Named EG3D generator configs: ``ffhq512-128`` (the released architecture), ``tiny`` (the embedded default) and
+``tiny-face`` (``tiny`` trained on procedural heads).
 
 - ``ffhq512-128``: exactly the released ``init_kwargs`` / ``rendering_kwargs`` (spec §1), neural resolution 128.
   ``build_generator`` gives it the official random initialisation (seeded); real weights come from
@@ -8,20 +9,37 @@
   samples per ray, SR 32 -> 128 px with (32, 16) channels. Its weights are fixed and made in code from the seed
   (official init, perturbed so nothing is trivially 0/1, w_avg from mapped samples, low frequencies boosted and the
   density rescaled so renders mix empty and opaque space).
+- ``tiny-face``: the ``tiny`` architecture with the weights shipped in the package
+  (``innout_core/eg3d/weights/tiny-face/``: ``model.safetensors`` + ``config.json``, made by
+  ``bench/train_tiny_face.py``), read with ``checkpoint.load_generator`` (sha256-checked). Its InterfaceGAN-style
+  directions (``directions/<name>.npy``, ``[1, 512]``, made by ``bench/tiny_face_directions.py``) are listed by
+  :func:`shipped_directions`; :attr:`GeneratorSpec.edit_direction` names the one the ``tiny-demo`` edit uses.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from innout_core.eg3d.generator import TriPlaneGenerator
 
-__all__ = ["GeneratorSpec", "TinyWeightsConfig", "CONFIGS", "build_generator", "generator_from_kwargs"]
+__all__ = [
+    "GeneratorSpec",
+    "TinyWeightsConfig",
+    "CONFIGS",
+    "WEIGHTS_ROOT",
+    "build_generator",
+    "generator_from_kwargs",
+    "weights_dir",
+    "shipped_directions",
+]
 
+#: Where shipped generator weights live (package data, installed with the wheel).
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 _SR_MODULE = "training.superresolution.SuperresolutionHybrid8XDC"
 
 
@@ -52,6 +70,14 @@ class GeneratorSpec(BaseModel):
     neural_rendering_resolution: int = Field(description="rays per image side R of the neural rendering")
     tiny_weights: TinyWeightsConfig | None = Field(
         None, description="fixed in-code weights recipe (tiny); None = official random init"
+    )
+    weights: str | None = Field(
+        None, description="folder under innout_core/eg3d/weights/ with shipped trained weights (our safetensors "
+        "format), loaded by build_generator; None = weights made in code"
+    )
+    edit_direction: str | None = Field(
+        None, description="shipped direction (<weights>/directions/<name>.npy) that the tiny-demo edit applies; "
+        "None = a direction made from the generator itself"
     )
 
 
@@ -130,6 +156,15 @@ CONFIGS: dict[str, GeneratorSpec] = {
         tiny_weights=TinyWeightsConfig(),
     ),
 }
+CONFIGS["tiny-face"] = GeneratorSpec(
+    description="The tiny architecture trained (bench/train_tiny_face.py) to draw the procedural head family of "
+    "innout_core.synthetic_heads; weights shipped in the package, with edit directions fitted to the heads' "
+    "parameters.",
+    init_kwargs=copy.deepcopy(CONFIGS["tiny"].init_kwargs),
+    neural_rendering_resolution=CONFIGS["tiny"].neural_rendering_resolution,
+    weights="tiny-face",
+    edit_direction="smile",
+)
 
 
 def generator_from_kwargs(
@@ -147,15 +182,39 @@ def generator_from_kwargs(
     return generator
 
 
-def build_generator(name: str, seed: int = 0) -> TriPlaneGenerator:
-    """A named generator in eval mode, weights made deterministically from ``seed`` (CPU, float32).
+def weights_dir(name: str) -> Path | None:
+    """The package folder of a named generator's shipped weights (None when its weights are made in code)."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown generator config {name!r}; choose one of {sorted(CONFIGS)}")
+    folder = CONFIGS[name].weights
+    return None if folder is None else WEIGHTS_ROOT / folder
 
-    ``ffhq512-128``: the official random initialisation. ``tiny``: fixed embedded weights (see module docstring).
-    Same name + seed -> bitwise-identical state dict.
+
+def shipped_directions(name: str) -> dict[str, Path]:
+    """Edit directions shipped with a named generator: ``{name: <weights>/directions/<name>.npy}`` (sorted; empty
+    when the generator ships none)."""
+    folder = weights_dir(name)
+    if folder is None or not (folder / "directions").is_dir():
+        return {}
+    return {p.stem: p for p in sorted((folder / "directions").glob("*.npy"))}
+
+
+def build_generator(name: str, seed: int = 0) -> TriPlaneGenerator:
+    """A named generator in eval mode (CPU, float32).
+
+    ``ffhq512-128``: the official random initialisation from ``seed``. ``tiny``: fixed embedded weights made from
+    ``seed`` (see module docstring). ``tiny-face``: the shipped trained weights (``seed`` unused). Same name + seed
+    -> bitwise-identical state dict.
+
+    Raises:
+        KeyError: unknown name. CheckpointError: shipped weights missing, corrupt (sha256) or not of this
+            architecture (one line naming the file).
     """
     if name not in CONFIGS:
         raise KeyError(f"unknown generator config {name!r}; choose one of {sorted(CONFIGS)}")
     spec = CONFIGS[name]
+    if spec.weights is not None:
+        return _load_shipped(name, spec).requires_grad_(True)
     kwargs = copy.deepcopy(spec.init_kwargs)
     generator = generator_from_kwargs(kwargs, kwargs["rendering_kwargs"], spec.neural_rendering_resolution)
     rng = torch.Generator().manual_seed(int(seed))
@@ -163,6 +222,22 @@ def build_generator(name: str, seed: int = 0) -> TriPlaneGenerator:
     if spec.tiny_weights is not None:
         _make_tiny_weights(generator, spec.tiny_weights, rng)
     return generator.eval()
+
+
+def _load_shipped(name: str, spec: GeneratorSpec) -> TriPlaneGenerator:
+    """Load ``spec.weights`` from the package with the checked loader; the architecture must be ``spec``'s."""
+    from innout_core.eg3d.checkpoint import load_generator, read_network
+    from innout_core.errors import CheckpointError
+
+    folder = WEIGHTS_ROOT / str(spec.weights)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"the shipped weights of generator {name!r} are not installed (reinstall innout; "
+                              "the package data holds config.json and model.safetensors)", folder / "config.json")
+    net = read_network(folder)  # sha256-checked: a corrupt or truncated model.safetensors fails here
+    if net.init_kwargs != spec.init_kwargs or net.neural_rendering_resolution != spec.neural_rendering_resolution:
+        raise CheckpointError(f"shipped weights are not of the {name!r} architecture (init_kwargs or neural "
+                              "resolution differ from innout_core.eg3d.configs)", folder / "config.json")
+    return load_generator(folder)
 
 
 def _frontal_label() -> torch.Tensor:
