@@ -13,8 +13,9 @@ Official behaviour followed (spec `in-n-out-official-code.md` §5):
 
 Presets (:meth:`EditConfig.preset`, notes in :data:`EDIT_PRESET_NOTES`): edit *files* are user-supplied (boundaries
 and mappers are not released), so presets set strengths' context, smoothing, removal and novel views; ``tiny-demo``
-adds a direction derived from the ``tiny`` generator itself (:func:`synthetic_direction`), so the embedded default
-exercises a semantic edit without any download.
+adds a direction derived from the ``tiny`` generator itself (:func:`synthetic_direction`), or the direction a named
+generator ships (``tiny-face``: fitted to its training heads' parameters), so the embedded default exercises a
+semantic edit without any download.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class SmoothConfig(BaseModel):
 
 
 class SyntheticDirectionConfig(BaseModel):
-    """A direction made from the generator itself (the ``tiny-demo`` stand-in for an InterfaceGAN boundary).
+    """A direction made from the generator itself (the ``tiny-demo`` stand-in for an InterfaceGAN boundary), or,
+    for a generator that ships one (``tiny-face``), its shipped direction (:meth:`EditConfig.materialise`).
 
     Definition (:func:`synthetic_direction`): map ``samples`` seeded z with the frontal conditioning label
     (psi = 1), render each one's raw image, score it by mean luminance, and take the unit-norm difference between
@@ -164,14 +166,28 @@ class EditConfig(BaseModel):
                        novel_view=NovelViewConfig(enabled=True, n_frames=8, yaw_range=0.3))
         raise BadInputError(f"unknown edit preset {name!r}; choose one of {sorted(EDIT_PRESET_NOTES)}")
 
-    def materialise(self, G: nn.Module, directory: str | Path) -> "EditConfig":
+    def materialise(self, G: nn.Module, directory: str | Path, generator: str | None = None) -> "EditConfig":
         """Save the synthetic direction (if any) as ``<directory>/<name>.npy`` and return a config in which it is
-        an ordinary :class:`InterfaceGANEdit` (``synthetic=None``), so baselines can apply the same file."""
+        an ordinary :class:`InterfaceGANEdit` (``synthetic=None``), so every branch applies the same file.
+
+        ``generator``: the name of G's config (``innout_core.eg3d.configs``; None for a checkpoint). When that
+        generator ships an edit direction (``GeneratorSpec.edit_direction``, e.g. ``tiny-face``'s
+        ``hair_lightness``, fitted to its training heads' parameters), the edit applies that direction under its
+        own name with the synthetic config's strength and layers; otherwise the brightness direction made from G.
+        """
+        from innout_core.eg3d.configs import edit_direction_file
+
         if self.synthetic is None:
             return self.model_copy(deep=True)
         sd = self.synthetic
-        path = save_direction(synthetic_direction(G, sd.samples, sd.seed), Path(directory) / f"{sd.name}.npy")
-        edit = InterfaceGANEdit(name=sd.name, path=path, strength=sd.strength, layers=sd.layers)
+        shipped = edit_direction_file(generator) if generator is not None else None
+        if shipped is not None:
+            name, source = shipped
+            path = save_direction(load_direction(source, n_ws=1), Path(directory) / f"{name}.npy")
+        else:
+            name = sd.name
+            path = save_direction(synthetic_direction(G, sd.samples, sd.seed), Path(directory) / f"{name}.npy")
+        edit = InterfaceGANEdit(name=name, path=path, strength=sd.strength, layers=sd.layers)
         return self.model_copy(update={"interfacegan": [*self.interfacegan, edit], "synthetic": None}, deep=True)
 
 
@@ -184,8 +200,8 @@ EDIT_PRESET_NOTES: dict[str, str] = {
     "doubled depth samples), OOD removal by the release's rule where user masks exist.",
     "fast": "Quick real runs: official smoothing and strengths, OOD removal, no novel-view video.",
     "tiny-demo": "Embedded default: a 'brighter' direction made from the tiny generator itself (unit class-mean "
-    "difference, strength 2.2), OOD removal and an 8-view orbit; no smoothing, so an edit differs from the "
-    "reconstruction only by the edit.",
+    "difference, strength 2.2) or the generator's shipped direction (tiny-face: hair_lightness), OOD removal and "
+    "an 8-view orbit; no smoothing, so an edit differs from the reconstruction only by the edit.",
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from innout_core.store import StageRecord, read_record
+from innout_core.store import StageRecord, hash_file, read_record
 from tasks.common import (StageOutput, VideoJob, config_hash, load_generator_cached, load_tensors, resolve_device,
                           run_stage, save_tensors, stage_generator)
 from tasks.plan import Branch
@@ -31,6 +31,7 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
     """Write ``edits.safetensors``: ``recon`` [T,3,H,W] and ``edit.<name>`` [T',3,H,W], all in [-1,1], and for
     In-N-Out ``aux.blend_map`` [T,1,R,R] in [0,1] (the OOD share of each pixel's opacity)."""
     from innout_core.edit import apply_interfacegan, apply_styleclip, load_direction, load_styleclip_mapper
+    from innout_core.eg3d.configs import edit_direction_file
 
     cfg = job.config
     ecfg = cfg.edit_config()
@@ -38,10 +39,16 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
     upstream = [s for s in branch.stages if s != stage]
     inputs = [(read_record(job.stage_dir(s)) or StageRecord(stage=s, video=job.id)).output_hash for s in upstream]
     edit_files = [str(e.path) for e in ecfg.interfacegan] + [str(e.path) for e in ecfg.styleclip]
+    # a named generator's shipped direction (tiny-face) replaces the preset's generator-made one: hash its bytes
+    shipped = edit_direction_file(cfg.generator) if cfg.checkpoint is None and ecfg.synthetic is not None else None
+    if shipped is not None:
+        edit_files.append(f"{shipped[0]}={hash_file(shipped[1])}")
 
     def body(d: Path) -> StageOutput:
         dev = resolve_device(cfg.device)
         G = load_generator_cached(cfg, dev)
+        # the preset's direction (made from G, or the generator's shipped one) as a file that every branch applies
+        edits = ecfg.materialise(G, d / "directions", generator=None if cfg.checkpoint is not None else cfg.generator)
         from tasks.face import load_face
 
         cams = load_face(job, dev, branch.mode)["cameras"]
@@ -59,7 +66,7 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
             user_masks = sa.masks if branch.variant == "user-masks" else None
             removal = "release rule, user masks" if (user_masks is not None and ecfg.remove_ood
                                                      and ecfg.removal_masks) else "b = 0 on every ray"
-            for name, frames in run_edits(G, sa, cams, ecfg, stage_generator(job, stage + "/recon", dev), sr_state=sr,
+            for name, frames in run_edits(G, sa, cams, edits, stage_generator(job, stage + "/recon", dev), sr_state=sr,
                                           removal_masks=user_masks).items():
                 out[f"edit.{name}"] = frames.clamp(-1, 1)
         else:
@@ -70,13 +77,12 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
             out["recon"] = renders
             removal = None
             recon_seed = invert_stage(branch.method, branch.mode) + "/render"  # the seed of the inversion's render
-            # the same edits as In-N-Out: a preset's generator-made direction is saved next to the outputs
-            for e in ecfg.materialise(G, d / "directions").interfacegan:
+            for e in edits.interfacegan:  # the same edits as In-N-Out
                 direction = load_direction(e.path, w_dim=res.ws.shape[-1], n_ws=res.ws.shape[1]).to(dev)
                 ws = apply_interfacegan(res.ws, direction, e.strength, e.layers)
                 out[f"edit.{e.name}"] = render_inversion(G, dataclasses.replace(res, ws=ws), cams,
                                                          stage_generator(job, recon_seed, dev))
-            for e in ecfg.styleclip:
+            for e in edits.styleclip:
                 mapper = load_styleclip_mapper(e.path).to(dev)
                 with torch.no_grad():
                     ws = apply_styleclip(res.ws, mapper, e.strength)

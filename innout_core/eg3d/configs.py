@@ -36,6 +36,7 @@ __all__ = [
     "generator_from_kwargs",
     "weights_dir",
     "shipped_directions",
+    "edit_direction_file",
 ]
 
 #: Where shipped generator weights live (package data, installed with the wheel).
@@ -163,7 +164,7 @@ CONFIGS["tiny-face"] = GeneratorSpec(
     init_kwargs=copy.deepcopy(CONFIGS["tiny"].init_kwargs),
     neural_rendering_resolution=CONFIGS["tiny"].neural_rendering_resolution,
     weights="tiny-face",
-    edit_direction="smile",
+    edit_direction="hair_lightness",  # the held-out fit does not find smile in w (directions/directions.json)
 )
 
 
@@ -197,6 +198,28 @@ def shipped_directions(name: str) -> dict[str, Path]:
     if folder is None or not (folder / "directions").is_dir():
         return {}
     return {p.stem: p for p in sorted((folder / "directions").glob("*.npy"))}
+
+
+def edit_direction_file(name: str) -> tuple[str, Path] | None:
+    """``(direction name, .npy path)`` of the shipped direction a named generator edits with by default
+    (:attr:`GeneratorSpec.edit_direction`); None when it has none (an unknown name has none either: a checkpoint's
+    generator is not a named one).
+
+    Raises:
+        CheckpointError: the spec names a direction whose file is not installed.
+    """
+    spec = CONFIGS.get(name)
+    if spec is None or spec.edit_direction is None:
+        return None
+    path = shipped_directions(name).get(spec.edit_direction)
+    if path is None:
+        from innout_core.errors import CheckpointError
+
+        folder = weights_dir(name)
+        missing = (folder / "directions" if folder else WEIGHTS_ROOT) / f"{spec.edit_direction}.npy"
+        raise CheckpointError(f"generator {name!r} edits along {spec.edit_direction!r} but that shipped direction "
+                              "is not installed (reinstall innout)", missing)
+    return spec.edit_direction, path
 
 
 def build_generator(name: str, seed: int = 0) -> TriPlaneGenerator:

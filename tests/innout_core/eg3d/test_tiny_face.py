@@ -16,7 +16,7 @@ import torch
 
 from innout_core.eg3d import configs
 from innout_core.eg3d.checkpoint import load_generator
-from innout_core.eg3d.configs import build_generator, weights_dir
+from innout_core.eg3d.configs import CONFIGS, build_generator, shipped_directions, weights_dir
 from innout_core.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -35,6 +35,14 @@ def test_tiny_face_is_tiny_with_the_shipped_weights() -> None:
     again = build_generator("tiny-face", seed=5).state_dict()  # the seed does not change shipped weights
     assert all(torch.equal(sf[k], again[k]) for k in sf)
     assert weights_dir("tiny-face") == SHIPPED and weights_dir("tiny") is None
+
+
+def test_shipped_directions_are_listed_per_generator() -> None:
+    assert shipped_directions("tiny") == {} and shipped_directions("ffhq512-128") == {}
+    found = shipped_directions("tiny-face")
+    assert found == {p.stem: p for p in sorted((SHIPPED / "directions").glob("*.npy"))}
+    assert CONFIGS["tiny-face"].edit_direction in found and CONFIGS["tiny"].edit_direction is None
+
 
 
 @pytest.fixture()
