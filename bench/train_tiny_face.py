@@ -330,13 +330,19 @@ def train(cfg: TrainConfig, work: str | Path, progress: bool = True, views: View
     return state
 
 
-def _git_commit() -> dict[str, object]:
+#: The code a trained generator depends on (``dirty`` in the provenance: one of these differs from HEAD). The shipped
+#: weights folder is excluded: the export itself rewrites it.
+PROVENANCE_PATHS = ("bench/train_tiny_face.py", "innout_core/synthetic_heads.py", "innout_core/eg3d",
+                    ":(exclude)innout_core/eg3d/weights")
+
+
+def _git_commit(root: Path = ROOT) -> dict[str, object]:
+    """HEAD and whether a tracked file of :data:`PROVENANCE_PATHS` differs from it (index or work tree; untracked
+    files do not count)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                "bench/train_tiny_face.py",
-                                "innout_core/synthetic_heads.py", "innout_core/eg3d"], cwd=ROOT,
-                               capture_output=True, text=True, check=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *PROVENANCE_PATHS],
+                               cwd=root, capture_output=True, text=True, check=True)
         return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}

@@ -157,3 +157,32 @@ def test_shipped_weights_load_with_their_hashes_and_draw_a_head() -> None:
     centre = float(img[..., 48:80, 48:80].mean())
     corners = float(torch.stack([img[..., :12, :12], img[..., :12, -12:]]).mean())
     assert corners < -0.85 and centre > corners + 1.0, (centre, corners)
+
+
+def test_provenance_dirty_flag_follows_the_training_code_only(tmp_path: Path) -> None:
+    """dirty = a tracked file of the training code differs from HEAD; the exported weights folder (rewritten by the
+    export itself) and untracked files do not count."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    files = ["bench/train_tiny_face.py", "innout_core/synthetic_heads.py", "innout_core/eg3d/configs.py",
+             "innout_core/eg3d/weights/tiny-face/model.safetensors", "innout_core/other.py"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    clean = tf._git_commit(tmp_path)
+    assert clean["dirty"] is False and len(clean["commit"]) == 40
+    (tmp_path / files[3]).write_text("new weights\n")  # what the export writes
+    (tmp_path / files[4]).write_text("v2\n")  # code training does not use
+    (tmp_path / "innout_core/eg3d/untracked.py").write_text("x\n")
+    assert tf._git_commit(tmp_path)["dirty"] is False
+    for f in files[:3]:
+        (tmp_path / f).write_text("v2\n")
+        assert tf._git_commit(tmp_path)["dirty"] is True, f
+        (tmp_path / f).write_text("v1\n")
+    assert tf._git_commit(tmp_path)["dirty"] is False
