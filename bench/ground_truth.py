@@ -1,7 +1,9 @@
-"""Ground-truth benchmark that decides whether In-N-Out separates an occluder from a face (`tiny` generator, CPU).
+"""Ground-truth benchmark that decides whether In-N-Out separates an occluder from a face (`tiny` / `tiny-face`, CPU).
 
-Videos (`innout_core.synthetic.ground_truth_suite`): ``box``, ``sphere``, ``bar`` (moving occluders) and ``static``;
-clean frames, occluder masks, cameras and true latents are known.
+Videos (`innout_core.synthetic.ground_truth_suite` of ``--generator``): on ``tiny`` (default) ``box``, ``sphere``,
+``bar`` (moving occluders) and ``static``; on ``tiny-face`` ``hand``, ``bar``, ``glasses``, ``microphone`` and
+``static`` on held-out identities; clean frames, occluder masks, cameras and true latents are known. Each generator
+has its own results (tag ``f8-s0`` for ``tiny``, ``f8-s0-tiny-face``; ``ground_truth[_tiny_face][_quick].json``).
 
 Sweep: every run (:class:`RunSpec`) is stage A (``JointConfig``, the ``tiny-demo`` architecture: 32^2 OOD planes,
 lr 2e-2, no LPIPS) from either a converged W+ fit (``start=wplus``, :func:`wplus_config`, cached per video and shared
@@ -26,7 +28,8 @@ torch thread each. ``--merge-only`` rebuilds ``bench/results/ground_truth[_quick
 (``bench/results/ground_truth[_quick].md``) and the plots (``docs/ground_truth_*.png``) from what finished; runs of
 the plan that did not finish are listed as not run.
 
-Usage: ``python bench/ground_truth.py [--quick] [--jobs 2] [--max-priority P] [--only TEXT] [--stop-at HH:MM] [--merge-only]``.
+Usage: ``python bench/ground_truth.py [--generator tiny|tiny-face] [--quick] [--jobs 2] [--max-priority P]
+[--only TEXT] [--stop-at HH:MM] [--merge-only]``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
 #: Bumped whenever the evaluation or the fixed settings below change: part of every settings hash.
 BENCH_VERSION = 2
-VIDEOS = ("box", "sphere", "bar", "static")
+VIDEOS = ("box", "sphere", "bar", "static")  # the `tiny` suite; see videos() for the settings' generator
+GENERATORS = ("tiny", "tiny-face")
 MaskSource = Literal["none", "user", "auto-residual", "auto-share"]
 
 #: Stage-A settings shared by every run (on top of JointConfig's field defaults): the tiny-demo architecture.
@@ -77,17 +81,35 @@ class BenchSettings(BaseModel):
     seed: int = Field(0, description="seed of the videos and of every run")
     wplus_epochs: int = Field(100, ge=1, description="W+ epochs (all frames per step; see the loss change it reports)")
     quick: bool = Field(False, description="the test/smoke setting (separate result files)")
+    generator: Literal["tiny", "tiny-face"] = Field("tiny", description="the face generator and its video suite")
 
     @property
     def tag(self) -> str:
-        return ("quick-" if self.quick else "") + f"f{self.frames}-s{self.seed}"
+        return ("quick-" if self.quick else "") + f"f{self.frames}-s{self.seed}" + (
+            "" if self.generator == "tiny" else f"-{self.generator}")
+
+
+def settings_dump(s: BenchSettings, exclude: set[str]) -> dict[str, Any]:
+    """``s.model_dump(exclude=...)`` for the settings hashes. ``generator`` is left out when it is ``tiny``: the
+    tiny sweep's runs and W+ fits were hashed before the option existed and must keep their hashes."""
+    d = s.model_dump(exclude=exclude)
+    if d.get("generator") == "tiny":
+        del d["generator"]
+    return d
+
+
+def videos(s: BenchSettings) -> tuple[str, ...]:
+    """The video names of the settings' generator suite (``VIDEOS`` for ``tiny``)."""
+    from innout_core.synthetic import suite_names
+
+    return suite_names(s.generator)
 
 
 class RunSpec(BaseModel):
     """One point of the sweep."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    video: Literal["box", "sphere", "bar", "static"]
+    video: Literal["box", "sphere", "bar", "static", "hand", "glasses", "microphone"]
     start: Literal["wplus", "oracle", "canonical"] = Field(
         "wplus", description="W+ fit per frame, the true latents, or the W+ fit's shared canonical latent")
     steps: int = Field(1000, ge=0, description="stage-A steps (one frame each)")
@@ -153,14 +175,15 @@ def joint_config_dict(spec: RunSpec) -> dict[str, Any]:
 def sweep_plan(s: BenchSettings) -> list[tuple[int, RunSpec]]:
     """(priority, spec) pairs, most decisive first. ``--quick``: one video, a handful of short runs."""
     if s.quick:
-        return [(1, RunSpec(video="box", start="oracle", steps=20, masks="user")),
-                (1, RunSpec(video="box", start="wplus", steps=20, masks="user", lr_w=5e-5)),
-                (2, RunSpec(video="box", start="wplus", steps=20, masks="auto-residual")),
-                (2, RunSpec(video="box", start="wplus", steps=10, masks="none", stage_b_epochs=1))]
+        q = videos(s)[0]  # box on tiny, hand on tiny-face
+        return [(1, RunSpec(video=q, start="oracle", steps=20, masks="user")),
+                (1, RunSpec(video=q, start="wplus", steps=20, masks="user", lr_w=5e-5)),
+                (2, RunSpec(video=q, start="wplus", steps=20, masks="auto-residual")),
+                (2, RunSpec(video=q, start="wplus", steps=10, masks="none", stage_b_epochs=1))]
     plan: list[tuple[int, RunSpec]] = []
 
     def add(priority: int, **kw: Any) -> None:
-        plan.extend((priority, RunSpec(video=v, **kw)) for v in VIDEOS)
+        plan.extend((priority, RunSpec(video=v, **kw)) for v in videos(s))
 
     mid = {"blend_area": 0.3, "blend_entropy": 0.3}  # measured on box (oracle, user masks): IoU 0.55 vs 0.23 at 0.05
     strong = {"blend_area": 1.0, "blend_entropy": 1.0}
@@ -210,12 +233,12 @@ def run_path(s: BenchSettings, spec: RunSpec) -> Path:
 
 def run_hash(s: BenchSettings, spec: RunSpec) -> str:
     wp = wplus_config(s) if spec.start != "oracle" else None  # the W+ epochs matter only to W+-start runs
-    return settings_hash(s.model_dump(exclude={"wplus_epochs"}), spec.model_dump(), BASE_JOINT, wp)
+    return settings_hash(settings_dump(s, {"wplus_epochs"}), spec.model_dump(), BASE_JOINT, wp)
 
 
 def wplus_paths(s: BenchSettings, video: str) -> tuple[Path, Path]:
     """(metrics JSON, latents .pt) of the cached W+ fit of ``video``."""
-    h = settings_hash(s.model_dump(exclude={"quick"}), video, wplus_config(s))[:8]
+    h = settings_hash(settings_dump(s, {"quick"}), video, wplus_config(s))[:8]
     d = results_dir(s) / "wplus"
     return d / f"{video}-{h}.json", d / "cache" / f"{video}-{h}.pt"
 
@@ -339,22 +362,22 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-@functools.lru_cache(maxsize=1)
-def _generator() -> Any:
+@functools.lru_cache(maxsize=2)
+def _generator(name: str = "tiny") -> Any:
     from innout_core.eg3d.configs import build_generator
 
-    return build_generator("tiny").requires_grad_(False)
+    return build_generator(name).requires_grad_(False)
 
 
 @functools.lru_cache(maxsize=8)
-def _video(name: str, frames: int, seed: int) -> Any:
+def _video(name: str, frames: int, seed: int, generator: str = "tiny") -> Any:
     from innout_core.synthetic import ground_truth_suite, make_ground_truth_video
 
-    return make_ground_truth_video(_generator(), ground_truth_suite(frames, seed)[name])
+    return make_ground_truth_video(_generator(generator), ground_truth_suite(frames, seed, generator)[name])
 
 
 def _video_seed(s: BenchSettings, video: str) -> int:
-    return s.seed * 1000 + VIDEOS.index(video) * 10
+    return s.seed * 1000 + videos(s).index(video) * 10
 
 
 def fit_wplus(s: BenchSettings, video_name: str) -> str:
@@ -373,8 +396,8 @@ def fit_wplus(s: BenchSettings, video_name: str) -> str:
 def _fit_wplus_unlocked(s: BenchSettings, video_name: str, j_path: Path, pt_path: Path) -> None:
     from innout_core.inversion import InversionConfig, invert_video
 
-    G = _generator()
-    video = _video(video_name, s.frames, s.seed)
+    G = _generator(s.generator)
+    video = _video(video_name, s.frames, s.seed, s.generator)
     base = _video_seed(s, video_name)
     cfg = InversionConfig(**wplus_config(s))
     t0 = time.perf_counter()
@@ -438,8 +461,8 @@ def execute_run(s: BenchSettings, spec: RunSpec) -> str:
 
     out_path = run_path(s, spec)
     h = run_hash(s, spec)
-    G = _generator()
-    video = _video(spec.video, s.frames, s.seed)
+    G = _generator(s.generator)
+    video = _video(spec.video, s.frames, s.seed, s.generator)
     base = _video_seed(s, spec.video)
     frames, cams = video.frames.clamp(-1, 1), video.cameras
     wplus_ref = None
@@ -641,7 +664,7 @@ def _derived(run: dict[str, Any]) -> dict[str, float | None]:
 def merge(s: BenchSettings, plan: list[tuple[int, RunSpec]]) -> dict[str, Any]:
     """Collect the finished runs and W+ fits of ``plan`` into one result dict (nothing is recomputed)."""
     runs, missing = [], []
-    wplus = {v: _read_json(wplus_paths(s, v)[0]) for v in VIDEOS}
+    wplus = {v: _read_json(wplus_paths(s, v)[0]) for v in videos(s)}
     for prio, spec in plan:
         d = _read_json(run_path(s, spec))
         if d is None or d.get("settings_hash") != run_hash(s, spec):
@@ -702,16 +725,16 @@ def checks(summary: list[dict[str, Any]]) -> dict[str, Any]:
     b = best(wplus_rows, "gain_occ")
     out["clean_frames_loss_db"] = None if b is None or b.get("delta_unocc") is None else {
         "value": b["delta_unocc"], "target": TARGETS["clean_frames_loss_db"], "met": b["delta_unocc"] >= -0.1,
-        "settings": b["label"], "note": "Δ PSNR on unoccluded frames (sphere video, frames 0-1) vs W+, same row "
-        "as the best occluded-frame gain; met within 0.1 dB"}
+        "settings": b["label"], "note": "Δ PSNR on unoccluded frames (before the occluder enters: sphere on tiny, "
+        "microphone on tiny-face) vs W+, same row as the best occluded-frame gain; met within 0.1 dB"}
     return out
 
 
 def markdown(merged: dict[str, Any], s: BenchSettings) -> str:
     """The summary table (means over the videos a row finished) and the target checks, as markdown."""
-    lines = [f"Ground truth on `tiny`, {s.frames} frames per video, W+ {s.wplus_epochs} epochs, seed {s.seed}; "
-             f"means over videos ({', '.join(VIDEOS)}); Δ = difference to the same video's W+ (PSNR vs input) or "
-             "input (removal vs clean), dB.", "",
+    lines = [f"Ground truth on `{s.generator}`, {s.frames} frames per video, W+ {s.wplus_epochs} epochs, "
+             f"seed {s.seed}; means over videos ({', '.join(videos(s))}); Δ = difference to the same video's W+ "
+             "(PSNR vs input) or input (removal vs clean), dB.", "",
              "| priority | settings | videos | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
              "|---" * (3 + len(COLUMNS)) + "|"]
     for r in sorted(merged["summary"], key=lambda r: r["priority"]):
@@ -761,9 +784,10 @@ def _save_png(fig: Any, path: Path) -> str:
     return str(path)
 
 
-def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
+def plots(merged: dict[str, Any], prefix: Path, generator: str = "tiny") -> list[str]:
     """PNG plots from the merged runs: per video, occluded-frame gain over W+ and IoU against stage-A steps (user
-    masks, blend 0.05, lr_w 0, by start), and a bar chart of the decisive rows. Returns the files written."""
+    masks, blend 0.05, lr_w 0, by start), and a bar chart of the decisive rows, titled with the generator. Returns
+    the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -792,6 +816,7 @@ def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
             ax.set_title(title)
             ax.axhline(tgt, color="grey", lw=0.8, ls=":")
         axes[0].legend(fontsize=7)
+        fig.suptitle(f"generator `{generator}`", fontsize=9)
         fig.tight_layout()
         written.append(_save_png(fig, Path(f"{prefix}_steps.png")))
     rows = [r for r in sorted(merged["summary"], key=lambda r: r["priority"]) if len(r["videos"]) == r["planned"]]
@@ -807,9 +832,10 @@ def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
             ax.set_title(title, fontsize=9)
         axes[0].set_yticks(list(ys), [r["label"] for r in rows], fontsize=6)
         axes[0].invert_yaxis()
+        fig.suptitle(f"generator `{generator}`", fontsize=9)
         fig.tight_layout()
         written.append(_save_png(fig, Path(f"{prefix}_rows.png")))
-    ex = example_strips(merged, Path(f"{prefix}_examples.png"))
+    ex = example_strips(merged, Path(f"{prefix}_examples.png"), tuple(merged["wplus"]))
     return written + ([str(ex)] if ex else [])
 
 
@@ -817,14 +843,14 @@ def plots(merged: dict[str, Any], prefix: Path) -> list[str]:
 EXAMPLE_ROWS = ("oracle-s1000-lrw0-b0.05_0.05-muser", "wplus-s1000-lrw0-b0.3_0.3-muser")
 
 
-def example_strips(merged: dict[str, Any], path: Path) -> Path | None:
+def example_strips(merged: dict[str, Any], path: Path, names: tuple[str, ...] = VIDEOS) -> Path | None:
     """Stack the per-run previews (input | composite | OOD share | removal | clean, one occluded frame) of
     :data:`EXAMPLE_ROWS` for every video into one PNG; None when none exists."""
     import numpy as np
     from PIL import Image
 
     tiles = []
-    for v in VIDEOS:
+    for v in names:
         for label in EXAMPLE_ROWS:
             for r in merged["runs"]:
                 png = RESULTS / "ground_truth" / r["settings_tag"] / "runs" / Path(r["file"]).with_suffix(".png")
@@ -852,8 +878,8 @@ def auto_mask_study(s: BenchSettings) -> dict[str, Any]:
     from innout_core import auto_masks as am
 
     out: dict[str, Any] = {}
-    G = _generator()
-    for v in VIDEOS:
+    G = _generator(s.generator)
+    for v in videos(s):
         j_path, pt = wplus_paths(s, v)
         if not pt.is_file():
             continue
@@ -863,7 +889,7 @@ def auto_mask_study(s: BenchSettings) -> dict[str, Any]:
         if done is not None and done.get("key") == key:
             out[v] = done["study"]
             continue
-        video = _video(v, s.frames, s.seed)
+        video = _video(v, s.frames, s.seed, s.generator)
         frames, T = video.frames.clamp(-1, 1), video.frames.shape[0]
         fit = torch.load(pt, map_location="cpu")
         true_ood = 1 - video.masks
@@ -885,21 +911,24 @@ def write_outputs(s: BenchSettings, plan: list[tuple[int, RunSpec]], seconds: fl
     """Merge, print the table, write the JSON / markdown (and plots). Returns the merged dict."""
     merged = merge(s, plan)
     merged["auto_mask_study"] = study = auto_mask_study(s)
-    if len(study) == len(VIDEOS):  # the automatic masks themselves (before any stage A), per reference
+    if len(study) == len(videos(s)):  # the automatic masks themselves (before any stage A), per reference
         for ref in ("wplus_frame", "wplus_canonical"):
             iou = sum(row[ref]["iou"] for row in study.values()) / len(study)
             merged["checks"][f"auto_mask_iou_{ref}"] = {
                 "value": iou, "target": TARGETS["iou_auto"], "met": iou >= TARGETS["iou_auto"],
-                "settings": f"residual_masks (defaults) vs the {ref.replace('_', ' ')} render, mean of 4 videos"}
+                "settings": f"residual_masks (defaults) vs the {ref.replace('_', ' ')} render, mean of {len(study)} "
+                "videos"}
     md = markdown(merged, s)
     print(md)
-    name = "ground_truth_quick" if s.quick else "ground_truth"
+    name = "ground_truth" + ("" if s.generator == "tiny" else "_" + s.generator.replace("-", "_")) + (
+        "_quick" if s.quick else "")
     files = []
     if with_plots:
         prefix = (RESULTS / name) if s.quick else (DOCS / name)
-        files = plots(merged, prefix)
+        files = plots(merged, prefix, s.generator)
     result = {
-        "bench": "ground_truth", "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "bench": "ground_truth", "generator": s.generator,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "seconds_this_invocation": seconds, "settings": s.model_dump(), "bench_version": BENCH_VERSION,
         "base_joint": BASE_JOINT, "wplus_config": wplus_config(s), "targets": TARGETS,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads_per_job": 1,
@@ -928,6 +957,7 @@ def _parse_stop(text: str | None) -> float | None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one video, a few short runs (the test setting)")
+    ap.add_argument("--generator", choices=GENERATORS, default="tiny", help="face generator and its video suite")
     ap.add_argument("--frames", type=int, default=None, help="frames per video (default 8, quick 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wplus-epochs", type=int, default=None, help="W+ epochs (default 100, quick 5)")
@@ -942,7 +972,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = ap.parse_args(argv)
     try:
         s = BenchSettings(frames=a.frames or (4 if a.quick else 8), seed=a.seed, quick=a.quick,
-                          wplus_epochs=a.wplus_epochs or (5 if a.quick else 100))
+                          wplus_epochs=a.wplus_epochs or (5 if a.quick else 100), generator=a.generator)
         stop = _parse_stop(a.stop_at)
     except (BadInputError, ValueError) as exc:
         raise SystemExit(f"ground_truth: {exc}") from None
