@@ -91,11 +91,27 @@ class BenchSettings(BaseModel):
 
 def settings_dump(s: BenchSettings, exclude: set[str]) -> dict[str, Any]:
     """``s.model_dump(exclude=...)`` for the settings hashes. ``generator`` is left out when it is ``tiny``: the
-    tiny sweep's runs and W+ fits were hashed before the option existed and must keep their hashes."""
+    tiny sweep's runs and W+ fits were hashed before the option existed and must keep their hashes. Other generators
+    add :func:`generator_fingerprint`, so their runs are redone when the weights or the videos change."""
     d = s.model_dump(exclude=exclude)
     if d.get("generator") == "tiny":
         del d["generator"]
+    elif "generator" in d:
+        d["generator_fingerprint"] = generator_fingerprint(s.generator, s.frames, s.seed)
     return d
+
+
+@functools.lru_cache(maxsize=8)
+def generator_fingerprint(name: str, frames: int, seed: int) -> str:
+    """Hash of a generator's shipped weights (the sha256 its ``config.json`` records) and of its suite's video
+    configs: ``tiny-face``'s weights are re-exported as its training goes on."""
+    from innout_core.eg3d.configs import weights_dir
+    from innout_core.synthetic import ground_truth_suite
+
+    folder = weights_dir(name)
+    weights = json.loads((folder / "config.json").read_text())["weights"]["sha256"] if folder else None
+    suite = {k: v.model_dump() for k, v in ground_truth_suite(frames, seed, name).items()}  # type: ignore[arg-type]
+    return settings_hash(weights, suite)
 
 
 def videos(s: BenchSettings) -> tuple[str, ...]:
@@ -928,6 +944,8 @@ def write_outputs(s: BenchSettings, plan: list[tuple[int, RunSpec]], seconds: fl
         files = plots(merged, prefix, s.generator)
     result = {
         "bench": "ground_truth", "generator": s.generator,
+        "generator_fingerprint": None if s.generator == "tiny" else generator_fingerprint(s.generator, s.frames,
+                                                                                          s.seed),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "seconds_this_invocation": seconds, "settings": s.model_dump(), "bench_version": BENCH_VERSION,
         "base_joint": BASE_JOINT, "wplus_config": wplus_config(s), "targets": TARGETS,

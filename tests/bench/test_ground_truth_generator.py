@@ -55,6 +55,35 @@ def test_tiny_face_settings_plan_and_paths(gt):
     assert [sp.video for _, sp in gt.sweep_plan(gt.BenchSettings(generator="tiny-face", quick=True))] == ["hand"] * 4
 
 
+def test_tiny_face_results_follow_the_weights_and_videos(gt, monkeypatch):
+    import innout_core.synthetic as syn
+
+    face = gt.BenchSettings(generator="tiny-face")
+    spec = gt.RunSpec(video="hand", start="oracle", steps=10)
+    before, wplus = gt.run_hash(face, spec), gt.wplus_paths(face, "hand")[0].name
+    assert "generator_fingerprint" not in gt.settings_dump(gt.BenchSettings(), set())  # tiny: as before the option
+    sha = json.loads((REPO / "innout_core/eg3d/weights/tiny-face/config.json").read_text())["weights"]["sha256"]
+    suite = {k: v.model_dump() for k, v in syn.ground_truth_suite(8, 0, "tiny-face").items()}
+    assert gt.generator_fingerprint("tiny-face", 8, 0) == gt.settings_hash(sha, suite)
+    # another occluder in the suite (or re-exported weights) is another fingerprint: the runs are redone
+    real = syn.ground_truth_suite
+
+    def changed(n_frames, seed, generator="tiny"):
+        suite = real(n_frames, seed, generator)
+        if generator == "tiny-face":
+            suite["hand"] = suite["hand"].model_copy(update={"occluder": syn.OccluderConfig(kind="hand", size=0.06)})
+        return suite
+
+    monkeypatch.setattr(syn, "ground_truth_suite", changed)
+    gt.generator_fingerprint.cache_clear()
+    try:
+        assert gt.run_hash(face, spec) != before and gt.wplus_paths(face, "hand")[0].name != wplus
+    finally:
+        monkeypatch.undo()
+        gt.generator_fingerprint.cache_clear()
+    assert gt.run_hash(face, spec) == before
+
+
 def test_tiny_face_sweep_names_its_generator_and_videos(gt, tmp_path, monkeypatch):
     monkeypatch.setattr(gt, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(gt, "DOCS", tmp_path / "docs")
