@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from innout_core.auto_masks import AutoMaskConfig, auto_masks, reference_latents
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.composite import render_composite
 from innout_core.errors import BadInputError, CheckpointError
@@ -43,14 +44,14 @@ from innout_core.precision import autocast, maybe_compile, optimizer_step, use_a
 
 __all__ = [
     "LossWeights",
-    "AutoMaskConfig",
     "JointConfig",
     "StageAResult",
     "CompositeFrames",
     "ProgressFn",
     "run_stage_a",
     "stage_a_fingerprint",
-    "auto_masks",
+    "uses_canonical",
+    "mask_iou",
     "render_composite_video",
     "validate_inputs",
     "COMPOSITE_SR_NOISE",
@@ -78,18 +79,6 @@ class LossWeights(BaseModel):
                          "depth, scale-and-shift aligned; used only when depth maps are given (single image)")
 
 
-class AutoMaskConfig(BaseModel):
-    """Automatic OOD masks from the W+ reconstruction error (no face-parsing model needed)."""
-
-    model_config = ConfigDict(extra="forbid")
-    k_mad: float = Field(3.0, gt=0, description="threshold = median + k_mad * 1.4826 * MAD of the error map")
-    min_error: float = Field(0.15, ge=0, description="absolute threshold floor, mean |error| over RGB in [-1,1] units")
-    blur: int = Field(3, ge=1, description="box blur of the error map before thresholding, pixels (odd)")
-    open_size: int = Field(5, ge=1, description="morphological opening kernel (removes specks), pixels (odd)")
-    close_size: int = Field(9, ge=1, description="morphological closing kernel (fills holes), pixels (odd)")
-    dilate: int = Field(1, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
-
-
 class JointConfig(BaseModel):
     """Stage A configuration. Presets: :meth:`preset` (``paper``, ``official``, ``fast``, ``tiny-demo``)."""
 
@@ -109,7 +98,8 @@ class JointConfig(BaseModel):
     reduction: Literal["mean", "sum"] = Field("mean", description="pixel L2 / blend terms: mean over elements "
                                               "(release) or sum over pixels and samples (paper Eq. 5-6)")
     mask_mode: Literal["none", "auto", "user"] = Field("none", description="OOD masks: none, automatic, user")
-    auto_mask: AutoMaskConfig = Field(default_factory=AutoMaskConfig, description="automatic mask settings")
+    auto_mask: AutoMaskConfig = Field(default_factory=AutoMaskConfig, description="automatic mask settings "
+                                      "(innout_core.auto_masks.AutoMaskConfig)")
     composite_form: Literal["official", "paper"] = Field("official", description="composite transmittance form")
     release_sample_order: bool = Field(False, description="reproduce the release's OOD ordering defect (parity)")
     ood_resolution: int = Field(256, ge=2, description="OOD tri-plane side, texels")
@@ -170,6 +160,7 @@ class StageAResult:
     losses: list[dict]  # one dict of floats per step
     seconds: float  # wall time of this call (excludes time before a resume)
     masks: Tensor | None = None  # [T,1,H,W] masks used (user or automatic), 1 = face
+    mask_source: str | None = None  # 'user', 'given', or the automatic masks' source, e.g. 'residual vs canonical'
     form: str = "official"  # composite form to render with
     depth_used: bool = False  # L_D was optimised (depth maps given and weight > 0)
     release_sample_order: bool = False
@@ -272,12 +263,21 @@ def composite_sr(superresolve: Callable[..., Tensor], feat: Tensor, ws: Tensor) 
     return superresolve(feat[:, :3].clamp(-1, 1), feat, ws, noise_mode=COMPOSITE_SR_NOISE)
 
 
+def uses_canonical(cfg: JointConfig, w_canonical: Tensor | None) -> bool:
+    """Whether stage A's automatic masks are computed against ``w_canonical`` (mask_mode 'auto', reference
+    'canonical' and a latent given)."""
+    return cfg.mask_mode == "auto" and cfg.auto_mask.reference == "canonical" and w_canonical is not None
+
+
 def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: JointConfig,
-                        masks: Tensor | None = None, depth: Tensor | None = None) -> str:
-    """Fingerprint of stage-A inputs + config (give it to the :class:`Checkpointer`)."""
-    if depth is None:  # the fingerprint of runs without depth maps is unchanged
-        return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"))
-    return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"), depth)
+                        masks: Tensor | None = None, depth: Tensor | None = None,
+                        w_canonical: Tensor | None = None) -> str:
+    """Fingerprint of stage-A inputs + config (give it to the :class:`Checkpointer`); ``w_canonical`` counts only
+    where the automatic masks use it (:func:`uses_canonical`)."""
+    extra: list[Any] = [] if depth is None else [depth]  # runs without depth maps keep their fingerprint
+    if uses_canonical(cfg, w_canonical):
+        extra += ["w_canonical", w_canonical]
+    return make_fingerprint("stage-a", frames, cameras, ws_init, masks, cfg.model_dump(mode="json"), *extra)
 
 
 @torch.no_grad()
@@ -307,53 +307,6 @@ def _morph(x: Tensor, k: int, op: str) -> Tensor:
     return 1 - F.max_pool2d(1 - x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
 
 
-def auto_masks(G, frames: Tensor, cameras: Tensor, ws: Tensor, generator: torch.Generator | None,
-               cfg: AutoMaskConfig | JointConfig, *, parsing: Tensor | None = None,
-               batch_size: int = 4) -> Tensor:
-    """Automatic OOD masks from the W+ reconstruction error.
-
-    The per-pixel error ``e = mean_c |frame - G(w_t)|`` (SR image, const noise) is box-blurred; a pixel is OOD when
-    ``e > max(median + k * 1.4826 * MAD, min_error)`` with statistics over the whole video (robust to the occluder
-    being a large fraction of a frame). The OOD region is cleaned by opening, closing and a small dilation.
-
-    Args:
-        G: frozen generator. frames: [T,3,H,W] in [-1,1]. cameras: [T,25]. ws: [T,14,512] W+ inversion.
-        generator: RNG for the render's ray samples.
-        cfg: :class:`AutoMaskConfig` (or a :class:`JointConfig`, its ``auto_mask``).
-        parsing: optional [T,1,H,W] in {0,1} from a user face-parsing model, 1 = may be OOD (non-skin class);
-            the OOD region is intersected with it.
-    Returns:
-        masks [T,1,H,W] float32 in {0,1}, 1 = face (in-distribution), 0 = OOD.
-    """
-    c = cfg.auto_mask if isinstance(cfg, JointConfig) else cfg
-    validate_inputs(G, frames, cameras, ws)
-    errs = []
-    with torch.no_grad():
-        for s in range(0, frames.shape[0], batch_size):
-            sl = slice(s, s + batch_size)
-            out = G.synthesis(ws[sl], cameras[sl], noise_mode="const", generator=generator)
-            errs.append((out.image.clamp(-1, 1) - frames[sl]).abs().mean(dim=1, keepdim=True))
-    e = torch.cat(errs)
-    if c.blur > 1:
-        e = F.avg_pool2d(e, c.blur, stride=1, padding=c.blur // 2, count_include_pad=False)[..., : e.shape[-2],
-                                                                                              : e.shape[-1]]
-    flat = e.flatten()
-    if flat.numel() > 4_000_000:  # quantile limit; a strided subsample keeps the statistic
-        flat = flat[:: flat.numel() // 4_000_000 + 1]
-    med = flat.median()
-    mad = (flat - med).abs().median()
-    thr = torch.clamp(med + c.k_mad * 1.4826 * mad, min=c.min_error)
-    ood = (e > thr).float()
-    ood = _morph(_morph(ood, c.open_size, "erode"), c.open_size, "dilate")
-    ood = _morph(_morph(ood, c.close_size, "dilate"), c.close_size, "erode")
-    ood = _morph(ood, c.dilate, "dilate")
-    if parsing is not None:
-        if parsing.shape != ood.shape:
-            raise BadInputError(f"parsing masks must be {tuple(ood.shape)}, got {tuple(parsing.shape)}")
-        ood = ood * (parsing > 0.5).float()
-    return 1 - ood
-
-
 def mask_iou(pred_ood: Tensor, true_ood: Tensor) -> float:
     """IoU of two OOD regions ([T,1,H,W], > 0.5 = OOD), over the whole video; 1.0 when both are empty."""
     p, t = pred_ood > 0.5, true_ood > 0.5
@@ -379,6 +332,7 @@ def run_stage_a(
     depth_kind: Literal["depth", "disparity"] = "depth",
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
+    w_canonical: Tensor | None = None,
 ) -> StageAResult:
     """Jointly optimise OOD tri-plane, decoder, phi and w+ (stage A).
 
@@ -390,11 +344,15 @@ def run_stage_a(
         cfg: :class:`JointConfig`.
         generator: the only random source (initialisation, frame order, ray samples).
         masks: [T,1,H,W] in {0,1}, 1 = face; required for ``mask_mode='user'``, ignored for ``'none'``,
-            computed by :func:`auto_masks` for ``'auto'`` when not given.
+            computed by :func:`innout_core.auto_masks.auto_masks` (``cfg.auto_mask``) for ``'auto'`` when not
+            given, or taken from the checkpoint when resuming.
         depth: [T,1,h,w] monocular depth (or disparity, ``depth_kind``) per frame, any scale and shift, for L_D
             (paper Eq. 7, single image); resized bilinearly to the neural resolution. None = no L_D.
         checkpoint: resumable checkpoints every ``cfg.checkpoint_every`` steps (its ``every`` decides).
         progress: called after each step with (step, total, losses).
+        w_canonical: [1,14,512] the W+ inversion's shared canonical latent: the reference of automatic masks
+            (``auto_mask.reference='canonical'``, rendered at every frame's camera); without it they fall back to
+            the per-frame ``ws_init`` render (logged).
     Raises:
         BadInputError: wrong shapes, mismatched counts, NaN latents, missing user masks.
         CheckpointError: a checkpoint made for other inputs/config.
@@ -411,24 +369,28 @@ def run_stage_a(
     use_depth = depth is not None and w.depth > 0
     if use_depth and (depth.ndim != 4 or depth.shape[:2] != (T, 1) or not torch.isfinite(depth).all()):
         raise BadInputError(f"depth maps must be finite [{T},1,h,w] (one per frame), got {tuple(depth.shape)}")
-    fp = stage_a_fingerprint(frames, cameras, ws_init, cfg, masks if cfg.mask_mode == "user" else None,
-                             depth if use_depth else None)
+    if uses_canonical(cfg, w_canonical):
+        reference_latents(ws_init, w_canonical, "canonical")  # shape / NaN check before any work
+    fp = stage_a_fingerprint(frames, cameras, ws_init, cfg, masks if cfg.mask_mode != "none" else None,
+                             depth if use_depth else None, w_canonical)
     resume = checkpoint.latest() if checkpoint is not None else None
     if resume is not None and resume.get("fingerprint") != fp:
         raise CheckpointError("stage-A checkpoint belongs to other frames, cameras, latents or config; "
                               "delete it to start over", checkpoint.directory)
 
     with _frozen(G):
+        mask_source = None
         if cfg.mask_mode == "none":
             use_masks = None
         elif cfg.mask_mode == "user":
-            use_masks = masks.to(device, torch.float32)
+            use_masks, mask_source = masks.to(device, torch.float32), "user"
         elif masks is not None:
-            use_masks = masks.to(device, torch.float32)
+            use_masks, mask_source = masks.to(device, torch.float32), "given"
         elif resume is not None and resume.get("masks") is not None:
-            use_masks = resume["masks"].to(device)
+            use_masks, mask_source = resume["masks"].to(device), resume.get("mask_source")
         else:
-            use_masks = auto_masks(G, frames, cameras, ws_init, generator, cfg)
+            use_masks, mask_source = auto_masks(G, frames, cameras, ws_init, cfg.auto_mask, generator,
+                                                w_canonical=w_canonical, joint_cfg=cfg)
         targets_raw = _resize(frames, R, "bilinear")
         depth_raw = None
         if use_depth:
@@ -470,7 +432,7 @@ def run_stage_a(
             return {"fingerprint": fp, "ood": {k: v.detach().clone() for k, v in ood.state_dict().items()},
                     "ws": ws.detach().clone(), "opt": opt.state_dict(), "rng": rng_state(generator),
                     "perm": perm, "pos": pos, "losses": list(history),
-                    "masks": use_masks if cfg.mask_mode == "auto" else None}
+                    "masks": use_masks if cfg.mask_mode == "auto" else None, "mask_source": mask_source}
 
         plane_cache: dict[int, Tensor] = {}
         frozen_w = not ws.requires_grad
@@ -556,6 +518,7 @@ def run_stage_a(
         losses=history,
         seconds=time.perf_counter() - t0,
         masks=None if use_masks is None else use_masks.detach().cpu(),
+        mask_source=mask_source,
         form=cfg.composite_form,
         depth_used=use_depth,
         release_sample_order=cfg.release_sample_order,

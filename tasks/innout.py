@@ -75,9 +75,10 @@ def load_depth(job: VideoJob, device: torch.device, mode: str) -> tuple[torch.Te
 
 def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
     """Stage A for one variant; writes ``stage_a.safetensors`` (``ood.*`` state, phi [T,32], ws [T,14,512],
-    masks [T,1,H,W] when used) and ``stage_a.json`` (losses, seconds, form, ordering flag, neural resolution, and
-    a note when L_D is configured but no depth map was given). The paper's L_D is for single images only: depth
-    maps from the manifest are used in image mode."""
+    masks [T,1,H,W] when used) and ``stage_a.json`` (losses, seconds, form, ordering flag, neural resolution, what
+    the masks came from, and a note when L_D is configured but no depth map was given). Automatic masks are
+    computed against the W+ inversion's canonical latent (``joint.auto_mask.reference``). The paper's L_D is for
+    single images only: depth maps from the manifest are used in image mode."""
     from innout_core.checkpointing import Checkpointer
     from innout_core.joint import run_stage_a as core_stage_a
     from innout_core.joint import stage_a_fingerprint
@@ -99,19 +100,21 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         masks = t.get("masks") if jcfg.mask_mode == "user" else None
         depth = load_depth(job, dev, mode) if wants_depth else None
         dmap, dkind = depth if depth is not None else (None, "depth")
-        fp = stage_a_fingerprint(t["crops"], t["cameras"], inv.ws, jcfg, masks, dmap)
+        fp = stage_a_fingerprint(t["crops"], t["cameras"], inv.ws, jcfg, masks, dmap, inv.w_canonical)
         ckpt = Checkpointer(d / "ckpt", every=jcfg.checkpoint_every, fingerprint=fp)
         resumed = max(ckpt.steps(), default=None)
         res = core_stage_a(G, t["crops"], t["cameras"], inv.ws, jcfg, stage_generator(job, stage, dev), masks=masks,
-                           depth=dmap, depth_kind=dkind, checkpoint=ckpt, progress=progress_writer(d))
+                           depth=dmap, depth_kind=dkind, checkpoint=ckpt, progress=progress_writer(d),
+                           w_canonical=inv.w_canonical)
         tensors = {f"ood.{k}": v for k, v in res.ood_state.items()}
         tensors.update(phi=res.phi, ws=res.ws)
         if res.masks is not None:
             tensors["masks"] = res.masks
         save_tensors(d / "stage_a.safetensors", tensors)
         meta = {"losses": res.losses, "seconds": res.seconds, "form": res.form,
-                "release_sample_order": res.release_sample_order, "neural_resolution": res.neural_resolution}
-        info = {"resumed_from_step": resumed, "method_seconds": res.seconds,
+                "release_sample_order": res.release_sample_order, "neural_resolution": res.neural_resolution,
+                "mask_source": res.mask_source}
+        info = {"resumed_from_step": resumed, "method_seconds": res.seconds, "mask_source": res.mask_source,
                 "final_losses": {k: float(v) for k, v in (res.losses[-1] if res.losses else {}).items()}}
         if wants_depth:
             meta["depth_loss"] = info["depth_loss"] = (f"on: user {dkind} maps" if res.depth_used
@@ -131,7 +134,8 @@ def load_stage_a(job: VideoJob, variant: str, mode: str, device: torch.device):
     meta = read_json(d / "stage_a.json")
     ood = {k[4:]: v for k, v in t.items() if k.startswith("ood.")}
     return StageAResult(ood_state=ood, phi=t["phi"], ws=t["ws"], losses=meta["losses"], seconds=meta["seconds"],
-                        masks=t.get("masks"), form=meta["form"], release_sample_order=meta["release_sample_order"],
+                        masks=t.get("masks"), mask_source=meta.get("mask_source"), form=meta["form"],
+                        release_sample_order=meta["release_sample_order"],
                         neural_resolution=meta["neural_resolution"])
 
 

@@ -1,4 +1,5 @@
-"""Automatic OOD masks: residual evidence, spatio-temporal hysteresis, clean-up, masks from an OOD-share map."""
+"""Automatic OOD masks: residual evidence, spatio-temporal hysteresis, clean-up, masks from an OOD-share map, the
+stage-A entry point (reference latents, face-parsing intersection, config validation)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,22 @@ import pytest
 import torch
 
 from innout_core.auto_masks import (
+    AutoMaskConfig,
     ResidualMaskConfig,
     ShareMaskConfig,
+    auto_masks,
     clean_region,
     hysteresis_masks,
     masks_from_share,
     residual_error,
+    reference_latents,
     residual_masks,
     robust_threshold,
 )
 from innout_core.errors import BadInputError
-from innout_core.joint import mask_iou
+from innout_core.joint import JointConfig, mask_iou
+
+from tests.innout_core.tiny_video import occluded_video
 
 
 def _moving_square(T: int = 5, H: int = 48, side: int = 12) -> torch.Tensor:
@@ -123,3 +129,75 @@ def test_masks_from_share_upsample_and_threshold():
     assert float(masks.min()) == 0.0 and float(masks.max()) == 1.0
     fog = masks_from_share(torch.full((2, 1, 16, 16), 0.2), 32)
     assert torch.equal(fog, torch.ones(2, 1, 32, 32))
+
+
+def test_auto_mask_config_nests_the_sources_and_forbids_unknown_keys():
+    from pydantic import ValidationError
+
+    c = AutoMaskConfig()
+    assert (c.source, c.reference) == ("residual", "canonical")
+    assert c.residual == ResidualMaskConfig() and c.share == ShareMaskConfig()
+    assert JointConfig().auto_mask == c
+    ok = JointConfig.model_validate({"auto_mask": {"source": "share", "reference": "frame",
+                                                   "share": {"first_pass_steps": 50}}})
+    assert ok.auto_mask.share.first_pass_steps == 50 and ok.auto_mask.reference == "frame"
+    for bad in ({"k_mad": 3.0}, {"reference": "canon"}, {"source": "parsing"}, {"residual": {"kmad": 1}},
+                {"share": {"high": 1.5}}):
+        with pytest.raises(ValidationError):
+            JointConfig.model_validate({"auto_mask": bad})
+
+
+def test_reference_latents():
+    ws = torch.randn(3, 4, 8)
+    wc = torch.randn(1, 4, 8)
+    got, used = reference_latents(ws, wc, "canonical")
+    assert used == "canonical" and got.shape == ws.shape and torch.equal(got, wc.expand(3, -1, -1))
+    assert torch.equal(reference_latents(ws, wc[0], "canonical")[0], got)  # [L,D] accepted
+    assert reference_latents(ws, wc, "frame") == (ws, "frame")
+    assert reference_latents(ws, None, "canonical") == (ws, "frame")
+    with pytest.raises(BadInputError, match="canonical latent must be"):
+        reference_latents(ws, torch.randn(2, 4, 8), "canonical")
+    with pytest.raises(BadInputError, match="NaN"):
+        reference_latents(ws, torch.full((1, 4, 8), float("nan")), "canonical")
+
+
+@pytest.fixture(scope="module")
+def pasted():
+    """Tiny generator, 2 frames from known latents with a solid square pasted in, true masks."""
+    return occluded_video()
+
+
+def test_auto_masks_parsing_intersection(pasted):
+    """A user face-parsing map (1 = may be OOD) restricts the OOD region to where it allows it."""
+    G, frames, c, ws, masks = pasted
+    cfg = AutoMaskConfig(reference="frame")
+    plain, used = auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))
+    assert used == "residual vs frame"
+    assert mask_iou(1 - plain, 1 - masks) > 0.75  # the pasted square (0.79: the default dilation adds a rim)
+    parsing = torch.zeros_like(masks)
+    parsing[..., :, :60] = 1  # left half may be OOD
+    cut, _ = auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), parsing=parsing)
+    torch.testing.assert_close(1 - cut, (1 - plain) * parsing, atol=0, rtol=0)
+    assert (1 - cut)[..., :60].sum() > 0 and (1 - cut)[..., 60:].sum() == 0 and (1 - plain)[..., 60:].sum() > 0
+    with pytest.raises(BadInputError, match="parsing masks"):
+        auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), parsing=parsing[:, :, :64])
+
+
+def test_auto_masks_share_source_starts_its_first_pass_from_the_reference(pasted, monkeypatch):
+    G, frames, c, ws, masks = pasted
+    seen = {}
+
+    def fake_share(G_, frames_, cams_, ws_, joint_cfg, scfg, seed):
+        seen.update(ws=ws_, joint=joint_cfg, share=scfg, seed=seed)
+        return masks, torch.zeros(2, 1, 16, 16)
+
+    monkeypatch.setattr("innout_core.auto_masks.share_masks", fake_share)
+    jc = JointConfig.preset("tiny-demo")
+    cfg = AutoMaskConfig(source="share", share={"first_pass_steps": 7})
+    wc = ws[1:]
+    out, used = auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), w_canonical=wc, joint_cfg=jc)
+    assert used == "share vs canonical" and torch.equal(out, masks)
+    assert torch.equal(seen["ws"], wc.expand(2, -1, -1)) and seen["joint"] is jc
+    assert seen["share"].first_pass_steps == 7 and isinstance(seen["seed"], int)
+    with pytest.raises(BadInputError, match="joint_cfg"):
+        auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))

@@ -1,4 +1,5 @@
-"""Stage A task: the manifest's depth maps reach L_D in image mode; a configured L_D without maps is noted."""
+"""Stage A task: the manifest's depth maps reach L_D in image mode; a configured L_D without maps is noted;
+automatic masks use the W+ inversion's canonical latent."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from innout_core.config import ManifestVideo, PipelineConfig
 from innout_core.eg3d.camera import orbit_labels
 from innout_core.errors import StageError
 from innout_core.store import atomic_write_json
-from tasks.common import VideoJob, load_generator_cached, save_tensors
-from tasks.innout import NO_DEPTH_NOTE, load_depth, run_stage_a, stage_a_name
+from tasks.common import VideoJob, load_generator_cached, load_tensors, save_tensors, stage_generator
+from tasks.innout import NO_DEPTH_NOTE, load_depth, load_stage_a, run_stage_a, stage_a_name
 
 
 def _job(tmp, depth):
@@ -58,3 +59,38 @@ def test_bad_depth_file_names_the_file(tmp_path) -> None:
     with pytest.raises(StageError, match="depth.npz") as info:
         run_stage_a(job, "no-masks", "image")
     assert "selected" in str(info.value)
+
+
+def test_auto_masks_use_the_inversion_canonical_latent(tmp_path) -> None:
+    """The W+ stage's ``w_canonical`` reaches stage A: the saved masks are the residual against its render (not the
+    per-frame W+ render), the record says so, and they load back with the stage-A result."""
+    from innout_core.auto_masks import AutoMaskConfig, auto_masks
+
+    cfg = PipelineConfig.from_preset("tiny-demo", joint={"steps": 1, "checkpoint_every": 0, "neural_resolution": 16,
+                                                         "ood_resolution": 8})
+    job = VideoJob(tmp_path / "run", "run", ManifestVideo(id="v", path=tmp_path / "v.mp4"), cfg)
+    G = load_generator_cached(cfg, torch.device("cpu"))
+    c = orbit_labels(3, 0.3, 0.1)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(0)), orbit_labels(4, 0.3, 0.1))
+        crops = G.synthesis(ws[:3], c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image
+    crops = crops.clamp(-1, 1)
+    crops[:, :, 40:80, 30:90] = torch.tensor([0.9, -0.6, 0.3]).view(1, 3, 1, 1)  # an occluder the fit did not see
+    save_tensors(job.stage_dir("face") / "face.safetensors", {"crops": crops, "cameras": c})
+    atomic_write_json(job.stage_dir("face") / "status.json", {"indices": [0, 1, 2], "status": ["ok"] * 3})
+    inv = job.stage_dir("invert-w+")
+    wc = ws[3:].clone()  # another face: its residual is not the per-frame one
+    save_tensors(inv / "result.safetensors", {"ws": ws[:3].clone(), "w_canonical": wc})
+    save_tensors(inv / "renders.safetensors", {"frames": crops.clone()})
+    rec = run_stage_a(job, "auto-masks", "video")
+    stage = stage_a_name("auto-masks", "video")
+    assert rec.info["mask_source"] == "residual vs canonical"
+    saved = load_tensors(job.stage_dir(stage) / "stage_a.safetensors", torch.device("cpu"))["masks"]
+    jcfg = cfg.joint_config("auto-masks")
+    want, _ = auto_masks(G, crops, c, ws[:3], jcfg.auto_mask, stage_generator(job, stage, torch.device("cpu")),
+                         w_canonical=wc, joint_cfg=jcfg)
+    frame, _ = auto_masks(G, crops, c, ws[:3], AutoMaskConfig(reference="frame"),
+                          stage_generator(job, stage, torch.device("cpu")))
+    assert torch.equal(saved, want) and not torch.equal(saved, frame)
+    sa = load_stage_a(job, "auto-masks", "video", torch.device("cpu"))
+    assert sa.mask_source == "residual vs canonical" and torch.equal(sa.masks, saved)
