@@ -44,6 +44,7 @@ __all__ = [
     "static_occluder_video",
     "ground_truth_suite",
     "suite_names",
+    "suite_preview",
     "HELD_OUT_SEED",
     "GENERATORS",
 ]
@@ -552,3 +553,21 @@ def ground_truth_suite(n_frames: int = 8, seed: int = 0, generator: GeneratorNam
 def suite_names(generator: GeneratorName = "tiny") -> tuple[str, ...]:
     """The video names of ``ground_truth_suite(generator=generator)``, in order."""
     return tuple(ground_truth_suite(1, 0, generator))
+
+
+@torch.no_grad()
+def suite_preview(G: nn.Module, generator: GeneratorName = "tiny", n_frames: int = 8, seed: int = 0) -> Tensor:
+    """One image of a suite for the documentation: per video (columns, suite order) the input, the occluder mask
+    (white = occluder) and the clean frame (rows) at its middle occluded frame. G must be ``generator``'s network.
+
+    Returns:
+        ``[3, 3H, n_videos * W]`` float32 in [-1, 1].
+    """
+    cols = []
+    for cfg in ground_truth_suite(n_frames, seed, generator).values():
+        v = make_ground_truth_video(G, cfg)
+        occ = torch.nonzero(v.occluded()).flatten()
+        t = int(occ[len(occ) // 2]) if len(occ) else 0
+        mask = (1 - 2 * v.masks[t]).expand(3, -1, -1)
+        cols.append(torch.cat([v.frames[t].clamp(-1, 1), mask, v.clean[t].clamp(-1, 1)], dim=1))
+    return torch.cat(cols, dim=2).cpu()

@@ -20,6 +20,7 @@ from innout_core.synthetic import (
     make_ground_truth_video,
     occluder_field,
     suite_names,
+    suite_preview,
 )
 
 #: The `tiny` suite at 3 frames, seed 0, rendered by the code before the new kinds existed (commit 16aefa0):
@@ -164,3 +165,14 @@ def test_held_out_identities_are_heads(face_G, face_videos):
         cols = head[:, 0].mean(dim=1)  # [T, W] head coverage per column: centred
         centre = (cols * torch.arange(cols.shape[-1])).sum(-1) / cols.sum(-1)
         assert all(abs(float(c) - cols.shape[-1] / 2) < cols.shape[-1] * 0.1 for c in centre)
+
+
+def test_suite_preview_tiles_input_mask_clean():
+    G = build_generator("tiny").requires_grad_(False)
+    img = suite_preview(G, "tiny", n_frames=3, seed=0)
+    H = G.init_kwargs["img_resolution"]
+    assert img.shape == (3, 3 * H, 4 * H)
+    sphere = make_ground_truth_video(G, ground_truth_suite(3, 0)["sphere"])  # occluded from frame 2 only
+    col = img[:, :, H : 2 * H]
+    assert torch.equal(col[:, :H], sphere.frames[2].clamp(-1, 1)) and torch.equal(col[:, 2 * H :], sphere.clean[2].clamp(-1, 1))
+    assert torch.equal(col[0, H : 2 * H], 1 - 2 * sphere.masks[2, 0])
