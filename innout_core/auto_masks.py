@@ -51,31 +51,32 @@ __all__ = [
 ]
 
 
-class ResidualMaskConfig(BaseModel):
-    """Masks from the W+ residual (:func:`residual_masks`)."""
+class _RegionCleanup(BaseModel):
+    """Hysteresis linking and clean-up of an OOD region (shared by both sources)."""
 
     model_config = ConfigDict(extra="forbid")
+    temporal: int = Field(1, ge=0, description="frames either side a weak pixel may be linked through")
+    open_size: int = Field(3, ge=1, description="opening kernel (removes specks), pixels (odd)")
+    close_size: int = Field(7, ge=1, description="closing kernel (fills holes), pixels (odd)")
+    dilate: int = Field(1, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
+
+
+class ResidualMaskConfig(_RegionCleanup):
+    """Masks from the W+ residual (:func:`residual_masks`)."""
+
     k_mad: float = Field(3.0, gt=0, description="high threshold = median + k_mad * 1.4826 * MAD of the error")
     min_error: float = Field(0.1, ge=0, description="floor of the high threshold, mean |error| over RGB in [-1,1]")
     low_ratio: float = Field(0.8, gt=0, le=1, description="low (growing) threshold = low_ratio * high threshold")
     blur: int = Field(5, ge=1, description="box blur of the error map, pixels (odd)")
-    temporal: int = Field(1, ge=0, description="frames either side a weak pixel may be linked through")
-    open_size: int = Field(3, ge=1, description="opening kernel (removes specks), pixels (odd)")
-    close_size: int = Field(7, ge=1, description="closing kernel (fills holes), pixels (odd)")
     dilate: int = Field(3, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
 
 
-class ShareMaskConfig(BaseModel):
+class ShareMaskConfig(_RegionCleanup):
     """Masks from the OOD share after a first, mask-free stage-A pass (:func:`share_masks`)."""
 
-    model_config = ConfigDict(extra="forbid")
     first_pass_steps: int = Field(300, ge=1, description="stage-A steps of the mask-free first pass")
     high: float = Field(0.5, gt=0, lt=1, description="OOD share that seeds the mask")
     low: float = Field(0.3, gt=0, lt=1, description="OOD share that may join the mask (hysteresis)")
-    temporal: int = Field(1, ge=0, description="frames either side a weak pixel may be linked through")
-    open_size: int = Field(3, ge=1, description="opening kernel, pixels (odd)")
-    close_size: int = Field(7, ge=1, description="closing kernel, pixels (odd)")
-    dilate: int = Field(1, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
 
 
 class AutoMaskConfig(BaseModel):
