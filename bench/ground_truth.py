@@ -982,7 +982,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--jobs", type=int, default=1, help="parallel processes (one torch thread each)")
     ap.add_argument("--max-priority", type=int, default=None, help="run only plan points up to this priority")
     ap.add_argument("--min-priority", type=int, default=None, help="run only plan points from this priority on")
-    ap.add_argument("--only", default=None, help="run only plan points whose label contains this text")
+    ap.add_argument("--only", action="append", default=None,
+                    help="run only plan points whose label contains this text (repeatable: any of them)")
     ap.add_argument("--stop-at", default=None, help="HH:MM UTC: start no new run after this time")
     ap.add_argument("--merge-only", action="store_true", help="no runs: merge, table, JSON and plots")
     ap.add_argument("--list", action="store_true", help="print the plan with done / not run and exit")
@@ -995,7 +996,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (BadInputError, ValueError) as exc:
         raise SystemExit(f"ground_truth: {exc}") from None
     plan = [(p, sp) for p, sp in sweep_plan(s) if (a.max_priority is None or p <= a.max_priority)
-            and (a.min_priority is None or p >= a.min_priority) and (a.only is None or a.only in sp.label())]
+            and (a.min_priority is None or p >= a.min_priority) and (a.only is None or any(o in sp.label() for o in a.only))]
     if a.list:
         for p, sp in plan:
             print(f"{p} {'done   ' if is_done(s, sp) else 'not run'} {sp.video}-{sp.label()}")
