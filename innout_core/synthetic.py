@@ -6,12 +6,12 @@ analytic density/colour field placed just in front of the face surface and movin
 evaluated at the same samples with blend weight b = its occupancy. Kinds: ``box``, ``sphere``, horizontal ``bar``
 (the `tiny` suite), and three things a head family cannot draw: a ``hand`` (palm, four fingers, thumb), ``glasses``
 (two rims, bridge, temples; see-through lenses) and a ``microphone`` (meshed ball, handle leaving the frame). The
-new kinds are extruded along the view axis (at least ``thickness`` deep) so that EG3D's 12 stratified samples per
-ray, 0.0875 world units apart, always hit them: the composite shares the face's samples, and only the face steers the
-importance samples. The composite is the
-occluded input; the same samples marched with b = 0 give the clean frame; the occluder's composite weights
-(``CompositeMarch.ood_weights``) summed along each ray give the true occluder opacity. Both go through the
-generator's super-resolution exactly as ``G.synthesis`` does. Deterministic given the config's seed.
+new kinds are 2D silhouettes extruded over |z| <= ``thickness`` along the view axis so that EG3D's 12 stratified
+samples per ray, 0.0875 world units apart, always hit them: the composite shares the face's samples, and only the
+face steers the importance samples. The composite is the occluded input; the same samples marched with b = 0
+give the clean frame; the occluder's composite weights (``CompositeMarch.ood_weights``) summed along each ray give
+the true occluder opacity. Both go through the generator's super-resolution exactly as ``G.synthesis`` does.
+Deterministic given the config's seed.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ GeneratorName = Literal["tiny", "tiny-face"]
 #: Generators with a ground-truth suite (:func:`ground_truth_suite`, :func:`benchmark_videos`).
 GENERATORS: tuple[str, ...] = ("tiny", "tiny-face")
 #: First torch seed of the held-out identities of the ``tiny-face`` suites: video k (0..4: hand, glasses, microphone,
-#: bar, static) of ``ground_truth_suite(seed=s)`` draws its latents from ``HELD_OUT_SEED + 100 * s + k``. ``bench/train_tiny_face.py`` (the shipped weights: seed 0)
-#: uses the torch seeds 0 (model), 1 (probe points), 7 (latents, batches), 123 (preview) and 1_000_003 + identity
-#: (cameras); fresh z from this stream are identities that training never fitted.
+#: bar, static) of ``ground_truth_suite(seed=s)`` draws its latents from ``HELD_OUT_SEED + 100 * s + k``.
+#: ``bench/train_tiny_face.py`` (the shipped weights: seed 0) uses the torch seeds 0 (model), 1 (probe points),
+#: 7 (latents, batches), 123 (preview) and 1_000_003 + identity (cameras); fresh z from this stream are identities
+#: that training never fitted.
 HELD_OUT_SEED = 900_000_000
 
 
@@ -69,8 +70,9 @@ class OccluderConfig(BaseModel):
                                "(meshed ball + handle)")
     size: float = Field(0.12, gt=0, description="half-width of box/bar height, sphere radius, hand palm half-height, "
                         "glasses rim radius (lens + rim), microphone ball radius, world units")
-    thickness: float = Field(0.12, gt=0, description="half-depth of box/bar/hand/glasses rims along the view axis "
-                             "(>= 0.044 keeps thin kinds on every ray's samples), world units")
+    thickness: float = Field(0.12, gt=0, description="half-depth along the view axis of box/bar/hand/glasses/"
+                             "microphone, world units; >= 0.0875 (a depth of two sample intervals of the tiny "
+                             "generators) puts a stratified sample inside on every ray")
     bar_length: float = Field(0.5, gt=0, description="half-length of the bar, world units")
     offset: tuple[float, float] = Field((0.05, 0.0), description="(x, y) of the centre at the first frame, world units")
     motion: tuple[float, float] = Field((0.08, 0.04), description="(x, y) amplitude of the sinusoidal motion")
