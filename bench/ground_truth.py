@@ -213,6 +213,11 @@ def sweep_plan(s: BenchSettings) -> list[tuple[int, RunSpec]]:
     add(4, start="canonical", steps=1000, masks="auto-residual", **mid)
     add(4, start="wplus", steps=1000, masks="auto-residual", auto={"reference": "canonical"}, **mid)
     add(4, start="canonical", steps=1000, masks="user", lr_w=5e-4, **mid)
+    # tiny-face: from the canonical start the 0.3 regulariser collapses b (OOD share 0.09 on the occluder); the oracle
+    # separates at 0.05 (share 0.55 on / 0.01 off)
+    add(4, start="canonical", steps=1000, masks="user")
+    add(4, start="canonical", steps=1000, masks="user", lr_w=5e-4)
+    add(4, start="canonical", steps=1000, masks="auto-residual")
     add(4, start="wplus", steps=1000, masks="auto-share", auto={"reference": "canonical"}, **mid)
     add(4, start="oracle", steps=1000, masks="user", **mid)
     add(4, start="wplus", steps=1000, masks="user")
