@@ -216,7 +216,7 @@ def demo(
     frames: Annotated[int, typer.Option(min=1, help="frames per video")] = 3,
     workers: Annotated[Optional[int], typer.Option(help="local Dask worker processes")] = None,
 ) -> int:
-    """The embedded default end to end: ground-truth videos from the tiny generator -> every stage -> tables."""
+    """The embedded default end to end: ground-truth videos from the tiny-face generator -> every stage -> tables."""
     from flows.demo import build_demo_dataset
     from flows.lock import run_lock
     from innout_core.config import load_config

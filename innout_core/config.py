@@ -108,10 +108,11 @@ PRESETS: dict[str, PresetInfo] = {
                     modes=["video"], video={"max_frames": 32}),
     ),
     "tiny-demo": PresetInfo(
-        description="The embedded default: the `tiny` generator, ground-truth synthetic videos with given cameras, "
-        "a handful of steps per stage (fewer than the stage models' own tiny-demo presets); every method, "
-        "variant and mode end to end on a 2-core CPU in minutes.",
-        values=dict(generator="tiny", face={"backend": "given"},
+        description="The embedded default: the `tiny-face` generator (the tiny architecture trained on procedural "
+        "heads, shipped), ground-truth videos of held-out heads with hand / glasses / microphone occluders and "
+        "given cameras, a handful of steps per stage (fewer than the stage models' own tiny-demo presets); every "
+        "method, variant and mode end to end on a 2-core CPU in minutes.",
+        values=dict(generator="tiny-face", face={"backend": "given"},
                     inversion={"steps": 8, "init_samples": 4, "pti_steps": 4},
                     joint={"steps": 8, "checkpoint_every": 4}, sr_tuning={"epochs": 1},
                     innout_variants=["no-masks", "auto-masks", "user-masks", "w/o L_b", "w/o L_w"],

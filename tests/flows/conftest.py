@@ -49,12 +49,18 @@ def prefect_env(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def gt_videos(tmp_path_factory) -> Path:
-    """Two 2-frame ground-truth videos (tiny generator) with cameras and masks, via flows.demo."""
+    """Two 2-frame ground-truth videos (the demo's generator) with cameras and masks, via flows.demo."""
     from flows.demo import build_demo_dataset
 
     root = tmp_path_factory.mktemp("gt")
     build_demo_dataset(root, n_videos=2, n_frames=2)
     return root / "data"
+
+
+def gt_ids(gt_videos: Path) -> list[str]:
+    """The ids (= folder names) of the :func:`gt_videos` fixture's videos, in manifest order (they name the demo
+    generator's occluders, e.g. ``gt00-hand``)."""
+    return [v["id"] for v in yaml.safe_load((gt_videos / "demo.yaml").read_text())["videos"]]
 
 
 def stage_records(run: Path) -> dict[tuple[str, str], StageRecord]:

@@ -19,7 +19,7 @@ import yaml
 
 from flows.status import run_status
 from innout_core.config import load_config
-from tests.flows.conftest import FAST_CONFIG, REPO, stage_records, write_yaml
+from tests.flows.conftest import FAST_CONFIG, REPO, gt_ids, stage_records, write_yaml
 
 DASK = Path(sys.executable).with_name("dask")
 
@@ -118,7 +118,7 @@ def test_existing_cluster_survives_a_lost_worker(innout, prefect_env, gt_videos,
                    for name in ("w0", "w1")}
         client = Client(address, timeout=60)
         try:
-            ids = ["gt00-box", "gt01-sphere"]
+            ids = gt_ids(gt_videos)
             man = write_yaml(tmp_path / "m.yaml", {"name": "two", "videos": [
                 {"id": v, "path": str(gt_videos / v / "frames.mp4"), "cameras": str(gt_videos / v / "cameras.npy")}
                 for v in ids]})

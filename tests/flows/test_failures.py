@@ -10,7 +10,7 @@ import pytest
 
 from flows.status import run_status
 from innout_core.store import read_record, stage_dir
-from tests.flows.conftest import FAST_CONFIG, write_yaml
+from tests.flows.conftest import FAST_CONFIG, gt_ids, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def _attempts(run, vid: str) -> dict[str, int]:
 def test_bad_videos_do_not_stop_good_ones_and_retry_reruns_only_fixed(innout, gt_videos, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    good = gt_videos / "gt00-box"
+    good = gt_videos / gt_ids(gt_videos)[0]
     (data / "empty.mp4").write_bytes(b"")
     (data / "notes.mp4").write_text("this is not a video\n")
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=96x96:d=0.12:r=25",

@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from innout_core.store import read_record, stage_dir
-from tests.flows.conftest import FAST_CONFIG, write_yaml
+from tests.flows.conftest import FAST_CONFIG, gt_ids, write_yaml
 
 pytestmark = pytest.mark.slow
 
-VID = "gt00-box"
+VID = "gt00"  # the run's id of the first gt_videos video
 STAGE_A = "stage-a-no-masks"
 
 
@@ -29,7 +29,7 @@ def _config(tmp_path):
 
 
 def _manifest(tmp_path, gt_videos):
-    g = gt_videos / VID
+    g = gt_videos / gt_ids(gt_videos)[0]
     return write_yaml(tmp_path / "m.yaml", {"name": "m", "videos": [
         {"id": VID, "path": str(g / "frames.mp4"), "cameras": str(g / "cameras.npy")}]})
 

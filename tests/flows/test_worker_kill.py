@@ -12,13 +12,13 @@ import pytest
 
 from flows.status import run_status
 from reports.tables import write_tables
-from tests.flows.conftest import FAST_CONFIG, stage_records, write_yaml
+from tests.flows.conftest import FAST_CONFIG, gt_ids, stage_records, write_yaml
 
 pytestmark = pytest.mark.slow
 
 
 def test_worker_kill_then_tables_from_parquet(innout, gt_videos, tmp_path):
-    ids = ["gt00-box", "gt01-sphere"]
+    ids = gt_ids(gt_videos)
     man = write_yaml(tmp_path / "m.yaml", {"name": "two", "videos": [
         {"id": v, "path": str(gt_videos / v / "frames.mp4"), "cameras": str(gt_videos / v / "cameras.npy")}
         for v in ids]})

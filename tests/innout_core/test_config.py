@@ -18,7 +18,7 @@ def test_presets_have_descriptions_and_validate():
         cfg = PipelineConfig.from_preset(name)
         assert cfg.preset == name
     tiny = PipelineConfig.from_preset("tiny-demo")
-    assert tiny.generator == "tiny" and tiny.face["backend"] == "given" and "image" in tiny.modes
+    assert tiny.generator == "tiny-face" and tiny.face["backend"] == "given" and "image" in tiny.modes
 
 
 def test_yaml_roundtrip_and_overrides(tmp_path):
