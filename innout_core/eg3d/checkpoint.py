@@ -509,7 +509,9 @@ def save_network(net: OfficialNetwork, out_dir: str | Path, *, source: dict | No
     stage.mkdir()  # (not mkdtemp: its 0700 mode would survive the rename; mkdir honours the umask)
     try:
         weights = stage / WEIGHTS_FILE
-        save_file(tensors, str(weights), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
+        # one metadata key: safetensors writes its metadata map in hash order, so two keys made the bytes (and the
+        # sha256) of equal weights differ from one save to the next
+        save_file(tensors, str(weights), metadata={"format": f"{FORMAT_NAME}/{FORMAT_VERSION}"})
         config = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
