@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -12,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tests" / "data" / "eg3d-reference"
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a script that is not in a package (``bench/*.py``, ``deployments/*.py``) as module ``name``; it is
+    registered in ``sys.modules`` so pydantic can resolve the script's model annotations."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def gt():
-    spec = importlib.util.spec_from_file_location("bench_ground_truth", REPO / "bench" / "ground_truth.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # pydantic resolves the models' annotations through the module
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "bench" / "ground_truth.py", "bench_ground_truth")
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,12 @@ settings hash and file name."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RESULTS = REPO / "bench" / "results" / "ground_truth" / "f8-s0"
@@ -16,11 +16,7 @@ TINY_RESULTS = REPO / "bench" / "results" / "ground_truth" / "f8-s0"
 
 @pytest.fixture(scope="module")
 def gt():
-    spec = importlib.util.spec_from_file_location("bench_ground_truth_generator", REPO / "bench" / "ground_truth.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # pydantic resolves the models' annotations through the module
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "bench" / "ground_truth.py", "bench_ground_truth_generator")
 
 
 def test_tiny_runs_keep_their_hashes_and_names(gt):

@@ -3,26 +3,18 @@ agree with an independent PSNR of the fitted latent's render."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
 
 import torch
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("tiny_face_eval", ROOT / "bench" / "tiny_face_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tiny_face_eval"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-te = _script()
+te = load_script(ROOT / "bench" / "tiny_face_eval.py", "tiny_face_eval")
 
 
 def test_quick_run_writes_the_table_fields(tmp_path: Path, capsys) -> None:

@@ -4,9 +4,7 @@ export loads with ``load_generator`` and renders what the trained model renders.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,12 @@ import torch
 from innout_core.eg3d.checkpoint import load_generator
 from innout_core.errors import BadInputError
 from innout_core.synthetic_heads import frontal_camera
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_tiny_face", ROOT / "bench" / "train_tiny_face.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_tiny_face"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tf = _load_script()
+tf = load_script(ROOT / "bench" / "train_tiny_face.py", "train_tiny_face")
 CFG = tf.TrainConfig(n_identities=3, views_per_identity=2, image_resolution=32, neural_resolution=16,
                      render_coarse=8, render_fine=8, steps=6, batch_size=2, threads=1, log_every=1)
 

@@ -5,10 +5,8 @@ not)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +18,14 @@ from innout_core.eg3d import configs
 from innout_core.eg3d.configs import CONFIGS, build_generator, edit_direction_file
 from innout_core.errors import CheckpointError
 from innout_core.synthetic_heads import frontal_camera, sample_identities
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 DIRECTIONS = REPO / "innout_core" / "eg3d" / "weights" / "tiny-face" / "directions"
 HELDOUT = REPO / "tests" / "data" / "tiny-face" / "heldout.npz"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("tiny_face_directions", REPO / "bench" / "tiny_face_directions.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tiny_face_directions"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-td = _script()
+td = load_script(REPO / "bench" / "tiny_face_directions.py", "tiny_face_directions")
 
 
 @pytest.fixture(scope="module")
