@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]

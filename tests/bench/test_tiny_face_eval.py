@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
