@@ -462,7 +462,9 @@ def _auto_masks(G: Any, video: Any, ws: torch.Tensor, spec: RunSpec, joint_cfg: 
         info = {"method": "residual", "reference": reference, "config": cfg.model_dump()}
     else:
         scfg = am.ShareMaskConfig(**opts)
-        masks, share = am.share_masks(G, frames, cams, ws, joint_cfg, scfg, seed)
+        from innout_core.joint import share_masks
+
+        masks, share = share_masks(G, frames, cams, ws, joint_cfg, scfg, seed)
         info = {"method": "share", "reference": reference, "config": scfg.model_dump()}
     info["seconds"] = round(time.perf_counter() - t0, 2)
     info["iou_vs_true"] = _mask_iou(1 - masks, 1 - video.masks)

@@ -5,7 +5,7 @@ Two sources of evidence, each turned into a mask the same way (:func:`hysteresis
 * :func:`residual_masks`: the per-pixel error of a converged W+ reconstruction, ``e = mean_c |frame - G(w_t)|``,
   box-blurred. An occluder is what the face model cannot explain, so its pixels carry the largest errors of the
   video; thresholds are robust statistics over the whole video (median + k * 1.4826 * MAD, with a floor).
-* :func:`share_masks`: the OOD share of the composite (``CompositeFrames.blend_map``) after a first, mask-free
+* :func:`masks_from_share` (with ``joint.share_masks``): the OOD share of the composite (``CompositeFrames.blend_map``) after a first, mask-free
   stage-A pass: the part of each pixel's opacity the OOD field took on.
 
 Hysteresis in space *and time*: pixels above the high threshold seed the mask; pixels above the low threshold join
@@ -25,6 +25,7 @@ Returned masks follow the input-mask convention: ``[T,1,H,W]`` float32 in {0,1},
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -47,7 +48,6 @@ __all__ = [
     "clean_region",
     "residual_masks",
     "masks_from_share",
-    "share_masks",
 ]
 
 
@@ -203,27 +203,6 @@ def masks_from_share(share: Tensor, size: int, cfg: ShareMaskConfig | None = Non
     return 1 - clean_region(ood, c.open_size, c.close_size, c.dilate)
 
 
-def share_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, joint_cfg: Any, cfg: ShareMaskConfig | None,
-                seed: int) -> tuple[Tensor, Tensor]:
-    """Masks from the OOD share of a first, mask-free stage-A pass.
-
-    Args:
-        G: frozen generator. frames [T,3,H,W] in [-1,1]. cameras [T,25]. ws [T,14,512] the stage's initial w+.
-        joint_cfg: the stage's ``JointConfig``; the first pass uses it with ``mask_mode='none'`` and
-            ``cfg.first_pass_steps`` steps.
-        cfg: :class:`ShareMaskConfig`. seed: seeds the first pass and its render.
-    Returns:
-        (masks [T,1,H,W] float32 in {0,1}, 1 = face; the first pass's OOD share [T,1,R,R]).
-    """
-    from innout_core.joint import render_composite_video, run_stage_a
-
-    c = cfg or ShareMaskConfig()
-    first = joint_cfg.model_copy(update={"mask_mode": "none", "steps": c.first_pass_steps, "checkpoint_every": 0})
-    sa = run_stage_a(G, frames, cameras, ws, first, torch.Generator().manual_seed(seed))
-    share = render_composite_video(G, sa, cameras, torch.Generator().manual_seed(seed + 1)).blend_map
-    return masks_from_share(share, frames.shape[-1], c), share
-
-
 _log = logging.getLogger("innout.auto_masks")
 
 
@@ -262,7 +241,8 @@ def render_reference(G: Any, ws: Tensor, cameras: Tensor, generator: torch.Gener
 
 
 def auto_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, cfg: AutoMaskConfig | None,
-               generator: torch.Generator, *, w_canonical: Tensor | None = None, joint_cfg: Any = None,
+               generator: torch.Generator, *, w_canonical: Tensor | None = None,
+               share_pass: Callable[[Tensor, int, int], Tensor] | None = None,
                parsing: Tensor | None = None) -> tuple[Tensor, str]:
     """Automatic OOD masks of a video (stage A's ``mask_mode: auto``).
 
@@ -271,7 +251,9 @@ def auto_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, cfg: AutoMas
         cfg: :class:`AutoMaskConfig` (None = defaults).
         generator: ray samples of the reference render ('residual'); seeds the first pass ('share').
         w_canonical: [1,L,D] the W+ inversion's shared latent (reference 'canonical').
-        joint_cfg: the stage's ``JointConfig`` (needed by source 'share' for its first pass).
+        share_pass: source 'share': ``share_pass(ws, seed, steps)`` runs a mask-free stage-A pass of ``steps``
+            from ``ws`` [T,L,D] seeded by ``seed`` and returns its OOD share [T,1,R,R] in [0,1]
+            (stage A passes ``joint.first_pass_share``; injected so this module does not import joint).
         parsing: optional [T,1,H,W] in {0,1} from a user face-parsing model, 1 = may be OOD (a non-skin class);
             the OOD region is intersected with it.
     Returns:
@@ -286,10 +268,10 @@ def auto_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, cfg: AutoMas
     if c.source == "residual":
         masks = residual_masks(frames, render_reference(G, ref_ws, cameras, generator, c.batch_size), c.residual)
     else:
-        if joint_cfg is None:
-            raise BadInputError("automatic masks from the OOD share need the stage-A config (joint_cfg)")
+        if share_pass is None:
+            raise BadInputError("automatic masks from the OOD share need a first stage-A pass (share_pass)")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        masks, _ = share_masks(G, frames, cameras, ref_ws, joint_cfg, c.share, seed)
+        masks = masks_from_share(share_pass(ref_ws, seed, c.share.first_pass_steps), frames.shape[-1], c.share)
     if parsing is not None:
         masks = 1 - (1 - masks) * (parsing.to(masks.device) > 0.5).float()
     return masks, f"{c.source} vs {used}"

@@ -13,6 +13,8 @@ masked OOD-only raw L2 (needs masks), SR L2 through the frozen SR, blend entropy
 
 from __future__ import annotations
 
+import functools
+
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from innout_core.auto_masks import AutoMaskConfig, auto_masks, reference_latents
+from innout_core.auto_masks import AutoMaskConfig, ShareMaskConfig, auto_masks, masks_from_share, reference_latents
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.composite import render_composite
 from innout_core.errors import BadInputError, CheckpointError
@@ -49,6 +51,8 @@ __all__ = [
     "CompositeFrames",
     "ProgressFn",
     "run_stage_a",
+    "first_pass_share",
+    "share_masks",
     "stage_a_fingerprint",
     "uses_canonical",
     "mask_iou",
@@ -311,6 +315,34 @@ def _morph(x: Tensor, k: int, op: str) -> Tensor:
     return 1 - F.max_pool2d(1 - x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
 
 
+def first_pass_share(G, frames: Tensor, cameras: Tensor, joint_cfg: "JointConfig", ws: Tensor, seed: int,
+                     steps: int) -> Tensor:
+    """The OOD share of a mask-free stage-A pass (automatic masks from the share, ``auto_mask.source: share``).
+
+    Args:
+        G: frozen generator. frames [T,3,H,W] in [-1,1]. cameras [T,25]. joint_cfg: the stage's config (run with
+            ``mask_mode='none'``, ``steps`` steps, no checkpoints). ws [T,14,512]: the pass's initial w+.
+        seed: seeds the pass and its render.
+    Returns:
+        [T,1,R,R] OOD share of the composite in [0,1] (``CompositeFrames.blend_map``).
+    """
+    first = joint_cfg.model_copy(update={"mask_mode": "none", "steps": steps, "checkpoint_every": 0})
+    sa = run_stage_a(G, frames, cameras, ws, first, torch.Generator().manual_seed(seed))
+    return render_composite_video(G, sa, cameras, torch.Generator().manual_seed(seed + 1)).blend_map
+
+
+def share_masks(G, frames: Tensor, cameras: Tensor, ws: Tensor, joint_cfg: "JointConfig",
+                cfg: ShareMaskConfig | None, seed: int) -> tuple[Tensor, Tensor]:
+    """Masks from the OOD share of a first, mask-free stage-A pass (:func:`first_pass_share`).
+
+    Returns:
+        (masks [T,1,H,W] float32 in {0,1}, 1 = face; the first pass's OOD share [T,1,R,R]).
+    """
+    c = cfg or ShareMaskConfig()
+    share = first_pass_share(G, frames, cameras, joint_cfg, ws, seed, c.first_pass_steps)
+    return masks_from_share(share, frames.shape[-1], c), share
+
+
 def mask_iou(pred_ood: Tensor, true_ood: Tensor) -> float:
     """IoU of two OOD regions ([T,1,H,W], > 0.5 = OOD), over the whole video; 1.0 when both are empty."""
     p, t = pred_ood > 0.5, true_ood > 0.5
@@ -394,7 +426,8 @@ def run_stage_a(
             use_masks, mask_source = resume["masks"].to(device), resume.get("mask_source")
         else:
             use_masks, mask_source = auto_masks(G, frames, cameras, ws_init, cfg.auto_mask, generator,
-                                                w_canonical=w_canonical, joint_cfg=cfg)
+                                                w_canonical=w_canonical,
+                                                share_pass=functools.partial(first_pass_share, G, frames, cameras, cfg))
         targets_raw = _resize(frames, R, "bilinear")
         depth_raw = None
         if use_depth:

@@ -613,8 +613,9 @@ def _fmt_shape(shape: Any) -> str:
 
 
 def _build_generator(init_kwargs: dict, rendering_kwargs: dict, neural_rendering_resolution: int) -> Any:
-    """The architecture for a checkpoint: ``configs.generator_from_kwargs`` (imported late: configs imports us)."""
-    from innout_core.eg3d.configs import generator_from_kwargs
+    """The architecture for a checkpoint: ``generator.generator_from_kwargs`` (imported late: torch modules load
+    only when a generator is built)."""
+    from innout_core.eg3d.generator import generator_from_kwargs
 
     return generator_from_kwargs(init_kwargs, rendering_kwargs, neural_rendering_resolution)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from innout_core.eg3d.generator import TriPlaneGenerator
+from innout_core.eg3d.generator import TriPlaneGenerator, generator_from_kwargs
 
 __all__ = [
     "GeneratorSpec",
@@ -166,21 +166,6 @@ CONFIGS["tiny-face"] = GeneratorSpec(
     weights="tiny-face",
     edit_direction="hair_lightness",  # the held-out fit does not find smile in w (directions/directions.json)
 )
-
-
-def generator_from_kwargs(
-    init_kwargs: dict, rendering_kwargs: dict, neural_rendering_resolution: int
-) -> TriPlaneGenerator:
-    """Build an (uninitialised-weights) generator from official ``init_kwargs`` and the object state.
-
-    ``rendering_kwargs`` (the object's attribute) replaces the copy inside ``init_kwargs``, as the forward pass reads
-    the attribute. Raises TypeError/ValueError for kwargs this implementation does not support.
-    """
-    kwargs = copy.deepcopy(dict(init_kwargs))
-    kwargs["rendering_kwargs"] = copy.deepcopy(dict(rendering_kwargs))
-    generator = TriPlaneGenerator(**kwargs)
-    generator.neural_rendering_resolution = int(neural_rendering_resolution)
-    return generator
 
 
 def weights_dir(name: str) -> Path | None:

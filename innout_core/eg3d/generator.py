@@ -22,7 +22,7 @@ from innout_core.eg3d.mapping import FullyConnectedLayer, MappingNetwork
 from innout_core.eg3d.rendering import RenderingConfig, RenderOutput, render_planes, sample_rays
 from innout_core.eg3d.superres import SuperresolutionHybrid8XDC
 
-__all__ = ["SynthesisOutput", "TriPlaneGenerator", "features_to_image", "PLANE_CHANNELS"]
+__all__ = ["SynthesisOutput", "TriPlaneGenerator", "features_to_image", "generator_from_kwargs", "PLANE_CHANNELS"]
 
 PLANE_CHANNELS = 32
 """Feature channels per plane; the backbone outputs 3 * 32 = 96 channels."""
@@ -263,3 +263,18 @@ class TriPlaneGenerator(nn.Module):
         """``synthesis(mapping(z, c), c)``: the same c conditions and renders, as officially."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, c, **synthesis_kwargs)
+
+
+def generator_from_kwargs(
+    init_kwargs: dict, rendering_kwargs: dict, neural_rendering_resolution: int
+) -> TriPlaneGenerator:
+    """Build an (uninitialised-weights) generator from official ``init_kwargs`` and the object state.
+
+    ``rendering_kwargs`` (the object's attribute) replaces the copy inside ``init_kwargs``, as the forward pass reads
+    the attribute. Raises TypeError/ValueError for kwargs this implementation does not support.
+    """
+    kwargs = copy.deepcopy(dict(init_kwargs))
+    kwargs["rendering_kwargs"] = copy.deepcopy(dict(rendering_kwargs))
+    generator = TriPlaneGenerator(**kwargs)
+    generator.neural_rendering_resolution = int(neural_rendering_resolution)
+    return generator

@@ -183,21 +183,43 @@ def test_auto_masks_parsing_intersection(pasted):
         auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), parsing=parsing[:, :, :64])
 
 
-def test_auto_masks_share_source_starts_its_first_pass_from_the_reference(pasted, monkeypatch):
+def test_auto_masks_share_source_starts_its_first_pass_from_the_reference(pasted):
     G, frames, c, ws, masks = pasted
     seen = {}
+    share = torch.zeros(2, 1, 16, 16)
+    share[:, :, 4:8, 4:8] = 0.9  # a confident OOD square
 
-    def fake_share(G_, frames_, cams_, ws_, joint_cfg, scfg, seed):
-        seen.update(ws=ws_, joint=joint_cfg, share=scfg, seed=seed)
-        return masks, torch.zeros(2, 1, 16, 16)
+    def fake_pass(ws_, seed, steps):
+        seen.update(ws=ws_, seed=seed, steps=steps)
+        return share
 
-    monkeypatch.setattr("innout_core.auto_masks.share_masks", fake_share)
-    jc = JointConfig.preset("tiny-demo")
     cfg = AutoMaskConfig(source="share", share={"first_pass_steps": 7})
     wc = ws[1:]
-    out, used = auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), w_canonical=wc, joint_cfg=jc)
-    assert used == "share vs canonical" and torch.equal(out, masks)
-    assert torch.equal(seen["ws"], wc.expand(2, -1, -1)) and seen["joint"] is jc
-    assert seen["share"].first_pass_steps == 7 and isinstance(seen["seed"], int)
-    with pytest.raises(BadInputError, match="joint_cfg"):
+    out, used = auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), w_canonical=wc,
+                           share_pass=fake_pass)
+    assert used == "share vs canonical" and torch.equal(out, masks_from_share(share, frames.shape[-1], cfg.share))
+    assert torch.equal(seen["ws"], wc.expand(2, -1, -1)) and seen["steps"] == 7 and isinstance(seen["seed"], int)
+    with pytest.raises(BadInputError, match="share_pass"):
         auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))
+
+
+def test_stage_a_share_masks_come_from_its_own_first_pass(pasted, monkeypatch):
+    # stage A hands auto_masks a first pass bound to its own generator, frames, cameras and config
+    import innout_core.joint as joint
+
+    G, frames, c, ws, _ = pasted
+    seen = {}
+    share = torch.zeros(frames.shape[0], 1, 16, 16)
+    share[:, :, 2:9, 3:10] = 0.95
+
+    def fake_first_pass(G_, frames_, cams_, joint_cfg, ws_, seed, steps):
+        seen.update(G=G_, frames=frames_, joint=joint_cfg, steps=steps)
+        return share
+
+    monkeypatch.setattr(joint, "first_pass_share", fake_first_pass)
+    cfg = JointConfig.preset("tiny-demo").model_copy(update={
+        "steps": 1, "checkpoint_every": 0, "auto_mask": AutoMaskConfig(source="share", reference="frame",
+                                                                       share={"first_pass_steps": 3})})
+    res = joint.run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))
+    assert seen["G"] is G and seen["frames"] is frames and seen["joint"] is cfg and seen["steps"] == 3
+    assert torch.equal(res.masks.cpu(), masks_from_share(share, frames.shape[-1], cfg.auto_mask.share))

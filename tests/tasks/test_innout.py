@@ -88,7 +88,7 @@ def test_auto_masks_use_the_inversion_canonical_latent(tmp_path) -> None:
     saved = load_tensors(job.stage_dir(stage) / "stage_a.safetensors", torch.device("cpu"))["masks"]
     jcfg = cfg.joint_config("auto-masks")
     want, _ = auto_masks(G, crops, c, ws[:3], jcfg.auto_mask, stage_generator(job, stage, torch.device("cpu")),
-                         w_canonical=wc, joint_cfg=jcfg)
+                         w_canonical=wc)
     frame, _ = auto_masks(G, crops, c, ws[:3], AutoMaskConfig(reference="frame"),
                           stage_generator(job, stage, torch.device("cpu")))
     assert torch.equal(saved, want) and not torch.equal(saved, frame)
