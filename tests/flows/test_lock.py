@@ -13,12 +13,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import yaml
 
 from flows.lock import LOCK_NAME, RunLockedError, holder, run_lock
 from flows.server import GUARD
+from innout_core.synthetic_heads import frontal_camera
 from tests.flows.inprocess import isolated_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,8 +148,11 @@ def test_sigkilled_run_leaves_no_server_and_frees_the_lock(tmp_path):
     reads, and after SIGKILL its server (and every other process it started) is gone within seconds."""
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=64x64:d=0.2:r=25",
                     "-pix_fmt", "yuv420p", str(tmp_path / "ok.mp4")], check=True)
+    # true cameras for the `given` face backend, so the run goes on into the inversions and is still alive while
+    # the test checks it (without them the face stage fails at once and the run may end before the checks)
+    np.save(tmp_path / "cams.npy", frontal_camera().numpy().repeat(5, axis=0))
     man = tmp_path / "m.yaml"
-    man.write_text(yaml.safe_dump({"name": "m", "videos": [{"id": "a", "path": "ok.mp4"}]}))
+    man.write_text(yaml.safe_dump({"name": "m", "videos": [{"id": "a", "path": "ok.mp4", "cameras": "cams.npy"}]}))
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "home"), INNOUT_THREADS="1",
