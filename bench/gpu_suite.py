@@ -189,9 +189,9 @@ def machine(dev) -> dict:
     """Device name, driver, torch / CUDA / cuDNN versions, CPU, date."""
     import torch
 
-    from stage_step import _machine
+    from bench.machine import machine_info
 
-    m = {**_machine(), "device": str(dev), "torch_cuda": torch.version.cuda,
+    m = {**machine_info(), "device": str(dev), "torch_cuda": torch.version.cuda,
          "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
     if dev.type == "cuda":
         p = torch.cuda.get_device_properties(dev)

@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from bench.machine import machine_info
     from innout_core.precision import cpu_has_native_bf16
-    from stage_step import _machine
 
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{dev:5s} {gen:12s} W+ step amp={amp:5s} {r['step_wall_median_s']:8.2f} s wall "
                       f"{r['step_cpu_median_s']:8.2f} s cpu  x{r['speedup_cpu_s']:.2f} cpu  "
                       f"peak {r['peak_rss_gb']:.2f} GB", flush=True)
-    atomic_write_json(a.out, {"bench": "inversion_step", "machine": {**_machine(), "cpu_native_bf16":
+    atomic_write_json(a.out, {"bench": "inversion_step", "machine": {**machine_info(), "cpu_native_bf16":
                                                                        cpu_has_native_bf16()},
                               "timed_steps": a.steps, "threads": a.threads, "rows": rows,
                               "notes": ["speedups are fp32 / variant for the same device and generator, same run",

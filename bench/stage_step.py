@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import machine_info  # noqa: E402
 from innout_core.store import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_step.json"
@@ -271,21 +270,6 @@ def summarize(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def _machine() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generators", nargs="+", default=["ffhq512-128", "tiny"])
@@ -329,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s['device']:6s}{s['generator']:13s}{s['stage']:3s}{s['variant']:58s}{s['unit']:>6s}"
               f"{s['cpu_s']:9.2f}{s['wall_s']:9.2f}{s['speedup_cpu_s']:7.2f}{s['speedup_wall_s']:7.2f}"
               f"{s['peak_rss_gb']:8.2f}")
-    payload = {"bench": "stage_step", "machine": {**_machine(), "cpu_native_bf16": cpu_bf16}, "quick": a.quick, "timed_steps": steps,
+    payload = {"bench": "stage_step", "machine": {**machine_info(), "cpu_native_bf16": cpu_bf16}, "quick": a.quick, "timed_steps": steps,
                "stage_b_frames": max(frames, 2), "stage_b_epochs_for_amortising_the_cache": PAPER_EPOCHS_B,
                "threads": a.threads, "summary": summary, "rows": rows,
                "notes": ["speedups are official / variant for the same device and generator, measured in this run",

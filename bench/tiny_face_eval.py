@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import machine_info  # noqa: E402
 from innout_core.eg3d.configs import build_generator, weights_dir  # noqa: E402
 from innout_core.inversion import InversionConfig, invert_video, render_inversion  # noqa: E402
 from innout_core.metrics import psnr  # noqa: E402
@@ -92,18 +91,6 @@ def _render(G, inv, w: torch.Tensor, cameras: torch.Tensor, seed: int) -> torch.
     return render_inversion(G, res, cameras, torch.Generator().manual_seed(seed + 99))
 
 
-def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-
-
 def _save_png(path: Path, data: list[dict], renders: dict[str, list], n: int = 3) -> None:
     """Rows: truth, then one row per generator; columns: the first ``n`` identities' input then novel views."""
     from PIL import Image
@@ -135,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         a.identities, a.views, a.novel, a.steps, a.init_samples = 2, 2, 1, 3, 2
     out = a.out or ROOT / "bench" / "results" / ("tiny_face_eval_quick.json" if a.quick else "tiny_face_eval.json")
     torch.set_num_threads(a.threads)
-    machine = _machine()
+    machine = machine_info()
     t0 = time.perf_counter()
     params = sample_identities(a.identities, a.seed)
     data = []
