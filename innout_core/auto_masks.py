@@ -5,8 +5,8 @@ Two sources of evidence, each turned into a mask the same way (:func:`hysteresis
 * :func:`residual_masks`: the per-pixel error of a converged W+ reconstruction, ``e = mean_c |frame - G(w_t)|``,
   box-blurred. An occluder is what the face model cannot explain, so its pixels carry the largest errors of the
   video; thresholds are robust statistics over the whole video (median + k * 1.4826 * MAD, with a floor).
-* :func:`masks_from_share` (with ``joint.share_masks``): the OOD share of the composite (``CompositeFrames.blend_map``) after a first, mask-free
-  stage-A pass: the part of each pixel's opacity the OOD field took on.
+* :func:`masks_from_share`: the OOD share of the composite (``CompositeFrames.blend_map``) after a first,
+  mask-free stage-A pass (``joint.share_masks``): the part of each pixel's opacity the OOD field took on.
 
 Hysteresis in space *and time*: pixels above the high threshold seed the mask; pixels above the low threshold join
 it when they touch the mask in the same frame or, within ``temporal`` frames, at the same place -- so a weak
@@ -34,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from innout_core.errors import BadInputError
+
+_log = logging.getLogger("innout.auto_masks")
+
 
 __all__ = [
     "ResidualMaskConfig",
@@ -72,7 +75,7 @@ class ResidualMaskConfig(_RegionCleanup):
 
 
 class ShareMaskConfig(_RegionCleanup):
-    """Masks from the OOD share after a first, mask-free stage-A pass (:func:`share_masks`)."""
+    """Masks from the OOD share after a first, mask-free stage-A pass (``joint.share_masks``)."""
 
     first_pass_steps: int = Field(300, ge=1, description="stage-A steps of the mask-free first pass")
     high: float = Field(0.5, gt=0, lt=1, description="OOD share that seeds the mask")
@@ -201,9 +204,6 @@ def masks_from_share(share: Tensor, size: int, cfg: ShareMaskConfig | None = Non
                                                                     mode="bilinear", align_corners=False)
     ood = hysteresis_masks(s, c.high, min(c.low, c.high), c.temporal)
     return 1 - clean_region(ood, c.open_size, c.close_size, c.dilate)
-
-
-_log = logging.getLogger("innout.auto_masks")
 
 
 def reference_latents(ws: Tensor, w_canonical: Tensor | None, reference: str) -> tuple[Tensor, str]:

@@ -14,7 +14,6 @@ masked OOD-only raw L2 (needs masks), SR L2 through the frozen SR, blend entropy
 from __future__ import annotations
 
 import functools
-
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -425,9 +424,9 @@ def run_stage_a(
         elif resume is not None and resume.get("masks") is not None:
             use_masks, mask_source = resume["masks"].to(device), resume.get("mask_source")
         else:
+            first_pass = functools.partial(first_pass_share, G, frames, cameras, cfg)
             use_masks, mask_source = auto_masks(G, frames, cameras, ws_init, cfg.auto_mask, generator,
-                                                w_canonical=w_canonical,
-                                                share_pass=functools.partial(first_pass_share, G, frames, cameras, cfg))
+                                                w_canonical=w_canonical, share_pass=first_pass)
         targets_raw = _resize(frames, R, "bilinear")
         depth_raw = None
         if use_depth:

@@ -220,7 +220,8 @@ def _glasses_geometry(cfg: OccluderConfig) -> tuple[float, float, float]:
 
 
 def _glasses_2d(x: Tensor, y: Tensor, cfg: OccluderConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """Two round rims (lenses empty), a bridge and two hinge stubs. Returns (signed distance, part 0, flat)."""
+    """Two round rims (lenses empty), a bridge and two hinge stubs. Returns (signed distance, part index: 0
+    everywhere (one part), relief radius: 0 everywhere (thin frames shade flat))."""
     R, w, cx = _glasses_geometry(cfg)
     d2 = (torch.sqrt((x.abs() - cx) ** 2 + y**2) - (R - w)).abs() - w  # both rims through |x|
     d2 = torch.minimum(d2, _segment2d(x, y, (-(cx - R + w), 0.3 * R), (cx - R + w, 0.3 * R), 0.7 * w))
