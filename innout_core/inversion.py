@@ -10,6 +10,12 @@ official warm-up/cosine learning-rate schedule, ``L = l2 * MSE + lpips * LPIPS-V
 PTI: W+ pivots first, then the whole generator is fine-tuned on the frames with L2 + LPIPS (and optionally PTI's
 locality regulariser), pivots fixed. All renders use ``noise_mode='const'`` (spec §10.5).
 
+Masked fit (official masked branch, ``invert_multi_ws.py``, spec §2.4): with per-frame ``masks`` (1 = face, 0 =
+occluder) every pixel term counts only the face region -- the squared error summed over channels and masked pixels
+and the LPIPS map summed over masked pixels, each divided by the mask's sum (:func:`masked_photometric`) -- in the
+initial sample search, the subset pass, the latent phase and PTI alike. An occluder then cannot pull the latents:
+In-N-Out's stage A starts from a face that does not already contain it.
+
 Single-image mode (the paper's "Images" column): pass ``frames[:1], cameras[:1]`` (or use :func:`invert_image`).
 """
 
@@ -40,6 +46,8 @@ __all__ = [
     "frontal_label",
     "lr_factor",
     "initial_latents",
+    "masked_photometric",
+    "validate_masks",
     "subset_indices",
     "invert_video",
     "invert_image",
@@ -188,9 +196,56 @@ def _render(G: nn.Module, ws: Tensor, c: Tensor, generator: torch.Generator | No
     return G.synthesis(ws, c, noise_mode="const", generator=generator).image
 
 
-def inversion_fingerprint(frames: Tensor, cameras: Tensor, cfg: InversionConfig, seed: int | None = None) -> str:
-    """Fingerprint for a :class:`Checkpointer` of this inversion (inputs + config + seed)."""
-    return make_fingerprint("inversion", frames, cameras, cfg, seed)
+def inversion_fingerprint(frames: Tensor, cameras: Tensor, cfg: InversionConfig, seed: int | None = None,
+                          masks: Tensor | None = None) -> str:
+    """Fingerprint for a :class:`Checkpointer` of this inversion (inputs + config + seed, and the masks of a masked
+    fit; an unmasked fit keeps the fingerprint it always had)."""
+    extra = [] if masks is None else ["masks", masks]
+    return make_fingerprint("inversion", frames, cameras, cfg, seed, *extra)
+
+
+def validate_masks(masks: Tensor, frames: Tensor) -> Tensor:
+    """Check per-frame face masks for a masked fit and return them as float32 on the frames' device.
+
+    Args:
+        masks: ``[T, 1, H, W]`` in [0, 1] (1 = face, counted; 0 = occluder, ignored), H, W = the frames'.
+        frames: ``[T, 3, H, W]``.
+    Raises:
+        BadInputError: wrong shape, non-finite or out-of-range values, or no face pixel in any frame.
+    """
+    T, _, H, W = frames.shape
+    if not torch.is_tensor(masks) or masks.shape != (T, 1, H, W):
+        raise BadInputError(f"masks must be [{T}, 1, {H}, {W}] (one per frame, 1 = face), got "
+                            f"{list(getattr(masks, 'shape', []))}")
+    m = masks.to(frames.device, torch.float32)
+    if not torch.isfinite(m).all() or float(m.min()) < 0 or float(m.max()) > 1:
+        raise BadInputError("masks must be finite values in [0, 1] (1 = face, 0 = occluder)")
+    if float(m.sum()) == 0:
+        raise BadInputError("masks mark no face pixel in any frame (1 = face, 0 = occluder): inverted masks?")
+    return m
+
+
+def masked_photometric(synth: Tensor, target: Tensor, mask: Tensor | None,
+                       lpips_map: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Per-image pixel terms of the inversion, plain or masked.
+
+    Args:
+        synth, target: ``[N, 3, H, W]`` in [-1, 1].
+        mask: ``[N, 1, H, W]`` in [0, 1] (1 = counted) or None.
+        lpips_map: ``[N, 1, H, W]`` spatial LPIPS of (synth, target), or None.
+    Returns:
+        ``(l2 [N], lpips [N] or None)``. Without a mask: the mean squared error over channels and pixels and the
+        spatial mean of the LPIPS map. With one (official masked branch): ``sum(m * (synth - target)^2) / sum(m)``
+        (summed over channels, so an all-ones mask gives 3x the plain MSE) and ``sum(m * lpips_map) / sum(m)``; an
+        image whose mask is empty gives 0.
+    """
+    err = (synth - target).square()
+    if mask is None:
+        return err.flatten(1).mean(dim=1), None if lpips_map is None else lpips_map.flatten(1).mean(dim=1)
+    den = mask.flatten(1).sum(dim=1).clamp_min(1e-8)
+    l2 = (err * mask).flatten(1).sum(dim=1) / den
+    lp = None if lpips_map is None else (lpips_map * mask).flatten(1).sum(dim=1) / den
+    return l2, lp
 
 
 class _Lpips:
@@ -202,25 +257,31 @@ class _Lpips:
 
     def __call__(self, net: str, x: Tensor, y: Tensor) -> Tensor:
         """Per-image spatial-mean LPIPS, [N]."""
+        return self.map(net, x, y).flatten(1).mean(dim=1)
+
+    def map(self, net: str, x: Tensor, y: Tensor) -> Tensor:
+        """Spatial LPIPS map, [N,1,H,W]."""
         if net not in self.models:
             self.models[net] = load_lpips(net, spatial=True, device=self.device)
-        return self.models[net](x, y).flatten(1).mean(dim=1)
+        return self.models[net](x, y)
 
 
 @torch.no_grad()
 def initial_latents(G: nn.Module, frames: Tensor, cameras: Tensor, cfg: InversionConfig,
-                    generator: torch.Generator, lpips: _Lpips | None = None) -> tuple[Tensor, Tensor]:
+                    generator: torch.Generator, lpips: _Lpips | None = None,
+                    masks: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Best-of-K initialisation (spec §2.2).
 
     Draws ``K = cfg.init_samples`` z ~ N(0, I) from ``generator``, maps them with the frontal conditioning label
     (psi = 1), renders every sample with every frame's camera and keeps, per frame, the sample with the lowest score
-    (LPIPS-AlexNet or MSE).
+    (LPIPS-AlexNet or MSE; with ``masks`` [T,1,H,W] the face region only, :func:`masked_photometric`).
 
     Returns:
         ``(best [T,14,512], scores [T])`` float32.
     """
     device = frames.device
     frames, cameras = frames[:: cfg.init_stride], cameras[:: cfg.init_stride]
+    masks = None if masks is None else masks[:: cfg.init_stride]
     T, K = frames.shape[0], cfg.init_samples
     z = torch.randn(K, G.z_dim, generator=generator, device=generator.device).to(device)
     ws = G.mapping(z, frontal_label(G, K, cfg.cond_focal), truncation_psi=1.0)
@@ -232,11 +293,13 @@ def initial_latents(G: nn.Module, frames: Tensor, cameras: Tensor, cfg: Inversio
         ks = torch.tensor([p[0] for p in chunk], device=device)
         ts = torch.tensor([p[1] for p in chunk], device=device)
         img = _render(G, ws[ks], cameras[ts], generator)
+        m = None if masks is None else masks[ts]
         if cfg.init_metric == "lpips":
             assert lpips is not None
-            score = lpips("alex", img, frames[ts])
+            lp_map = lpips.map("alex", img, frames[ts])
+            score = masked_photometric(img, frames[ts], m, lp_map)[1]
         else:
-            score = (img - frames[ts]).square().flatten(1).mean(dim=1)
+            score = masked_photometric(img, frames[ts], m)[0]
         for k, t, s in zip(ks.tolist(), ts.tolist(), score.tolist()):
             if s < best_score[t]:
                 best_score[t], best_idx[t] = s, k
@@ -268,8 +331,9 @@ def invert_video(
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
     pivot: InversionResult | None = None,
+    masks: Tensor | None = None,
 ) -> InversionResult:
-    """Invert all frames of a video with W, W+ or PTI.
+    """Invert all frames of a video with W, W+ or PTI, optionally on the face region only.
 
     Args:
         G: frozen TriPlaneGenerator (never modified; PTI fine-tunes a copy).
@@ -282,6 +346,8 @@ def invert_video(
         progress: called after each optimiser step with ``(step, total, losses)``.
         pivot: PTI only: an existing W+ result of these frames used as the pivots (the latent phase is skipped;
             its losses and seconds are carried over), so one W+ run serves both W+ and PTI.
+        masks: ``[T, 1, H, W]`` in [0, 1], 1 = face: the masked fit (official masked branch; every pixel term,
+            the initial search and the subset pass count the face region only). None = every pixel.
     Returns:
         :class:`InversionResult` (ws detached, float32, on frames' device).
     """
@@ -291,6 +357,7 @@ def invert_video(
     device = frames.device
     frames = frames.float()
     cameras = cameras.float().to(device)
+    masks = None if masks is None else validate_masks(masks, frames)
     T = frames.shape[0]
     n_ws = int(G.num_ws)
     need_lpips = cfg.lambda_lpips > 0 or cfg.init_metric == "lpips" or (
@@ -317,11 +384,12 @@ def invert_video(
         idx = subset_indices(T, cfg.subset_frames).to(device)
         sub_cfg = cfg.model_copy(update={"method": "w" if is_w else "w+", "subset_frames": 0,
                                          "steps": cfg.steps if cfg.subset_steps is None else cfg.subset_steps})
-        sub = invert_video(G, frames[idx], cameras[idx], sub_cfg, generator)
+        sub = invert_video(G, frames[idx], cameras[idx], sub_cfg, generator,
+                           masks=None if masks is None else masks[idx])
         cano = (sub.w_canonical[:, 0] if is_w else sub.w_canonical).to(device).clone()
         resid = torch.zeros((T, *cano.shape[1:]), device=device)
     elif state is None:
-        best, _ = initial_latents(G, frames, cameras, cfg, generator, lpips)
+        best, _ = initial_latents(G, frames, cameras, cfg, generator, lpips, masks)
         cano0 = best.mean(dim=0, keepdim=True)  # [1,14,512]
         cano = (cano0[:, 0] if is_w else cano0).clone()
         resid = torch.zeros((T, *cano.shape[1:]), device=device)
@@ -348,11 +416,20 @@ def invert_video(
 
     def photometric(gen: nn.Module, ws: Tensor, idx: Tensor, w_l2: float, w_lpips: float
                     ) -> tuple[dict[str, Tensor], Tensor]:
-        """Render frames ``idx`` of ``gen`` at ``ws`` (under the amp switch): L2 + LPIPS-VGG terms and their sum."""
+        """Render frames ``idx`` of ``gen`` at ``ws`` (under the amp switch): L2 + LPIPS-VGG terms and their sum
+        (face region only for a masked fit)."""
         with autocast(amp_dtype, device):
             synth = _render(gen, ws, cameras[idx], generator).float()
-            lp = lpips("vgg", synth, frames[idx]).float().mean() if w_lpips > 0 else None
-        parts = {"l2": l2_loss(synth, frames[idx])}
+            lp_map = lpips.map("vgg", synth, frames[idx]).float() if w_lpips > 0 else None
+        if masks is None:
+            l2 = l2_loss(synth, frames[idx])
+            lp = None if lp_map is None else lp_map.flatten(1).mean(dim=1).mean()
+        else:  # official: sums over the whole batch divided by the batch's mask sum
+            m = masks[idx]
+            den = m.sum().clamp_min(1e-8)
+            l2 = ((synth - frames[idx]).square() * m).sum() / den
+            lp = None if lp_map is None else (lp_map * m).sum() / den
+        parts = {"l2": l2}
         loss = w_l2 * parts["l2"]
         if lp is not None:
             parts["lpips"] = lp

@@ -202,3 +202,93 @@ def test_subset_pass_sets_the_canonical_latent(G, target):
     sub = invert_video(G, frames[[0, 3]], cams[[0, 3]], _cfg("w+", steps=3), torch.Generator().manual_seed(0))
     torch.testing.assert_close(res.ws, sub.w_canonical.expand(4, -1, -1), atol=0, rtol=0)
     assert not torch.equal(sub.w_canonical, sub.ws[:1])  # the subset pass did learn per-frame residuals
+
+
+# ---------------------------------------------------------------------------------------------- masked fit
+
+
+def test_masked_photometric_against_a_pixel_loop():
+    """The official masked branch: sum over channels and masked pixels of the squared error (and of the LPIPS map),
+    divided by the number of masked pixels; checked against an explicit loop over pixels."""
+    from innout_core.inversion import masked_photometric
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(2, 3, 5, 4, generator=g) * 2 - 1, torch.rand(2, 3, 5, 4, generator=g) * 2 - 1
+    m = (torch.rand(2, 1, 5, 4, generator=g) > 0.4).float()
+    lp = torch.rand(2, 1, 5, 4, generator=g)
+    l2, lpv = masked_photometric(x, y, m, lp)
+    for n in range(2):
+        num = den = lnum = 0.0
+        for i in range(5):
+            for j in range(4):
+                if m[n, 0, i, j] == 1:
+                    den += 1
+                    lnum += float(lp[n, 0, i, j])
+                    num += sum(float(x[n, c, i, j] - y[n, c, i, j]) ** 2 for c in range(3))
+        assert float(l2[n]) == pytest.approx(num / den, rel=1e-6)
+        assert float(lpv[n]) == pytest.approx(lnum / den, rel=1e-6)
+    ones = torch.ones_like(m)
+    full, _ = masked_photometric(x, y, ones)
+    plain, none = masked_photometric(x, y, None)
+    torch.testing.assert_close(full, 3 * plain)  # an all-ones mask: 3x the plain MSE (summed over channels)
+    assert none is None
+    empty, _ = masked_photometric(x, y, torch.zeros_like(m))
+    assert torch.equal(empty, torch.zeros(2))
+
+
+@pytest.mark.parametrize("extra", [{}, {"subset_frames": 2, "subset_steps": 2}, {"method": "pti", "pti_steps": 2,
+                                                                                   "pti_lr": 2e-3}])
+def test_masked_fit_ignores_the_masked_out_pixels(G, target, extra):
+    """A masked fit of frames whose masked-out region is noise equals the masked fit of the clean frames: nothing
+    outside the face region reaches the latents, in the initial search, the subset pass, W+ and PTI."""
+    frames, cams = torch.cat([target[0], target[0]]), torch.cat([target[1], target[1].flip(0)])
+    H = frames.shape[-1]
+    masks = torch.ones(4, 1, H, H)
+    masks[:, :, H // 4 : H // 2, H // 3 :] = 0  # a block occluder
+    masks[1, :, :, : H // 5] = 0
+    noisy = torch.where(masks.bool().expand_as(frames), frames, torch.rand(frames.shape, generator=torch.Generator()
+                                                                           .manual_seed(9)) * 2 - 1)
+    method = extra.get("method", "w+")
+    cfg = _cfg(method, steps=2, init_samples=3, **{k: v for k, v in extra.items() if k != "method"})
+    clean = invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0), masks=masks)
+    dirty = invert_video(G, noisy, cams, cfg, torch.Generator().manual_seed(0), masks=masks)
+    assert torch.equal(clean.ws, dirty.ws) and clean.losses == dirty.losses
+    if method == "pti":
+        assert all(torch.equal(clean.generator_state[k], v) for k, v in dirty.generator_state.items())
+    unmasked = invert_video(G, noisy, cams, cfg, torch.Generator().manual_seed(0))
+    assert not torch.equal(unmasked.ws, dirty.ws)  # without the mask the noise does pull the latents
+
+
+def test_masked_init_scores_the_face_region_only(G, target):
+    frames, cams = target
+    H = frames.shape[-1]
+    masks = torch.ones(2, 1, H, H)
+    masks[:, :, : H // 2] = 0
+    cfg = _cfg("w+", init_samples=4)
+    noisy = frames.clone()
+    noisy[:, :, : H // 2] = 1.0  # a white occluder over the top half
+    a, sa = initial_latents(G, frames, cams, cfg, torch.Generator().manual_seed(2), masks=masks)
+    b, sb = initial_latents(G, noisy, cams, cfg, torch.Generator().manual_seed(2), masks=masks)
+    assert torch.equal(a, b) and torch.equal(sa, sb)
+
+
+def test_bad_masks_are_refused(G, target):
+    frames, cams = target
+    H = frames.shape[-1]
+    cfg = _cfg("w+", steps=1)
+    for bad, match in [(torch.ones(2, 1, H, H // 2), r"masks must be \[2, 1"), (torch.ones(1, 1, H, H), "one per frame"),
+                       (torch.full((2, 1, H, H), 2.0), r"in \[0, 1\]"), (torch.zeros(2, 1, H, H), "no face pixel"),
+                       (torch.full((2, 1, H, H), float("nan")), "finite")]:
+        with pytest.raises(BadInputError, match=match):
+            invert_video(G, frames, cams, cfg, torch.Generator().manual_seed(0), masks=bad)
+
+
+def test_masks_enter_the_fingerprint(target):
+    frames, cams = target
+    H = frames.shape[-1]
+    cfg = _cfg("w+")
+    plain = inversion_fingerprint(frames, cams, cfg, 0)
+    assert plain == inversion_fingerprint(frames, cams, cfg, 0, None)  # unmasked fits keep their fingerprint
+    m1, m2 = torch.ones(2, 1, H, H), torch.ones(2, 1, H, H)
+    m2[0, 0, 0, 0] = 0
+    assert len({plain, inversion_fingerprint(frames, cams, cfg, 0, m1), inversion_fingerprint(frames, cams, cfg, 0, m2)}) == 3
