@@ -6,21 +6,24 @@ Videos (`innout_core.synthetic.ground_truth_suite` of ``--generator``): on ``tin
 has its own results (tag ``f8-s0`` for ``tiny``, ``f8-s0-tiny-face``; ``ground_truth[_tiny_face][_quick].json``).
 
 Sweep: every run (:class:`RunSpec`) is stage A (``JointConfig``, the ``tiny-demo`` architecture: 32^2 OOD planes,
-lr 2e-2, no LPIPS) from either a converged W+ fit (``start=wplus``, :func:`wplus_config`, cached per video and shared
-by all runs of that video) or the true latents (``start=oracle``: separates inversion error from decomposition
-error), with a number of steps, a w+ learning rate, blend-regulariser weights, a mask source (none, the true masks,
+lr 2e-2, no LPIPS) from a converged W+ fit (``start=wplus``, :func:`wplus_config`, cached per video and shared
+by all runs of that video), from the *masked* W+ fit with the run's own masks (``start=wplus-masked``: the face
+region only, :func:`fit_wplus_masked`; In-N-Out's occluder-aware start), from the W+ fit's canonical latent, or from
+the true latents (``start=oracle``: separates inversion error from decomposition error), with a number of steps, a w+ learning rate, blend-regulariser weights, a mask source (none, the true masks,
 automatic masks from `innout_core.auto_masks`) and optionally stage B (SR fine-tuning). The plan
 (:func:`sweep_plan`) lists runs in priority order, the most decisive first.
 
-Per run (:func:`evaluate_run`; images in [-1,1], per frame then averaged; "occluded" frames have >= 1 % occluder):
-* composite vs input (PSNR/SSIM) on occluded frames and on unoccluded frames (there input = clean truth), and PSNR
-  of the face region (true mask) vs the clean truth;
+Per run (:func:`execute_run` / :func:`evaluate_composite`; images in [-1,1], per frame then averaged; "occluded"
+frames have >= 1 % occluder):
+* composite vs input (PSNR/SSIM) on occluded frames and on unoccluded frames (there input = clean truth), the
+  composite vs the clean truth on occluded frames, and PSNR of the face region (true mask) vs the clean truth;
 * the OOD share of the composite (``blend_map``: the OOD part of each pixel's opacity, nearest-upsampled) on and off
   the true occluder region, and the occluder IoU (share > 0.5 vs the truth) over the video;
 * removal (OOD blend weights 0; with masks also the release's rule) vs the clean truth on occluded frames, with the
   input vs clean as the baseline;
 * latent drift: mean over frames of ||w - w_avg|| (Frobenius over [14,512]), ||w - w_init|| and ||w - w_true||.
-Per video the W+ fit gives the baselines (its render vs input / clean) and the true latents' render the ceiling.
+Per video the W+ fit and a PTI fit on its pivots give the baselines (render vs input / clean truth), the true
+latents' render the ceiling.
 
 Resumable: one JSON per run under ``bench/results/ground_truth/<tag>/runs/`` named by its settings and skipped when
 present with the same settings hash; W+ fits cached under ``.../<tag>/wplus/``. Parallel: ``--jobs N`` processes, one
@@ -126,8 +129,9 @@ class RunSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     video: Literal["box", "sphere", "bar", "static", "hand", "glasses", "microphone"]
-    start: Literal["wplus", "oracle", "canonical"] = Field(
-        "wplus", description="W+ fit per frame, the true latents, or the W+ fit's shared canonical latent")
+    start: Literal["wplus", "wplus-masked", "oracle", "canonical"] = Field(
+        "wplus", description="W+ fit per frame, the masked W+ fit with this run's masks (face region only), the "
+        "true latents, or the W+ fit's shared canonical latent")
     steps: int = Field(1000, ge=0, description="stage-A steps (one frame each)")
     lr_w: float = Field(0.0, ge=0, description="w+ learning rate (0 = frozen)")
     blend_area: float = Field(0.05, ge=0, description="weight of the blend-area regulariser")
@@ -193,6 +197,7 @@ def sweep_plan(s: BenchSettings) -> list[tuple[int, RunSpec]]:
     if s.quick:
         q = videos(s)[0]  # box on tiny, hand on tiny-face
         return [(1, RunSpec(video=q, start="oracle", steps=20, masks="user")),
+                (1, RunSpec(video=q, start="wplus-masked", steps=20, masks="user")),
                 (1, RunSpec(video=q, start="wplus", steps=20, masks="user", lr_w=5e-5)),
                 (2, RunSpec(video=q, start="wplus", steps=20, masks="auto-residual")),
                 (2, RunSpec(video=q, start="wplus", steps=10, masks="none", stage_b_epochs=1))]
@@ -204,6 +209,10 @@ def sweep_plan(s: BenchSettings) -> list[tuple[int, RunSpec]]:
     mid = {"blend_area": 0.3, "blend_entropy": 0.3}  # measured on box (oracle, user masks): IoU 0.55 vs 0.23 at 0.05
     strong = {"blend_area": 1.0, "blend_entropy": 1.0}
     add(1, start="oracle", steps=1000, masks="user")
+    # issue 20: the occluder-aware start (masked W+ fit with the run's masks), user and automatic masks
+    add(1, start="wplus-masked", steps=1000, masks="user")
+    add(1, start="wplus-masked", steps=1000, masks="auto-residual", auto={"reference": "canonical"})
+    add(1, start="wplus", steps=1000, masks="user")
     add(2, start="wplus", steps=1000, masks="user", lr_w=0.0, **mid)
     add(2, start="wplus", steps=1000, masks="user", lr_w=5e-5, **mid)
     add(3, start="wplus", steps=1000, masks="auto-residual", **mid)
@@ -220,7 +229,6 @@ def sweep_plan(s: BenchSettings) -> list[tuple[int, RunSpec]]:
     add(4, start="canonical", steps=1000, masks="auto-residual")
     add(4, start="wplus", steps=1000, masks="auto-share", auto={"reference": "canonical"}, **mid)
     add(4, start="oracle", steps=1000, masks="user", **mid)
-    add(4, start="wplus", steps=1000, masks="user")
     add(4, start="wplus", steps=1000, masks="none", **mid)
     add(4, start="oracle", steps=1000, masks="user", **strong)
     add(4, start="wplus", steps=1000, masks="user", **strong)
@@ -257,11 +265,17 @@ def run_hash(s: BenchSettings, spec: RunSpec) -> str:
     return settings_hash(settings_dump(s, {"wplus_epochs"}), spec.model_dump(), BASE_JOINT, wp)
 
 
-def wplus_paths(s: BenchSettings, video: str) -> tuple[Path, Path]:
-    """(metrics JSON, latents .pt) of the cached W+ fit of ``video``."""
+def wplus_paths(s: BenchSettings, video: str, masks: str | None = None) -> tuple[Path, Path]:
+    """(metrics JSON, latents .pt) of the cached W+ fit of ``video``; ``masks`` ('user' or 'auto-residual'): the
+    masked fit with those masks."""
     h = settings_hash(settings_dump(s, {"quick"}), video, wplus_config(s))[:8]
     d = results_dir(s) / "wplus"
-    return d / f"{video}-{h}.json", d / "cache" / f"{video}-{h}.pt"
+    stem = f"{video}-{h}" if masks is None else f"{video}-masked-{masks}-{settings_hash(h, MASKED_FIT_VERSION)[:8]}"
+    return d / f"{stem}.json", d / "cache" / f"{stem}.pt"
+
+
+#: Part of the masked fits' cache key (bump when their masks or figures change).
+MASKED_FIT_VERSION = 1
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -340,6 +354,7 @@ def evaluate_composite(video: Any, image: torch.Tensor, blend_map: torch.Tensor,
     frames, clean = video.frames.clamp(-1, 1), video.clean.clamp(-1, 1)
     true_ood = 1 - video.masks
     m = quality(image, frames, occ, "recon_")
+    m |= {k: v for k, v in quality(image, clean, occ, "recon_vs_clean_").items() if "_occ" in k}
     m["face_psnr_vs_clean"] = _frame_mean(masked_psnr(image, clean, video.masks), occ)
     m |= share_metrics(blend_map, true_ood)
     m |= quality(removed, clean, occ, "removal_")
@@ -401,6 +416,53 @@ def _video_seed(s: BenchSettings, video: str) -> int:
     return s.seed * 1000 + videos(s).index(video) * 10
 
 
+#: The PTI baseline on each W+ fit's pivots (the tiny-demo preset's PTI settings).
+PTI_CONFIG: dict[str, Any] = {"pti_steps": 20, "pti_lr": 1e-3, "pti_lambda_lpips": 0.0, "locality_lambda_lpips": 0.0}
+
+
+def pti_path(s: BenchSettings, video_name: str) -> Path:
+    """The cached PTI baseline figures of a video (PTI on its W+ fit's pivots)."""
+    j, _ = wplus_paths(s, video_name)
+    return j.with_name(j.stem + f"-pti-{settings_hash(PTI_CONFIG)[:8]}.json")
+
+
+def fit_pti(s: BenchSettings, video_name: str) -> Path:
+    """PTI (:data:`PTI_CONFIG`) on the W+ fit's pivots, cached: its render vs the input and vs the clean truth."""
+    import fcntl
+
+    from innout_core.inversion import InversionConfig, InversionResult, invert_video, render_inversion
+
+    path = pti_path(s, video_name)
+    fit_wplus(s, video_name)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return path
+        G = _generator(s.generator)
+        video = _video(video_name, s.frames, s.seed, s.generator)
+        base = _video_seed(s, video_name)
+        fit = torch.load(wplus_paths(s, video_name)[1], map_location="cpu")
+        pivot = InversionResult(ws=fit["ws"], w_canonical=fit["w_canonical"], generator_state=None, losses=[],
+                                seconds=0.0)
+        cfg = InversionConfig(**{**wplus_config(s), "method": "pti", **PTI_CONFIG})
+        t0 = time.perf_counter()
+        pti = invert_video(G, video.frames.clamp(-1, 1), video.cameras, cfg, torch.Generator().manual_seed(base + 7),
+                           pivot=pivot)
+        secs = time.perf_counter() - t0
+        rec = render_inversion(G, pti, video.cameras, torch.Generator().manual_seed(base + 2))
+        occ = video.occluded()
+        frames, clean = video.frames.clamp(-1, 1), video.clean.clamp(-1, 1)
+        metrics = {**quality(rec, frames, occ, "recon_"), **quality(rec, clean, occ, "vs_clean_")}
+        atomic_write_json(path, {"bench": "ground_truth/pti", "video": video_name, "config": PTI_CONFIG,
+                                 "seconds": round(secs, 2), "metrics": metrics})
+    return path
+
+
+def fit_json(s: BenchSettings, video_name: str) -> Path:
+    """The unmasked W+ fit's figures of a video (fitted first when missing)."""
+    return Path(fit_wplus(s, video_name))
+
+
 def fit_wplus(s: BenchSettings, video_name: str) -> str:
     """Fit W+ to one video (cached): writes the latents (.pt) and the W+ baseline figures (JSON); returns the JSON."""
     import fcntl
@@ -432,7 +494,9 @@ def _fit_wplus_unlocked(s: BenchSettings, video_name: str, j_path: Path, pt_path
     tail = max(1, len(losses) // 10)
     metrics = {**quality(rec, frames, occ, "recon_"), **quality(rec, clean, occ, "vs_clean_"),
                "face_psnr_vs_clean": _frame_mean(masked_psnr(rec, clean, video.masks), occ),
+               "occluder_psnr_vs_clean": _frame_mean(masked_psnr(rec, clean, 1 - video.masks), occ),
                **latent_drift(inv.ws, w_avg, inv.ws, video.ws)}
+
     out = {"bench": "ground_truth/wplus", "video": video_name, "settings": s.model_dump(),
            "config": cfg.model_dump(mode="json"), "seconds": round(secs, 2), "metrics": metrics,
            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
@@ -441,6 +505,62 @@ def _fit_wplus_unlocked(s: BenchSettings, video_name: str, j_path: Path, pt_path
     with atomic_path(pt_path) as tmp:
         torch.save({"ws": inv.ws.cpu(), "w_canonical": inv.w_canonical.cpu()}, tmp)
     atomic_write_json(j_path, out)
+
+
+def start_masks(s: BenchSettings, video_name: str, kind: str) -> torch.Tensor:
+    """The masks of a masked start: the true ones (``'user'``) or residual masks against the unmasked W+ fit's
+    canonical latent (``'auto-residual'``, :func:`innout_core.auto_masks.residual_masks` with its defaults).
+    [T,1,H,W] in {0,1}, 1 = face."""
+    from innout_core import auto_masks as am
+
+    video = _video(video_name, s.frames, s.seed, s.generator)
+    if kind == "user":
+        return video.masks
+    if kind != "auto-residual":
+        raise BadInputError(f"a masked start needs user or auto-residual masks, got {kind!r}")
+    fit_wplus(s, video_name)
+    fit = torch.load(wplus_paths(s, video_name)[1], map_location="cpu")
+    T = video.frames.shape[0]
+    ref = render_ws(_generator(s.generator), fit["w_canonical"].expand(T, -1, -1).contiguous(), video.cameras,
+                    _video_seed(s, video_name) + 5)
+    return am.residual_masks(video.frames.clamp(-1, 1), ref)
+
+
+def fit_wplus_masked(s: BenchSettings, video_name: str, kind: str) -> tuple[Path, Path]:
+    """The masked W+ fit of a video with ``kind`` masks (:func:`start_masks`), cached: latents (.pt, with the masks)
+    and figures (JSON: render vs input on the face region, vs the clean truth on the occluder region and on whole
+    occluded frames). Returns (JSON path, .pt path)."""
+    import fcntl
+
+    from innout_core.inversion import InversionConfig, invert_video
+
+    j_path, pt_path = wplus_paths(s, video_name, kind)
+    pt_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(pt_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if j_path.is_file() and pt_path.is_file():
+            return j_path, pt_path
+        G = _generator(s.generator)
+        video = _video(video_name, s.frames, s.seed, s.generator)
+        masks = start_masks(s, video_name, kind)
+        base = _video_seed(s, video_name)
+        t0 = time.perf_counter()
+        inv = invert_video(G, video.frames.clamp(-1, 1), video.cameras, InversionConfig(**wplus_config(s)),
+                           torch.Generator().manual_seed(base + 1), masks=masks)
+        secs = time.perf_counter() - t0
+        rec = render_ws(G, inv.ws, video.cameras, base + 2)
+        occ = video.occluded()
+        frames, clean = video.frames.clamp(-1, 1), video.clean.clamp(-1, 1)
+        metrics = {**quality(rec, frames, occ, "recon_"), **quality(rec, clean, occ, "vs_clean_"),
+                   "face_psnr_vs_input": _frame_mean(masked_psnr(rec, frames, video.masks), occ),
+                   "occluder_psnr_vs_clean": _frame_mean(masked_psnr(rec, clean, 1 - video.masks), occ),
+                   "mask_iou": _mask_iou(1 - masks, 1 - video.masks)}
+        with atomic_path(pt_path) as tmp:
+            torch.save({"ws": inv.ws.cpu(), "w_canonical": inv.w_canonical.cpu(), "masks": masks.cpu()}, tmp)
+        atomic_write_json(j_path, {"bench": "ground_truth/wplus-masked", "video": video_name, "masks": kind,
+                                   "settings": s.model_dump(), "seconds": round(secs, 2), "metrics": metrics,
+                                   "curve": curve(inv.losses)})
+    return j_path, pt_path
 
 
 def _auto_masks(G: Any, video: Any, ws: torch.Tensor, spec: RunSpec, joint_cfg: Any, seed: int,
@@ -489,8 +609,15 @@ def execute_run(s: BenchSettings, spec: RunSpec) -> str:
     base = _video_seed(s, spec.video)
     frames, cams = video.frames.clamp(-1, 1), video.cameras
     wplus_ref = None
+    masked_fit: dict[str, Any] | None = None
     if spec.start == "oracle":
         ws0 = video.ws.clone()
+    elif spec.start == "wplus-masked":
+        mj, mpt = fit_wplus_masked(s, spec.video, spec.masks)
+        fit = torch.load(mpt, map_location="cpu")
+        ws0 = fit["ws"]
+        masked_fit = _read_json(mj)
+        wplus_ref = (_read_json(fit_json(s, spec.video)) or {}).get("metrics")
     else:
         j_path, pt_path = wplus_paths(s, spec.video)
         if not pt_path.is_file():
@@ -500,10 +627,14 @@ def execute_run(s: BenchSettings, spec: RunSpec) -> str:
         wplus_ref = (_read_json(j_path) or {}).get("metrics")
     jd = joint_config_dict(spec)
     cfg = JointConfig.model_validate(jd)
+    fit_pti(s, spec.video)  # the PTI baseline of the video (cached; the merge reads it)
     secs: dict[str, float] = {}
     masks, mask_info = None, None
     if spec.masks == "user":
         masks = video.masks
+    elif spec.start == "wplus-masked":  # the masks the start was fitted with
+        masks = fit["masks"]
+        mask_info = {"method": "residual", "reference": "canonical", "iou_vs_true": _mask_iou(1 - masks, 1 - video.masks)}
     elif spec.masks.startswith("auto"):
         masks, mask_info = _auto_masks(G, video, ws0, spec, cfg, base + 5, s)
         secs["masks"] = mask_info["seconds"]
@@ -533,7 +664,8 @@ def execute_run(s: BenchSettings, spec: RunSpec) -> str:
     secs["render"] = round(time.perf_counter() - t0, 2)
     result = {"bench": "ground_truth/run", "settings_hash": h, "settings": s.model_dump(), "spec": spec.model_dump(),
               "label": spec.label(), "joint_config": cfg.model_dump(mode="json"), "masks_info": mask_info,
-              "metrics": metrics, "wplus": wplus_ref, "reference": video_reference(G, video, base + 3),
+              "metrics": metrics, "wplus": wplus_ref, "masked_fit": masked_fit,
+              "reference": video_reference(G, video, base + 3),
               "seconds": secs, "curve": curve([r["total"] for r in sa.losses]), "git_head": _git_head(),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
               "load_avg_1min_at_end": os.getloadavg()[0]}

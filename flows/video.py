@@ -28,6 +28,7 @@ __all__ = ["make_job", "process_video", "runnable_branches", "video_flow"]
 REQUIRES = {
     "face": ("innout_core.face.preprocess",),
     "invert": ("innout_core.inversion",),
+    "masks": ("innout_core.auto_masks", "innout_core.joint"),
     "stage-a": ("innout_core.joint",),
     "stage-b": ("innout_core.sr_tuning",),
     "edits": ("innout_core.edit",),
@@ -66,7 +67,7 @@ def make_job(run_dir: Path, manifest: Path | Manifest, video_id: str, cfg: Pipel
 
 
 def _runner(stage: str, branch: Branch | None):
-    from tasks import edits, encode, face, frames, innout, inversion, metrics
+    from tasks import edits, encode, face, frames, innout, inversion, masks, metrics
 
     if stage == "frames":
         return frames.run_frames, ()
@@ -74,8 +75,12 @@ def _runner(stage: str, branch: Branch | None):
         return face.run_face, ()
     assert branch is not None
     if stage.startswith("invert-"):
-        method = "w+" if branch.method == "innout" else branch.method
-        return inversion.run_invert, (method, branch.mode)
+        if branch.method != "innout":
+            return inversion.run_invert, (branch.method, branch.mode)
+        masked = None if stage == inversion.invert_stage("w+", branch.mode) else branch.variant  # In-N-Out's start
+        return inversion.run_invert, ("w+", branch.mode, masked)
+    if stage.startswith("masks-"):
+        return masks.run_auto_masks, (branch.mode,)
     if stage.startswith("stage-a-"):
         return innout.run_stage_a, (branch.variant, branch.mode)
     if stage.startswith("stage-b-"):

@@ -13,8 +13,8 @@ from tasks.common import (StageOutput, VideoJob, config_hash, load_generator_cac
                           read_json, resolve_device, run_stage, save_tensors, stage_generator)
 from tasks.face import STAGE as FACE
 from tasks.face import load_face
-from tasks.inversion import invert_stage, load_inversion
-from tasks.plan import variant_slug
+from tasks.inversion import load_inversion, load_start_masks
+from tasks.plan import MASKED_VARIANTS, innout_start, masks_stage, variant_slug
 
 __all__ = ["NO_DEPTH_NOTE", "load_depth", "load_stage_a", "load_sr_state", "run_stage_a", "run_stage_b",
            "stage_a_name", "stage_b_name"]
@@ -76,8 +76,11 @@ def load_depth(job: VideoJob, device: torch.device, mode: str) -> tuple[torch.Te
 def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
     """Stage A for one variant; writes ``stage_a.safetensors`` (``ood.*`` state, phi [T,32], ws [T,14,512],
     masks [T,1,H,W] when used) and ``stage_a.json`` (losses, seconds, form, ordering flag, neural resolution, what
-    the masks came from, and a note when L_D is configured but no depth map was given). Automatic masks are
-    computed against the W+ inversion's canonical latent (``joint.auto_mask.reference``). The paper's L_D is for
+    the masks came from, and a note when L_D is configured but no depth map was given).
+
+    Start: variants with masks (``user-masks``, ``auto-masks``) start from the masked W+ fit with their masks
+    (``invert-w+-<variant>``: the face region only, so the occluder is not already painted into the face); the
+    others from the W+ fit. ``auto-masks`` takes its masks from the ``masks-auto`` stage. The paper's L_D is for
     single images only: depth maps from the manifest are used in image mode."""
     from innout_core.checkpointing import Checkpointer
     from innout_core.joint import run_stage_a as core_stage_a
@@ -88,7 +91,10 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
     jcfg = cfg.joint_config(variant)
     stage = stage_a_name(variant, mode)
     wants_depth = mode == "image" and jcfg.weights.depth > 0
-    inputs = [_hash_of(job, FACE), _hash_of(job, invert_stage("w+", mode))]
+    masked = variant if variant in MASKED_VARIANTS else None
+    inputs = [_hash_of(job, FACE), _hash_of(job, innout_start(variant, mode))]
+    if variant == "auto-masks":
+        inputs.append(_hash_of(job, masks_stage(mode)))
     if wants_depth and job.video.depth is not None:
         inputs.append(hash_file(job.video.depth))
 
@@ -96,8 +102,8 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         dev = resolve_device(cfg.device)
         G = load_generator_cached(cfg, dev)
         t = load_face(job, dev, mode)
-        inv, _ = load_inversion(job, "w+", mode, dev)
-        masks = t.get("masks") if jcfg.mask_mode == "user" else None
+        inv, _ = load_inversion(job, "w+", mode, dev, masked)
+        masks = None if masked is None or jcfg.mask_mode == "none" else load_start_masks(job, variant, mode, dev)
         depth = load_depth(job, dev, mode) if wants_depth else None
         dmap, dkind = depth if depth is not None else (None, "depth")
         fp = stage_a_fingerprint(t["crops"], t["cameras"], inv.ws, jcfg, masks, dmap, inv.w_canonical)
@@ -106,6 +112,8 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         res = core_stage_a(G, t["crops"], t["cameras"], inv.ws, jcfg, stage_generator(job, stage, dev), masks=masks,
                            depth=dmap, depth_kind=dkind, checkpoint=ckpt, progress=progress_writer(d),
                            w_canonical=inv.w_canonical)
+        if variant == "auto-masks":  # what the masks stage made them from, e.g. 'residual vs canonical'
+            res.mask_source = read_json(job.stage_dir(masks_stage(mode)) / "masks.json")["source"]
         tensors = {f"ood.{k}": v for k, v in res.ood_state.items()}
         tensors.update(phi=res.phi, ws=res.ws)
         if res.masks is not None:
@@ -115,6 +123,7 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
                 "release_sample_order": res.release_sample_order, "neural_resolution": res.neural_resolution,
                 "mask_source": res.mask_source}
         info = {"resumed_from_step": resumed, "method_seconds": res.seconds, "mask_source": res.mask_source,
+                "start": innout_start(variant, mode),
                 "final_losses": {k: float(v) for k, v in (res.losses[-1] if res.losses else {}).items()}}
         if wants_depth:
             meta["depth_loss"] = info["depth_loss"] = (f"on: user {dkind} maps" if res.depth_used

@@ -11,15 +11,30 @@ from dataclasses import dataclass
 
 from innout_core.config import ManifestVideo, PipelineConfig
 
-__all__ = ["Branch", "branches", "plan_stages", "variant_slug"]
+__all__ = ["Branch", "branches", "innout_start", "masks_stage", "plan_stages", "variant_slug", "MASKED_VARIANTS"]
 
 _SLUGS = {"no-masks": "no-masks", "auto-masks": "auto-masks", "user-masks": "user-masks",
           "w/o L_b": "wo-Lb", "w/o L_w": "wo-Lw"}
+
+#: In-N-Out variants whose start is the masked W+ fit (face region only) with the variant's own masks.
+MASKED_VARIANTS = ("user-masks", "auto-masks")
 
 
 def variant_slug(variant: str) -> str:
     """Directory-safe name of an In-N-Out variant ('w/o L_b' -> 'wo-Lb')."""
     return _SLUGS[variant]
+
+
+def masks_stage(mode: str) -> str:
+    """The automatic-masks stage of a mode: ``masks-auto`` / ``masks-auto-image``."""
+    return "masks-auto" + ("-image" if mode == "image" else "")
+
+
+def innout_start(variant: str, mode: str) -> str:
+    """The inversion stage an In-N-Out variant starts stage A from: the masked W+ fit with the variant's masks
+    (``invert-w+-user-masks``, ``invert-w+-auto-masks``; baselines and mask-free variants: ``invert-w+``)."""
+    sfx = "-image" if mode == "image" else ""
+    return f"invert-w+-{variant_slug(variant)}{sfx}" if variant in MASKED_VARIANTS else f"invert-w+{sfx}"
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,10 @@ class Branch:
 
 
 def branches(cfg: PipelineConfig, entry: ManifestVideo) -> list[Branch]:
-    """Every result branch of a video. 'user-masks' only when the entry has masks."""
+    """Every result branch of a video. 'user-masks' only when the entry has masks. In-N-Out variants with masks
+    start from a masked W+ fit (:func:`innout_start`); 'auto-masks' computes its masks first (:func:`masks_stage`).
+    The unmasked W+ fit is the first stage of every In-N-Out branch (the start of the mask-free variants, the
+    canonical reference of the automatic masks)."""
     out: list[Branch] = []
     for mode in cfg.modes:
         sfx = "" if mode == "video" else "-image"
@@ -46,8 +64,12 @@ def branches(cfg: PipelineConfig, entry: ManifestVideo) -> list[Branch]:
                 if v == "user-masks" and entry.masks is None:
                     continue
                 s = variant_slug(v) + sfx
-                out.append(Branch("innout", v, mode, s, (f"invert-w+{sfx}", f"stage-a-{s}", f"stage-b-{s}",
-                                                        f"edits-{s}")))
+                head: tuple[str, ...] = (f"invert-w+{sfx}",)
+                if v == "auto-masks":  # residual masks against the W+ fit's canonical render, then the masked fit
+                    head += (masks_stage(mode), innout_start(v, mode))
+                elif v == "user-masks":
+                    head += (innout_start(v, mode),)
+                out.append(Branch("innout", v, mode, s, (*head, f"stage-a-{s}", f"stage-b-{s}", f"edits-{s}")))
     return out
 
 

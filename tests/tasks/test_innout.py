@@ -61,13 +61,17 @@ def test_bad_depth_file_names_the_file(tmp_path) -> None:
     assert "selected" in str(info.value)
 
 
-def test_auto_masks_use_the_inversion_canonical_latent(tmp_path) -> None:
-    """The W+ stage's ``w_canonical`` reaches stage A: the saved masks are the residual against its render (not the
-    per-frame W+ render), the record says so, and they load back with the stage-A result."""
+def test_auto_masks_stage_then_masked_start_then_stage_a(tmp_path) -> None:
+    """auto-masks: the masks stage computes residual masks against the W+ stage's canonical latent (not the per-frame
+    render), the masked W+ fit uses exactly those masks, and stage A starts from that fit with them; the records say
+    where everything came from, and the results load back."""
     from innout_core.auto_masks import AutoMaskConfig, auto_masks
+    from innout_core.inversion import invert_video
+    from tasks.inversion import load_inversion, run_invert
+    from tasks.masks import run_auto_masks
 
     cfg = PipelineConfig.from_preset("tiny-demo", joint={"steps": 1, "checkpoint_every": 0, "neural_resolution": 16,
-                                                         "ood_resolution": 8})
+                                                         "ood_resolution": 8}, inversion={"steps": 1})
     job = VideoJob(tmp_path / "run", "run", ManifestVideo(id="v", path=tmp_path / "v.mp4"), cfg)
     G = load_generator_cached(cfg, torch.device("cpu"))
     c = orbit_labels(3, 0.3, 0.1)
@@ -82,15 +86,25 @@ def test_auto_masks_use_the_inversion_canonical_latent(tmp_path) -> None:
     wc = ws[3:].clone()  # another face: its residual is not the per-frame one
     save_tensors(inv / "result.safetensors", {"ws": ws[:3].clone(), "w_canonical": wc})
     save_tensors(inv / "renders.safetensors", {"frames": crops.clone()})
-    rec = run_stage_a(job, "auto-masks", "video")
-    stage = stage_a_name("auto-masks", "video")
-    assert rec.info["mask_source"] == "residual vs canonical"
-    saved = load_tensors(job.stage_dir(stage) / "stage_a.safetensors", torch.device("cpu"))["masks"]
+    mrec = run_auto_masks(job, "video")
+    assert mrec.info["source"] == "residual vs canonical" and mrec.outputs["strip"] == "masks.png"
+    masks = load_tensors(job.stage_dir("masks-auto") / "masks.safetensors", torch.device("cpu"))["masks"]
     jcfg = cfg.joint_config("auto-masks")
-    want, _ = auto_masks(G, crops, c, ws[:3], jcfg.auto_mask, stage_generator(job, stage, torch.device("cpu")),
-                         w_canonical=wc)
+    gen = stage_generator(job, "masks-auto", torch.device("cpu"))
+    want, _ = auto_masks(G, crops, c, ws[:3], jcfg.auto_mask, gen, w_canonical=wc)
     frame, _ = auto_masks(G, crops, c, ws[:3], AutoMaskConfig(reference="frame"),
-                          stage_generator(job, stage, torch.device("cpu")))
-    assert torch.equal(saved, want) and not torch.equal(saved, frame)
+                          stage_generator(job, "masks-auto", torch.device("cpu")))
+    assert torch.equal(masks, want) and not torch.equal(masks, frame) and float(masks.min()) == 0
+    irec = run_invert(job, "w+", "video", "auto-masks")
+    assert irec.stage == "invert-w+-auto-masks" and irec.info["masks"] == "auto-masks"
+    fit, _ = load_inversion(job, "w+", "video", torch.device("cpu"), "auto-masks")
+    ref = invert_video(G, crops, c, cfg.inversion_config("w+"),
+                       stage_generator(job, "invert-w+-auto-masks", torch.device("cpu")), masks=masks)
+    assert torch.equal(fit.ws, ref.ws)  # the masked fit, with the stage's masks
+    rec = run_stage_a(job, "auto-masks", "video")
+    assert rec.info["mask_source"] == "residual vs canonical" and rec.info["start"] == "invert-w+-auto-masks"
+    stage = stage_a_name("auto-masks", "video")
+    saved = load_tensors(job.stage_dir(stage) / "stage_a.safetensors", torch.device("cpu"))
+    assert torch.equal(saved["masks"], masks) and torch.equal(saved["ws"], fit.ws)  # lr_w 0: the start kept
     sa = load_stage_a(job, "auto-masks", "video", torch.device("cpu"))
-    assert sa.mask_source == "residual vs canonical" and torch.equal(sa.masks, saved)
+    assert sa.mask_source == "residual vs canonical" and torch.equal(sa.masks, masks)
