@@ -12,7 +12,7 @@ error), with a number of steps, a w+ learning rate, blend-regulariser weights, a
 automatic masks from `innout_core.auto_masks`) and optionally stage B (SR fine-tuning). The plan
 (:func:`sweep_plan`) lists runs in priority order, the most decisive first.
 
-Per run (:func:`evaluate_run`; images in [-1,1], per frame then averaged; "occluded" frames have >= 1 % occluder):
+Per run (:func:`execute_run`; images in [-1,1], per frame then averaged; "occluded" frames have >= 1 % occluder):
 * composite vs input (PSNR/SSIM) on occluded frames and on unoccluded frames (there input = clean truth), and PSNR
   of the face region (true mask) vs the clean truth;
 * the OOD share of the composite (``blend_map``: the OOD part of each pixel's opacity, nearest-upsampled) on and off
