@@ -1,6 +1,6 @@
 """Benchmark: our EG3D ``synthesis`` vs an official-equivalent port, same weights, same inputs, same run.
 
-The official-equivalent path is a faithful plain-PyTorch port of the OFFICIAL CPU code paths (spec §13: the 'ref'
+The official-equivalent path is a faithful plain-PyTorch port of the OFFICIAL CPU paths (docs/eg3d.md §13: the 'ref'
 ``upfirdn2d``, ``conv2d_resample`` with its conv_transpose fast path, ``modulated_conv2d`` with the fused grouped
 conv used in eval mode, ``bias_act``; ``SynthesisLayer`` / ``ToRGBLayer`` / ``SynthesisBlock`` /
 ``SuperresolutionHybrid8XDC`` forward passes) for the backbone and the SR, and the official-style renderer of

@@ -1,6 +1,6 @@
 """Projected hours for one 200-frame video at the paper's schedule, official-equivalent vs fast configuration.
 
-Schedule (paper §5 / spec §8): W+ inversion (``--inversion-steps-per-frame`` steps per frame, paper 200 epochs
+Schedule (paper §5 / docs/method.md §8): W+ inversion (``--inversion-steps-per-frame`` steps per frame, paper 200 epochs
 over the frames = 200 steps per frame), stage A 10 000 steps, stage B 100 epochs over all frames. Per-step
 figures come from ``bench/results/stage_step.json`` (run ``bench/stage_step.py`` first, or pass ``--measure``):
 stage A = the measured step, stage B = the measured epoch (for its frame count) scaled to 200 frames. A W+

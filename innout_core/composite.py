@@ -1,6 +1,6 @@
 """Composite volume rendering of the frozen face (InD) field and the OOD field at the same ray samples.
 
-Two forms (spec §3.4, paper Eq. 4), both with EG3D's midpoint quadrature (every per-sample quantity is replaced by
+Two forms (docs/method.md §3.4), both with EG3D's midpoint quadrature (every per-sample quantity is replaced by
 the mean of its two end samples on each of the S-1 intervals) and density activation ``softplus(sigma - 1)``:
 
 * ``official`` (``MipRayMarcher2.blend_forward``): ``T_k = prod_{j<k} (1 - b_j aO_j + 1e-10)(1 - (1-b_j) aI_j + 1e-10)``.
@@ -164,7 +164,7 @@ def release_order_ood(
     samples,  # RaySamples
     generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Reproduce the release's OOD sample-ordering defect (spec §3.3), for parity only.
+    """Reproduce the release's OOD sample-ordering defect (docs/method.md §3.3), for parity only.
 
     The OOD field was evaluated at the face's points; the release then draws its *own* importance depths from the
     OOD coarse weights, and sorts the OOD values (evaluated at the face's fine points) by those new depths.

@@ -96,7 +96,7 @@ PRESETS: dict[str, PresetInfo] = {
                     innout_variants=["no-masks", "w/o L_b", "w/o L_w"], modes=["video", "image"]),
     ),
     "official": PresetInfo(
-        description="The official release's documented settings (spec in-n-out-official-code.md), with its "
+        description="The official release's documented settings (docs/method.md §9), with its "
         "composite form and mask usage; needs the EG3D checkpoint and a GPU.",
         values=dict(generator="ffhq512-128", face={"backend": "insightface"},
                     innout_variants=["no-masks", "auto-masks", "user-masks"], modes=["video"]),

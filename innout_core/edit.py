@@ -1,7 +1,7 @@
 """Editing after reconstruction: InterfaceGAN directions, StyleCLIP latent mappers, OOD removal, novel views and
 causal temporal smoothing, all rendered through the composite renderer (`joint.render_composite_video`).
 
-Official behaviour followed (spec `in-n-out-official-code.md` §5):
+Official behaviour followed (docs/method.md §5):
 
 * InterfaceGAN (§5.2): ``w' = w + f * d``; a ``[1, 512]`` boundary is broadcast to all 14 style vectors; f = 2.2.
 * StyleCLIP (§5.1): ``w' = w + s * M(w)`` with the official ``LevelsMapper`` (coarse 0-3, medium 4-7, fine 8-13,
@@ -195,7 +195,7 @@ class EditConfig(BaseModel):
 EDIT_PRESET_NOTES: dict[str, str] = {
     "paper": "Paper §4.6/§5: InterfaceGAN and StyleCLIP edits (user-supplied files, official strengths), OOD "
     "removal by zero blend weights, novel views; no temporal smoothing (the paper has none).",
-    "official": "Release scripts (spec §5): as paper plus --smooth_out (causal [0.125, 0.375, 0.5] on w+, phi and "
+    "official": "Release (docs/method.md §5): as paper plus --smooth_out (causal [0.125, 0.375, 0.5] on w+, phi and "
     "SR block0), StyleCLIP step 0.04, InterfaceGAN factor 2.2, gen_3d.py orbit (60 views, 0.15 rad, pitch -0.05, "
     "doubled depth samples), OOD removal by the release's rule where user masks exist.",
     "fast": "Quick real runs: official smoothing and strengths, OOD removal, no novel-view video.",
@@ -429,7 +429,7 @@ def apply_styleclip(ws: Tensor, mapper: StyleCLIPMapper, strength: float) -> Ten
 # Causal smoothing
 # ---------------------------------------------------------------------------------------------------------------
 def causal_smooth(x: Tensor, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL) -> Tensor:
-    """Causal temporal smoothing along dim 0 (official ``--smooth_out``, §5.5).
+    """Causal temporal smoothing along dim 0 (official ``--smooth_out``, docs/method.md §5.5).
 
     ``y_t = (1 - factor) * x_t + factor * sum_j kernel[j] * x_{t-K+1+j}`` for ``t >= K-1``, where the sum uses the
     *unsmoothed* inputs; the first ``K-1`` frames are returned as is. ``factor = 1`` is the official kernel,
@@ -495,7 +495,7 @@ def more_samples(G: nn.Module, mult: int) -> Iterator[None]:
 
 @contextmanager
 def smooth_sr_block0(G: nn.Module, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL) -> Iterator[None]:
-    """Within the context, causally smooth SR block0 features over successive frames (official §5.5).
+    """Within the context, causally smooth SR block0 features over successive frames (docs/method.md §5.5).
 
     Official code keeps running buffers of block0's conv output (before toRGB) and of its upsampled skip RGB and
     replaces each by the 3-tap weighted sum once three entries exist. Equivalent hooks here: the skip RGB entering

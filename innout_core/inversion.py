@@ -1,16 +1,16 @@
 """W / W+ / PTI inversion of a whole video into a frozen EG3D generator (the baselines of Table 1, and the W+
 initialisation of In-N-Out's stage A).
 
-Parametrisation (official ``invert_multi_ws.py``, spec §2.1): ``w_t = w_cano + rho * r_t`` with a shared canonical
+Parametrisation (``invert_multi_ws.py``, docs/method.md §2.1): ``w_t = w_cano + rho * r_t`` with a shared canonical
 latent ``w_cano`` and per-frame residuals ``r_t`` (zeros at start), both optimised. W: ``[1,512]`` / ``[T,512]``
 repeated to the 14 style vectors; W+: ``[1,14,512]`` / ``[T,14,512]``. Initialisation (§2.2): best of K mapped
 samples per frame (LPIPS-AlexNet or L2 against the frame, rendered with the frame's camera); ``w_cano`` = mean of the
 per-frame winners. Optimisation (§2.4): shuffled frame batches, one Adam step per batch, ``steps`` epochs, the
 official warm-up/cosine learning-rate schedule, ``L = l2 * MSE + lpips * LPIPS-VGG + delta * L_Delta``.
 PTI: W+ pivots first, then the whole generator is fine-tuned on the frames with L2 + LPIPS (and optionally PTI's
-locality regulariser), pivots fixed. All renders use ``noise_mode='const'`` (spec §10.5).
+locality regulariser), pivots fixed. All renders use ``noise_mode='const'`` (docs/method.md §10.5).
 
-Masked fit (official masked branch, ``invert_multi_ws.py``, spec §2.4): with per-frame ``masks`` (1 = face, 0 =
+Masked fit (masked branch of ``invert_multi_ws.py``, docs/method.md §2.4): with per-frame ``masks`` (1 = face, 0 =
 occluder) every pixel term counts only the face region -- the squared error summed over channels and masked pixels
 and the LPIPS map summed over masked pixels, each divided by the mask's sum (:func:`masked_photometric`) -- in the
 initial sample search, the subset pass, the latent phase and PTI alike. An occluder then cannot pull the latents:
@@ -86,7 +86,7 @@ class InversionConfig(BaseModel):
     batch_size: int = Field(1, ge=0, description="frames per Adam step (official 1; 0 = all frames)")
     lr: float = Field(1e-3, gt=0, description="peak Adam learning rate for w_cano and residuals (paper 1e-3)")
     lr_schedule: Literal["official", "constant"] = Field(
-        "official", description="'official': per-epoch warm-up then cosine decay (spec §2.4); 'constant'")
+        "official", description="'official': per-epoch warm-up then cosine decay (docs/method.md §2.4); 'constant'")
     lr_rampup: float = Field(0.05, ge=0, le=1, description="warm-up length, fraction of epochs")
     lr_rampdown: float = Field(0.25, ge=0, le=1, description="cosine decay length, fraction of epochs")
     residual_weight: float = Field(0.7, ge=0, description="rho in w_t = w_cano + rho * r_t (official command 0.7)")
@@ -154,7 +154,7 @@ def frontal_label(G: nn.Module, n: int = 1, focal: float = 4.2647) -> Tensor:
     """Conditioning label of the frontal camera (yaw = pitch = 0, the pickle's avg radius/pivot, focal 4.2647; the
     release's inversion conditions with 4.4652, ``InversionConfig.cond_focal``).
 
-    Returns ``[n, 25]`` float32 on G's device (spec §2.2; 4.2647 per spec §10.7).
+    Returns ``[n, 25]`` float32 on G's device (docs/method.md §2.2; focal 4.2647 per §10.7).
     """
     from innout_core.eg3d.camera import intrinsics_matrix, lookat_cam2world, make_label
 
@@ -165,7 +165,7 @@ def frontal_label(G: nn.Module, n: int = 1, focal: float = 4.2647) -> Tensor:
 
 
 def lr_factor(epoch: int, epochs: int, rampup: float, rampdown: float) -> float:
-    """Official per-epoch schedule (spec §2.4): ``t = epoch/epochs``, ``r = min(1, (1-t)/rampdown)``,
+    """Official per-epoch schedule (docs/method.md §2.4): ``t = epoch/epochs``, ``r = min(1, (1-t)/rampdown)``,
     ``r = 1/2 - 1/2 cos(pi r)``, ``r *= min(1, t/rampup)``. Epoch 0 has factor 0 when ``rampup > 0``."""
     t = epoch / max(epochs, 1)
     r = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
@@ -270,7 +270,7 @@ class _Lpips:
 def initial_latents(G: nn.Module, frames: Tensor, cameras: Tensor, cfg: InversionConfig,
                     generator: torch.Generator, lpips: _Lpips | None = None,
                     masks: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Best-of-K initialisation (spec §2.2).
+    """Best-of-K initialisation (docs/method.md §2.2).
 
     Draws ``K = cfg.init_samples`` z ~ N(0, I) from ``generator``, maps them with the frontal conditioning label
     (psi = 1), renders every sample with every frame's camera and keeps, per frame, the sample with the lowest score

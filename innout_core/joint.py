@@ -1,6 +1,6 @@
 """Stage A: joint optimisation of the OOD field (tri-plane, decoder, per-frame phi) and the per-frame w+.
 
-Follows ``spec/in-n-out-official-code.md`` §3.5–3.7 and paper §4.2–4.4. One frame per step (batch 1, as the
+Follows docs/method.md §3.5–3.7 and paper §4.2–4.4. One frame per step (batch 1, as the
 release), frames visited in an epoch-wise random order drawn from the caller's ``torch.Generator``; every random draw
 (stratified / importance samples, frame order, initialisation) comes from that generator, so a run resumed from a
 checkpoint ends with bitwise the same parameters as an uninterrupted one (same device).
@@ -123,7 +123,7 @@ class JointConfig(BaseModel):
     def preset(cls, name: str) -> "JointConfig":
         """Named presets.
 
-        * ``official``: the released default script (§3.6): user masks, no L_w / L_Delta, w+ at lr/100,
+        * ``official``: the released default script (docs/method.md §3.6): user masks, no L_w / L_Delta, w+ at lr/100,
           entropy of b², area loss, SR L2, 10 000 steps.
         * ``paper``: paper Eq. 5–8: no masks, L2 + LPIPS + L_b (entropy of b) + L_w (squared, λ=1) + L_Delta (13
           squared, λ=1e-3) with the paper's sums (pixel L2 summed over pixels and channels, L_b over every

@@ -5,7 +5,7 @@ All pixel inputs are float tensors in [-1, 1]. ``reduction`` picks how a term is
 channels, Eq. 6 sums the blend entropy over the samples of every ray). The paper's weights (lambda_w = 1,
 lambda_Delta = 1e-3, lambda_b = 1) only have the paper's balance with ``"sum"``: with means, the pixel L2 shrinks by
 3*R*R and the entropy by R*R*S. LPIPS is a spatial mean in both (it is defined as one); L_w and L_Delta are per
-frame. See ``spec/in-n-out-official-code.md`` §3.6–3.7 and paper §4.1–4.4.
+frame. See docs/method.md §3.6–3.7 and paper §4.1–4.4.
 """
 
 from __future__ import annotations

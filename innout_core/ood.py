@@ -1,6 +1,6 @@
 """The out-of-distribution (OOD) radiance field: one learned tri-plane, a per-frame code phi, and a small decoder.
 
-Official ``TriPlaneItem`` (``triplanes_split.py:261-357``, spec §3.2): tri-plane ``[1,3,C,R,R] ~ N(0,1)``,
+Official ``TriPlaneItem`` (``triplanes_split.py:261-357``, docs/method.md §3.2): tri-plane ``[1,3,C,R,R] ~ N(0,1)``,
 phi ``[T,32] ~ N(0,1)``, decoder = equalised-lr FC (C+32)->64, Softplus, FC 64->34. Outputs: raw density sigma
 (channel 0), C features ``sigmoid*1.002-0.001`` (channels 1..C, the first 3 are RGB), blend ``b = sigmoid`` (last).
 A point's feature is the **mean** of the three plane samples (the code; the paper says sum) concatenated with phi_t.

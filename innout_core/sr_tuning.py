@@ -1,4 +1,4 @@
-"""Stage B: fine-tune EG3D's super-resolution module on the stage-A composite (spec §4, paper §4.5).
+"""Stage B: fine-tune EG3D's super-resolution module on the stage-A composite (docs/method.md §4, paper §4.5).
 
 Everything upstream of the SR (face field, OOD field, phi, w+) is frozen, so the SR inputs of a frame — raw RGB
 [3,R,R], the 32-channel feature image [32,R,R] and w — are fixed up to the renderer's random ray samples. The default

@@ -1,6 +1,6 @@
 """The run directory: paths, stage records, atomic writes, hashes and the versioned metrics Parquet schema.
 
-Layout (DESIGN.md §4)::
+Layout (docs/design.md §3.1)::
 
     runs/<run>/run.yaml                          resolved config + code version + manifest hash
     runs/<run>/videos/<video>/<stage>/           outputs of one stage

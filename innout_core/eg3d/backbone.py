@@ -1,4 +1,4 @@
-"""StyleGAN2 synthesis network ('skip' architecture) that outputs EG3D's tri-planes (spec §4-§5).
+"""StyleGAN2 synthesis network ('skip' architecture) that outputs EG3D's tri-planes (docs/eg3d.md §4–§5).
 
 Module and tensor names follow the official ``networks_stylegan2.py`` so ``state_dict()`` keys, shapes and order
 are the official ones: ``synthesis.b{res}.{const,resample_filter,conv0,conv1,torgb}`` then ``mapping.*``.

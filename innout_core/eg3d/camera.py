@@ -1,4 +1,4 @@
-"""EG3D camera labels (spec §12): the 25-number label, LookAt poses, normalised intrinsics, orbits.
+"""EG3D camera labels (docs/eg3d.md §12): the 25-number label, LookAt poses, normalised intrinsics, orbits.
 
 Label layout: ``c[0:16]`` = OpenCV cam2world 4x4 row by row, ``c[16:25]`` = normalised K row by row
 (``[fx, 0, cx, 0, fy, cy, 0, 0, 1]``, image side = 1). World: +y up, frontal camera on +z looking toward -z.

@@ -1,6 +1,6 @@
 """Checkpoints: a safe reader for official EG3D network pickles, and our own safetensors format.
 
-Official pickles (``spec/eg3d.md`` §15) are written by ``torch_utils.persistence``: every persistent object is
+Official pickles (docs/eg3d.md §15) are written by ``torch_utils.persistence``: every persistent object is
 ``_reconstruct_persistent_obj(meta)`` and the official unpickler ``exec``s ``meta['module_src']``. Loading one with
 ``pickle.load`` therefore runs whatever code the file carries. :func:`read_official_pickle` never does: a
 restricted :class:`pickle.Unpickler` resolves only an allow-list of globals, turns persistent objects and the

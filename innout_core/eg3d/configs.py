@@ -1,7 +1,7 @@
 """Named EG3D generator configs: ``ffhq512-128`` (the released architecture), ``tiny`` (the embedded default) and
 ``tiny-face`` (``tiny`` trained on procedural heads).
 
-- ``ffhq512-128``: exactly the released ``init_kwargs`` / ``rendering_kwargs`` (spec §1), neural resolution 128.
+- ``ffhq512-128``: exactly the released ``init_kwargs`` / ``rendering_kwargs`` (docs/eg3d.md §1), neural resolution 128.
   ``build_generator`` gives it the official random initialisation (seeded); real weights come from
   ``checkpoint.load_generator``.
 - ``tiny``: the same architecture family scaled down so one ``synthesis`` takes a few tens of milliseconds on one

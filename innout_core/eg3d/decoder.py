@@ -1,4 +1,4 @@
-"""OSGDecoder: the EG3D tri-plane feature decoder (official `triplane.py:112-135`, spec §7), official names
+"""OSGDecoder: the EG3D tri-plane feature decoder (official `triplane.py:112-135`, docs/eg3d.md §7), official names
 ``net.0`` / ``net.2`` so the released state dict loads as ``decoder.net.0.weight`` etc."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""EG3D ``TriPlaneGenerator`` (official ``triplane.py``, spec §0-§11): mapping, tri-plane backbone, volume
+"""EG3D ``TriPlaneGenerator`` (official ``triplane.py``, docs/eg3d.md §0–§11): mapping, tri-plane backbone, volume
 rendering with the face decoder, and super-resolution, with official state-dict names and order.
 
 Deliberate deviations from the official class: ``synthesis(resolution=...)`` does not change
 ``self.neural_rendering_resolution``; every random draw comes from a passed ``torch.Generator`` (None = torch's
-global generator, as officially) in the official order (spec §14); ``render`` exposes the renderer's samples for
+global generator, as officially) in the official order (docs/eg3d.md §14); ``render`` exposes the renderer's samples for
 the composite renderer.
 """
 
@@ -234,7 +234,7 @@ class TriPlaneGenerator(nn.Module):
     ) -> SynthesisOutput:
         """ws [N, num_ws, w_dim], rendering camera c [N, 25] -> :class:`SynthesisOutput`.
 
-        RNG order (spec §14): with noise_mode 'random', 13 ``randn([N,1,r,r])`` backbone draws, then the render's
+        RNG order (docs/eg3d.md §14): with 'random' noise, 13 ``randn([N,1,r,r])`` backbone draws, then the render's
         ``rand([N, R*R, S, 1])`` and ``rand([N*R*R, S_imp])``; the SR uses ``rendering.superresolution_noise_mode``
         ('none'). ``resolution`` overrides the neural resolution for this call only.
         """

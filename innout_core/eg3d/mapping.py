@@ -87,7 +87,7 @@ def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
 
 
 class MappingNetwork(nn.Module):
-    """StyleGAN2 mapping network z (+ embedded camera label c) -> ws (official ``MappingNetwork``, spec §3).
+    """StyleGAN2 mapping network z (+ embedded camera label c) -> ws (official ``MappingNetwork``, docs/eg3d.md §3).
 
     State-dict entries, in order: ``w_avg`` [w_dim] (buffer), ``embed.*`` (when c_dim > 0), ``fc0.*`` ... ``fc{L-1}.*``.
     """

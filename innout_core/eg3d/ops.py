@@ -1,6 +1,6 @@
 """StyleGAN2 custom ops in plain PyTorch: FIR resampling, resampling conv, modulated conv, bias + activation.
 
-Reference maths: `spec/eg3d.md` §13. The official code runs these as CUDA plugins on the GPU and as "ref" PyTorch
+Reference maths: docs/eg3d.md §13. The official code runs these as CUDA plugins on the GPU and as "ref" PyTorch
 paths on the CPU; the functions here compute the same values (up to float32 reordering, ~1e-6 relative) on any
 device, with fast paths for the cases EG3D uses (separable 4-tap FIR, 2x up-conv via ``conv_transpose2d``).
 """
@@ -232,7 +232,7 @@ def modulated_conv2d(
     out_gain: float = 1.0,
     bias: Tensor | None = None,
 ) -> Tensor:
-    """StyleGAN2 modulated convolution (official ``modulated_conv2d``, spec §13.4), float32 maths.
+    """StyleGAN2 modulated convolution (official ``modulated_conv2d``, docs/eg3d.md §13.4), float32 maths.
 
     Args:
         x: [N, C_in, H, W]. weight: [C_out, C_in, kh, kw]. styles: [N, C_in].
@@ -308,7 +308,7 @@ def bias_act(
     gain: float | None = None,
     clamp: float | None = None,
 ) -> Tensor:
-    """``clamp(act(x + b) * gain, -clamp, clamp)`` (official ``bias_act`` ref path, spec §13.5).
+    """``clamp(act(x + b) * gain, -clamp, clamp)`` (official ``bias_act`` ref path, docs/eg3d.md §13.5).
 
     Args:
         x: any shape, float. b: [x.shape[dim]] or None. act: 'linear', 'relu' or 'lrelu' (alpha 0.2 default).

@@ -1,12 +1,12 @@
 """EG3D volume rendering in plain PyTorch: tri-plane sampling, ray sampler, stratified and importance sampling,
-the MipRayMarcher2 ray marcher and the two-pass ImportanceRenderer (`spec/eg3d.md` §6, §8, §9, §14).
+the MipRayMarcher2 ray marcher and the two-pass ImportanceRenderer (docs/eg3d.md §6, §8, §9, §14).
 
 Everything here reproduces the official NVlabs/eg3d renderer (`renderer.py`, `ray_sampler.py`, `ray_marcher.py`)
 on the reference data in `tests/data/eg3d-reference/` (cases c–f, and the intermediates of case h). Conventions:
 N = batch, M = rays per item, S = samples per ray, P = points per item, C = feature channels; all float tensors
 are float32 unless the caller passes another float dtype; depths are world units along unit-length rays.
 
-Randomness: exactly the official draws, in the official order and shapes (spec §14), each from the caller's
+Randomness: exactly the official draws, in the official order and shapes (docs/eg3d.md §14), each from the caller's
 ``torch.Generator`` (``None`` uses torch's global generator, as the official code does).
 """
 
@@ -48,7 +48,7 @@ at ffhq512-128 (786K points per pass, 2 threads, same process, interleaved): wit
 out a scheduler slice when one thread is descheduled, so fewer, larger ops win. 256K is kept for the shared
 machine; without autograd the chunks are written into preallocated outputs (no list + concatenated copy)."""
 
-# Which two world axes give (u, v) on plane 0, 1, 2: (x, y), (x, z), (z, x) — the official plane axes (spec §6).
+# Which two world axes give (u, v) on plane 0, 1, 2: (x, y), (x, z), (z, x) — the official plane axes (docs/eg3d.md §6).
 _PLANE_UV_AXES = (0, 1, 0, 2, 2, 0)
 
 
@@ -59,7 +59,7 @@ _PLANE_UV_AXES = (0, 1, 0, 2, 2, 0)
 
 @dataclass(frozen=True)
 class RenderingConfig:
-    """Typed view of the official ``rendering_kwargs`` dict (spec §1.2).
+    """Typed view of the official ``rendering_kwargs`` dict (docs/eg3d.md §1.2).
 
     ``from_kwargs`` keeps unknown (training-only) keys verbatim in ``extra`` and remembers the source dict, so
     ``to_kwargs`` gives back exactly the dict it was built from (same keys, order and value types) unless a field
@@ -161,7 +161,7 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def project_onto_planes(points: Tensor, box_warp: float) -> Tensor:
-    """Grid coordinates of points on the three planes (the official plane axes, spec §6).
+    """Grid coordinates of points on the three planes (the official plane axes, docs/eg3d.md §6).
 
     Args:
         points: [N, P, 3] float, world units.
@@ -179,7 +179,7 @@ def project_onto_planes(points: Tensor, box_warp: float) -> Tensor:
 
 
 def sample_from_planes(planes: Tensor, points: Tensor, box_warp: float) -> Tensor:
-    """Bilinear tri-plane features at points (grid_sample, zeros padding, align_corners=False; spec §6).
+    """Bilinear tri-plane features at points (grid_sample, zeros padding, align_corners=False; docs/eg3d.md §6).
 
     Args:
         planes: [N, 3, C, H, W] float.
@@ -212,7 +212,7 @@ def _sample_planes4(planes4: Tensor, points: Tensor, box_warp: float) -> Tensor:
 
 
 def sample_rays(cam2world: Tensor, intrinsics: Tensor, resolution: int) -> tuple[Tensor, Tensor]:
-    """One ray per pixel centre (official RaySampler, spec §8).
+    """One ray per pixel centre (official RaySampler, docs/eg3d.md §8).
 
     Args:
         cam2world: [N, 4, 4] float OpenCV camera-to-world.
@@ -296,7 +296,7 @@ def sample_stratified(origins: Tensor, ray_start: float, ray_end: float, n_sampl
 
 def sample_pdf(bins: Tensor, weights: Tensor, n_importance: int, generator: torch.Generator | None,
                u: Tensor | None = None) -> Tensor:
-    """Inverse-CDF samples of a piecewise-constant pdf (official `sample_pdf`, det=False; spec §9.5).
+    """Inverse-CDF samples of a piecewise-constant pdf (official `sample_pdf`, det=False; docs/eg3d.md §9.5).
 
     Args:
         bins: [R, B] bin positions, ascending per row (B >= K + 1).
@@ -333,7 +333,7 @@ def sample_pdf(bins: Tensor, weights: Tensor, n_importance: int, generator: torc
 
 def sample_importance(z_vals: Tensor, weights: Tensor, n_importance: int, generator: torch.Generator | None,
                       u: Tensor | None = None) -> Tensor:
-    """Importance depths from coarse weights (official `sample_importance`, spec §9.4); no autograd graph.
+    """Importance depths from coarse weights (official `sample_importance`, docs/eg3d.md §9.4); no autograd graph.
 
     Args:
         z_vals: [N, M, S, 1] coarse depths, ascending per ray.
@@ -367,7 +367,7 @@ def sample_importance(z_vals: Tensor, weights: Tensor, n_importance: int, genera
 
 
 def march_weights(densities: Tensor, depths: Tensor) -> Tensor:
-    """MipRayMarcher2 interval weights (spec §9.7): ``alpha * T`` with official float32 rounding.
+    """MipRayMarcher2 interval weights (docs/eg3d.md §9.7): ``alpha * T`` with official float32 rounding.
 
     Args:
         densities: [N, M, S, 1] raw sigma.
@@ -457,7 +457,7 @@ def _composite(weights: Tensor, color_parts: tuple[Tensor, ...], depths: Tensor,
 
 def ray_march(colors: Tensor, densities: Tensor, depths: Tensor, *,
               white_back: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """MipRayMarcher2 (official `ray_marcher.py`, spec §9.7).
+    """MipRayMarcher2 (official `ray_marcher.py`, docs/eg3d.md §9.7).
 
     Args:
         colors: [N, M, S, C] features (decoder rgb, about [0, 1]).
@@ -587,9 +587,9 @@ def _decode_points(planes4: Tensor, decode: DecodeFn, points: Tensor, box_warp: 
 def render_planes(planes: Tensor, decode: DecodeFn, origins: Tensor, directions: Tensor, cfg: RenderingConfig,
                   generator: torch.Generator | None, *, march: bool = True,
                   draws: tuple[Tensor, Tensor] | None = None, chunk: int | None = DEFAULT_CHUNK) -> RenderOutput:
-    """The official ImportanceRenderer (spec §9): coarse stratified pass, importance pass, merged final march.
+    """The official ImportanceRenderer (docs/eg3d.md §9): coarse stratified pass, importance pass, merged final march.
 
-    RNG order (spec §14): draw 0 ``rand([N, M, S, 1])`` (stratified jitter), then draw 1
+    RNG order (docs/eg3d.md §14): draw 0 ``rand([N, M, S, 1])`` (stratified jitter), then draw 1
     ``rand([N*M, S_imp])`` (inverse-CDF u), both from ``generator``; with ``cfg.density_noise > 0`` a
     ``randn`` of each pass's sigma follows that pass's decode, as in the official ``run_model``.
     Importance sampling runs without an autograd graph (as the official code); gradients reach ``planes`` and the

@@ -1,4 +1,4 @@
-"""EG3D super-resolution module ``SuperresolutionHybrid8XDC`` (official ``superresolution.py``, spec §10).
+"""EG3D super-resolution module ``SuperresolutionHybrid8XDC`` (official ``superresolution.py``, docs/eg3d.md §10).
 
 Two StyleGAN2 'skip' synthesis blocks styled only by the last w: block0 (C -> 256 ch at img_res/2) and block1
 (256 -> 128 ch at img_res); the output is the 3-channel skip image, i.e. a learnt residual on the FIR-upsampled raw

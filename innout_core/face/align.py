@@ -1,4 +1,4 @@
-"""Official In-N-Out crop geometry (spec §1.7, §9): weak-perspective fit of 5 landmarks to the standard 3D face,
+"""The release's crop geometry (docs/method.md §1.7, §9): weak-perspective fit of 5 landmarks to the standard 3D face,
 rescale 300, 1024 canvas, 700 centre crop at offset 162, 512 Lanczos output.
 
 Coordinates: pixel-index convention (x right, y down, pixel (i, j) centred at (i, j)), as dlib/insightface return.
@@ -24,7 +24,7 @@ __all__ = [
     "align_crop",
 ]
 
-#: Deep3DFaceRecon `load_lm3d()`: `BFM/similarity_Lm3D_all.mat` reduced 68 → 5 with the §1.3 rule, order
+#: Deep3DFaceRecon `load_lm3d()`: `BFM/similarity_Lm3D_all.mat` reduced 68 → 5 by docs/method.md §1.3, order
 #: (eye image-left, eye image-right, nose, mouth image-left, mouth image-right); BFM units (decimetres, x right,
 #: y up, z toward the camera, origin = centroid of the re-centred BFM mean shape). Values as printed in the
 #: Deep3DFaceReconstruction `align_img` docstring.

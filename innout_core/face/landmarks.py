@@ -1,4 +1,4 @@
-"""68-point → 5-point landmark conversion (official `landmark68_5.py`, spec §1.3)."""
+"""68-point → 5-point landmark conversion (official `landmark68_5.py`, docs/method.md §1.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Camera estimation from landmarks without Deep3DFaceRecon (spec §1.5-1.6).
+"""Camera estimation from landmarks without Deep3DFaceRecon (docs/method.md §1.5–1.6).
 
 A rigid mean 3D face (68 points, BFM units and frame) is fitted to the landmarks of the official 512 crop by PnP
 with the crop's EG3D intrinsics; the pose is expressed as Deep3DFaceRecon's (angle, trans) and converted to the

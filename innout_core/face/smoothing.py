@@ -1,4 +1,4 @@
-"""Temporal landmark smoothing: the official 3-tap box (spec §1.4), a centred Gaussian, and two filters that cut
+"""Temporal landmark smoothing: the 3-tap box of docs/method.md §1.4, a centred Gaussian, and two filters that cut
 detector jitter without lagging real head motion: Savitzky-Golay (a local polynomial fit, exact on motion of up to
 its order) and One-Euro (Casiez et al. 2012: a low-pass whose cut-off rises with speed)."""
 

@@ -28,7 +28,7 @@ def test_canonical_frontal_label():
     c = cam.make_label(cam.lookat_cam2world(0.0, 0.0), cam.intrinsics_matrix())
     expect = torch.tensor([1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
                            4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1], dtype=torch.float32)
-    assert torch.allclose(c[0], expect, atol=2e-7)  # spec §12 (to float32 rounding of the tilt toward the pivot)
+    assert torch.allclose(c[0], expect, atol=2e-7)  # docs/eg3d.md §12 (to float32 rounding of the tilt to the pivot)
 
 
 def test_cam2world_is_opencv_rotation_looking_at_pivot():

@@ -58,7 +58,7 @@ def test_decoder_on_sampled_planes_matches_official(cases, decoder, reference_di
 
 
 def test_decoder_formula_against_hand_computation():
-    """sigma = raw[..., 0], rgb = sigmoid(raw[..., 1:]) * 1.002 - 0.001 with equalised-lr FCs (spec §7)."""
+    """sigma = raw[..., 0], rgb = sigmoid(raw[..., 1:]) * 1.002 - 0.001 with equalised-lr FCs (docs/eg3d.md §7)."""
     g = torch.Generator().manual_seed(0)
     dec = OSGDecoder(4, hidden_dim=5, decoder_output_dim=3, decoder_lr_mul=0.5)
     with torch.no_grad():

@@ -21,7 +21,7 @@ from innout_core.eg3d.ops import (
 
 def _np_upfirdn(x: np.ndarray, f: np.ndarray, up: int, down: int, pad: tuple[int, int, int, int], gain: float,
                 flip: bool) -> np.ndarray:
-    """Loop reference of spec §13.2: zero-insert, pad (negative crops), true convolution, keep every down-th."""
+    """Loop reference of docs/eg3d.md §13.2: zero-insert, pad (negative crops), true convolution, keep every down-th."""
     n, c, h, w = x.shape
     z = np.zeros((n, c, h * up, w * up), np.float64)
     z[:, :, ::up, ::up] = x
@@ -90,7 +90,7 @@ def test_upsample2d_fast_path_matches_reference(device):
 
 @pytest.mark.parametrize("flip_weight", [False, True])
 def test_conv2d_resample_up2_matches_definition(flip_weight):
-    """up=2: zero-insert + FIR (pad 3,2, gain 4) + valid conv (spec §13.3), implemented with plain F.conv2d."""
+    """up=2: zero-insert + FIR (pad 3,2, gain 4) + valid conv (docs/eg3d.md §13.3), implemented with plain F.conv2d."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 4, 6, 6, generator=g)
     w = torch.randn(5, 4, 3, 3, generator=g)

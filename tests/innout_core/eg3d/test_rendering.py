@@ -139,7 +139,7 @@ def test_ray_march_matches_official_with_edge_rays(cases, device):
 
 
 def test_ray_march_against_float64_loop_reference():
-    """Independent per-ray loop in float64 (spec §9.7 formulas), white background on."""
+    """Independent per-ray loop in float64 (docs/eg3d.md §9.7 formulas), white background on."""
     g = torch.Generator().manual_seed(3)
     colors = torch.rand(1, 3, 6, 2, generator=g, dtype=torch.float64)
     dens = torch.randn(1, 3, 6, 1, generator=g, dtype=torch.float64) * 3

@@ -59,7 +59,7 @@ def test_case_c_native_128_input(sr_case):
 
 
 def test_sr_uses_only_last_w(sr_case):
-    """Changing ws[:, :-1] leaves the SR output unchanged (spec §5: SR is styled by w13 only)."""
+    """Changing ws[:, :-1] leaves the SR output unchanged (docs/eg3d.md §5: SR is styled by w13 only)."""
     from innout_core.eg3d.configs import build_generator
 
     g = build_generator("tiny")

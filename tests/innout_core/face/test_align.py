@@ -1,5 +1,5 @@
-"""dlib on skimage's astronaut and the official crop geometry (spec §1.7, §9), checked against an independent
-computation written here from the spec constants."""
+"""dlib on skimage's astronaut and the official crop geometry (docs/method.md §1.7, §9), checked against an independent
+computation written here from its constants."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def astronaut_detection():
 
 
 def _independent_crop_geometry(lm5: np.ndarray, h: int, w: int):
-    """Spec §1.7: y' = H-1-y; POS lstsq; sigma = 300/s; int-truncated 1024 box; 700 centre crop at 162; 512."""
+    """docs/method.md §1.7: y' = H-1-y; POS lstsq; sigma = 300/s; truncated 1024 box; 700 centre crop at 162; 512."""
     xp = np.stack([lm5[:, 0], h - 1 - lm5[:, 1]], 1)
     rows, rhs = [], []
     for (x, y), p in zip(xp, LM3D_STD):
@@ -87,7 +87,7 @@ def test_quad_is_the_crop_square_in_frame_pixels(astronaut_detection):
     side = 700 / (params.scaled_w / 512)
     np.testing.assert_allclose(q[1, 0] - q[0, 0], side, rtol=1e-9)
     np.testing.assert_allclose(q[2, 1] - q[1, 1], side, rtol=1e-9)
-    # equivalent statement of spec §1.7: side ≈ (7/3) s, centred near the projection of the BFM origin
+    # equivalent statement of docs/method.md §1.7: side ≈ (7/3) s, centred near the projection of the BFM origin
     np.testing.assert_allclose(side, 7 / 3 * params.s, rtol=0.01)
     centre = q.mean(0)
     np.testing.assert_allclose(centre, [params.t[0], 511 - params.t[1]], atol=2.0)

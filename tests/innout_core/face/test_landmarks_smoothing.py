@@ -1,4 +1,4 @@
-"""68→5 rule (spec §1.3) and temporal smoothing (spec §1.4 box, centred Gaussian) against hand-written references."""
+"""68→5 rule (docs/method.md §1.3) and smoothing (§1.4 box, centred Gaussian) against hand-written references."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Camera estimation from landmarks: known LookAt poses (yaw/pitch within ±40°) are recovered within 2°, and the
-label equals the official conversion (spec §1.6) written independently here."""
+label equals the official conversion (docs/method.md §1.6) written independently here."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _project(points_world: np.ndarray, cam2world: np.ndarray, size: int = 512) -
 
 
 def _official_label(angle: np.ndarray, trans: np.ndarray) -> np.ndarray:
-    """Spec §1.6 / §9 by hand: R = (Rz Ry Rx)^T, t_z - 10, c = -R t, ×0.27, +0.006 y, +0.161 z, R diag(1,-1,-1),
+    """docs/method.md §1.6, §9: R = (Rz Ry Rx)^T, t_z - 10, c = -R t, ×0.27, +0.006 y, +0.161 z, R diag(1,-1,-1),
     radius 2.7, K = [4.2647, 0, 0.5; 0, 4.2647, 0.5; 0, 0, 1]."""
     a, b, g = angle
     rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
