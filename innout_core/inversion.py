@@ -197,10 +197,11 @@ def _render(G: nn.Module, ws: Tensor, c: Tensor, generator: torch.Generator | No
 
 
 def inversion_fingerprint(frames: Tensor, cameras: Tensor, cfg: InversionConfig, seed: int | None = None,
-                          masks: Tensor | None = None) -> str:
+                          masks: Tensor | None = None, pivot: Tensor | None = None) -> str:
     """Fingerprint for a :class:`Checkpointer` of this inversion (inputs + config + seed, and the masks of a masked
-    fit; an unmasked fit keeps the fingerprint it always had)."""
-    extra = [] if masks is None else ["masks", masks]
+    fit or the pivot latents [T,14,512] of a PTI run on given pivots; a plain fit keeps the fingerprint it always
+    had)."""
+    extra = ([] if masks is None else ["masks", masks]) + ([] if pivot is None else ["pivot", pivot])
     return make_fingerprint("inversion", frames, cameras, cfg, seed, *extra)
 
 

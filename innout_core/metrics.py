@@ -85,6 +85,10 @@ def metric_definitions(lpips_net: str = "alex", identity: str = "arcface") -> di
         "lpips": _LPIPS_DEF.format(net={"alex": "AlexNet", "vgg": "VGG16", "squeeze": "SqueezeNet1.1"}[lpips_net]),
         "id_sim": "reconstruction vs input frame: " + _ID_DEF[identity],
         "id_sim_edit": "inverted (reconstructed) vs edited frame, as the paper's Table 2: " + _ID_DEF[identity],
+        "psnr_clean": "PSNR (as psnr) of the reconstruction, or of the OOD removal (edit 'remove_ood'), against the "
+                      "clean frame without the occluder; only for ground-truth videos (manifest 'clean:'), else null",
+        "occluded": "the frame has an occluder: at least 1 % of its crop is 0 in the manifest's masks (null without "
+                    "masks)",
     }
 
 

@@ -284,7 +284,7 @@ class Timer:
 
 # ----------------------------------------------------------------------------------------------- metrics Parquet
 
-METRICS_SCHEMA_VERSION = "2"  # 2: face_status column
+METRICS_SCHEMA_VERSION = "3"  # 2: face_status column; 3: psnr_clean, occluded (ground-truth videos)
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -303,13 +303,15 @@ METRICS_SCHEMA = pa.schema(
         pa.field("seconds", pa.float64(), nullable=False),  # wall time of the method for this video
         pa.field("reason", pa.string(), nullable=True),  # why a metric is null
         pa.field("face_status", pa.string(), nullable=True),  # ok | predicted | filled | no_face (face stage)
+        pa.field("psnr_clean", pa.float64(), nullable=True),  # vs the clean truth (ground-truth videos only)
+        pa.field("occluded", pa.bool_(), nullable=True),  # the manifest's masks cover >= 1 % of the frame
     ],
     metadata={"innout.schema_version": METRICS_SCHEMA_VERSION},
 )
 _METHODS = {"w", "w+", "pti", "innout"}
 _MODES = {"video", "image"}
 #: nullable columns a row may leave out (written as null)
-_OPTIONAL = {"face_status"}
+_OPTIONAL = {"face_status", "psnr_clean", "occluded"}
 
 
 def _metric_definitions() -> dict[str, str]:
@@ -325,8 +327,9 @@ def write_metrics(
 
     Args:
         path: final ``metrics.parquet`` path.
-        rows: one mapping per (method, variant, mode, frame, edit) with exactly the schema's columns (``face_status``
-            may be left out: null); metric columns may be None (then ``reason`` should say why).
+        rows: one mapping per (method, variant, mode, frame, edit) with exactly the schema's columns
+            (``face_status``, ``psnr_clean`` and ``occluded`` may be left out: null); metric columns may be None
+            (then ``reason`` should say why).
         definitions: metric name -> definition for the file metadata; default ``innout_core.metrics.METRIC_DEFINITIONS``.
     Raises:
         BadInputError: a row with missing/extra columns, an unknown method/mode, or wrong types.

@@ -25,6 +25,8 @@ __all__ = ["MEDIA_DIR", "VideoEntry", "collect_videos", "media_captions", "rende
 
 #: Media written by the ``encode`` stage (``videos/<video>/encode/*.mp4``, see ``tasks/encode.py``).
 MEDIA_DIR = "encode"
+#: Strips of the automatic OOD masks (``tasks/masks.py``), shown with the video: (stage dir, caption).
+MASK_STRIPS = (("masks-auto", "automatic OOD masks (red), from the residual against the W+ canonical render"),)
 _MEDIA_EXT = {".mp4": "video", ".webm": "video", ".png": "image", ".jpg": "image", ".gif": "image"}
 PAGE_SIZE = 20
 
@@ -96,7 +98,7 @@ def media_captions(stems: list[str], main_variant: str | None) -> tuple[list[tup
     main = next((b for b in blends if main_variant and _norm(b) == _norm(main_variant)), blends[0] if blends else None)
     head: list[tuple[str, str]] = []
     if "compare-methods" in stems:
-        head.append(("compare-methods", "input | W+ | PTI | In-N-Out"))
+        head.append(("compare-methods", "input | W+ | PTI | In-N-Out | removal (| clean truth)"))
     if main is not None:
         if main in stems:
             head.append((main, f"In-N-Out ({main}) reconstruction"))
@@ -140,6 +142,9 @@ def collect_videos(run_dir: Path, report_dir: Path, main_variant: str | None = N
             for stem, caption in items:
                 rel = os.path.relpath(files[stem], report_dir).replace(os.sep, "/")
                 target.append((caption, _MEDIA_EXT[files[stem].suffix.lower()], rel))
+        for stage, caption in MASK_STRIPS:
+            if (strip := vdir / stage / "masks.png").is_file():
+                entry.media.append((caption, "image", os.path.relpath(strip, report_dir).replace(os.sep, "/")))
         entries.append(entry)
     return entries
 
@@ -174,7 +179,7 @@ def _fmt(x: float, metric: str) -> str:
         return "–"
     if metric.startswith("Time"):
         return f"{x:.1f}"
-    return f"{x:.2f}" if metric == "PSNR" else f"{x:.4f}"
+    return f"{x:.2f}" if metric.startswith("PSNR") else f"{x:.4f}"
 
 
 def _table_html(table: Table) -> str:

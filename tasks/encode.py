@@ -5,7 +5,9 @@ Names (relative to ``encode/``), read by the report:
 - ``<key>.mp4`` reconstruction, ``<key>-<edit>.mp4`` each edit (incl. ``remove_ood`` and ``novel_view``),
   ``compare-<key>.mp4`` (input | reconstruction | first edit, labelled);
 - ``blend-<key>.mp4``: In-N-Out's OOD blend weight per pixel (white = OOD), nearest-upsampled to the crop size;
-- ``compare-methods.mp4``: input | W+ | PTI | In-N-Out (the first configured variant), when those branches exist;
+- ``compare-methods.mp4``: input | W+ | PTI | In-N-Out | In-N-Out's OOD removal | clean truth (the In-N-Out
+  variant shown: user masks, else automatic masks, else the first configured; the clean column for ground-truth
+  videos), when those branches exist;
 - ``truth-mask.mp4`` / ``truth-clean.mp4``: the manifest's true occluder mask (white = occluder) and clean video,
   for ground-truth data.
 
@@ -29,6 +31,8 @@ __all__ = ["STAGE", "media_name", "run_encode"]
 
 STAGE = "encode"
 _COMPARE_METHODS = (("w+", "W+"), ("pti", "PTI"), ("innout", "In-N-Out"))
+#: Which In-N-Out variant ``compare-methods.mp4`` shows, in order of preference (the occluder-aware ones first).
+_COMPARE_VARIANTS = ("user-masks", "auto-masks")
 
 
 def media_name(branch_key: str) -> str:
@@ -42,14 +46,14 @@ def _grey(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return up.expand(-1, 3, -1, -1) * 2 - 1
 
 
-def _clean_frames(path: Path, indices: list[int], size: tuple[int, int]) -> torch.Tensor:
-    """The clean video's frames at the source ``indices``, resized to ``size``; [T,3,H,W] in [-1,1]."""
-    from innout_core.video import iter_frames
-
-    wanted = set(indices)
-    got = {i: f for i, f in iter_frames(path, stop=max(indices) + 1) if i in wanted}
-    frames = torch.stack([torch.from_numpy(got[i].copy()).permute(2, 0, 1) for i in indices]).float() / 127.5 - 1
-    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+def compare_branch(branches: list[Branch]) -> Branch | None:
+    """The In-N-Out branch ``compare-methods.mp4`` shows: user masks, else automatic masks, else the first."""
+    inn = [b for b in branches if b.method == "innout"]
+    for v in _COMPARE_VARIANTS:
+        for b in inn:
+            if b.variant == v:
+                return b
+    return inn[0] if inn else None
 
 
 def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
@@ -65,7 +69,7 @@ def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
     def body(d: Path) -> StageOutput:
         from tasks.face import load_face
 
-        indices, _, fps = load_frames(job)
+        _, _, fps = load_frames(job)
         face = load_face(job, torch.device("cpu"))
         crops = face["crops"]
         size = (crops.shape[-2], crops.shape[-1])
@@ -88,18 +92,25 @@ def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
             if b.method == "innout" and (blend := load_blend_map(job, b)) is not None:
                 outputs[f"blend-{name}"] = encode_video(_grey(blend, size), d / f"blend-{name}.mp4", fps, enc).name
         cols, labels = [crops], ["input"]
+        shown = compare_branch(vids)
         for method, label in _COMPARE_METHODS:
-            key = next((b.key for b in vids if b.method == method), None)
-            if key is not None and recons[key].shape == crops.shape:
-                cols.append(recons[key])
-                labels.append(label if method != "innout" else f"{label} ({key})")
+            b = shown if method == "innout" else next((b for b in vids if b.method == method), None)
+            if b is not None and recons[b.key].shape == crops.shape:
+                cols.append(recons[b.key])
+                labels.append(label if method != "innout" else f"{label} ({b.key})")
+        if shown is not None and (removed := load_edits(job, shown).get("remove_ood")) is not None \
+                and removed.shape == crops.shape:
+            cols.append(removed)
+            labels.append("removal")
+        if "clean" in face:
+            cols.append(face["clean"])
+            labels.append("clean (truth)")
         if len(cols) > 1:
             outputs["compare-methods"] = encode_side_by_side(cols, d / "compare-methods.mp4", fps, labels, enc).name
         if "masks" in face:  # 1 = face; shown white where the occluder is
             outputs["truth-mask"] = encode_video(_grey(1 - face["masks"], size), d / "truth-mask.mp4", fps, enc).name
-        if job.video.clean is not None:
-            clean = _clean_frames(job.video.clean, indices, size)
-            outputs["truth-clean"] = encode_video(clean, d / "truth-clean.mp4", fps, enc).name
+        if "clean" in face:
+            outputs["truth-clean"] = encode_video(face["clean"], d / "truth-clean.mp4", fps, enc).name
         return StageOutput(outputs, {"videos": len(outputs)})
 
     return run_stage(job, STAGE, inputs, config_hash(enc), body)

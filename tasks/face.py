@@ -59,7 +59,7 @@ def _rows(arr: np.ndarray, indices: list[int], what: str, path: Path) -> np.ndar
 
 def run_face(job: VideoJob) -> StageRecord:
     """Write ``face/face.safetensors`` (``crops`` [T,3,R,R] in [-1,1], ``cameras`` [T,25], optional ``masks``
-    [T,1,R,R] in {0,1}) and ``face/status.json`` (``indices``: source frame per row; ``status``: per row 'ok' |
+    [T,1,R,R] in {0,1} and, for ground-truth videos, ``clean`` [T,3,R,R] in [-1,1]) and ``face/status.json`` (``indices``: source frame per row; ``status``: per row 'ok' |
     'predicted' | 'filled' | 'no_face'; ``warnings``: frames without a face, one line each)."""
     from innout_core.face import FaceConfig, GivenBackend, load_cameras, load_landmarks, make_backend, \
         preprocess_video
@@ -68,7 +68,7 @@ def run_face(job: VideoJob) -> StageRecord:
     cfg = job.config
     fcfg: FaceConfig = cfg.face_config()  # type: ignore[assignment]
     v = job.video
-    extra = [hash_file(p) for p in (v.landmarks, v.cameras, v.masks) if p is not None]
+    extra = [hash_file(p) for p in (v.landmarks, v.cameras, v.masks, v.clean) if p is not None]
     upstream = read_record(job.stage_dir(FRAMES))
     inputs = [upstream.output_hash if upstream else "", *extra]
 
@@ -108,6 +108,8 @@ def run_face(job: VideoJob) -> StageRecord:
             else:  # drawn on the original frames: the frames' crop transform, nearest, threshold
                 out["masks"] = torch.from_numpy(warp_masks(rows, res.params, R, source=v.masks))
         kept_indices = [indices[i] for i in kept]
+        if v.clean is not None:  # ground truth: the clean frames through the frames' own crop
+            out["clean"] = _clean_crops(v.clean, kept_indices, R, None if res is None else res.params)
         save_tensors(d / "face.safetensors", out)
         atomic_write_json(d / "status.json", {"indices": kept_indices, "status": status, "warnings": warnings})
         counts = {s: status.count(s) for s in ("ok", "predicted", "filled", "no_face")}
@@ -117,6 +119,23 @@ def run_face(job: VideoJob) -> StageRecord:
                             "resolution": R, "warnings": warnings})
 
     return run_stage(job, STAGE, inputs, config_hash(fcfg, cfg.generator, str(cfg.checkpoint)), body)
+
+
+def _clean_crops(path: Path, indices: list[int], size: int, params: list | None) -> torch.Tensor:
+    """The clean video's frames at source ``indices`` cropped exactly like the input frames: the same crop transform
+    per frame (``params``, one per index; None for pre-aligned frames), then the same resize. [T,3,size,size] in
+    [-1,1]."""
+    from innout_core.face.align import align_crop
+    from innout_core.video import iter_frames
+
+    wanted = set(indices)
+    got = {i: f for i, f in iter_frames(path, stop=max(indices) + 1) if i in wanted}
+    missing = [i for i in indices if i not in got]
+    if missing:
+        raise BadInputError(f"clean video has no frame {missing[0]} (it is shorter than the video)", path=path)
+    imgs = [got[i] if params is None else align_crop(got[i], p) for i, p in zip(indices, params or [None] * len(indices))]
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return _resize(x, size, "bilinear")
 
 
 def _uint8(frames: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ def run_invert(job: VideoJob, method: str, mode: str, masked_variant: str | None
     """Invert with ``method``; writes ``result.safetensors`` (ws [T,14,512], w_canonical [1,14,512]),
     ``generator.safetensors`` (PTI), ``renders.safetensors`` (frames [T,3,H,W] in [-1,1]) and ``losses.json``.
     ``masked_variant`` ('user-masks' | 'auto-masks'): the masked W+ fit (face region only) with that variant's
-    masks, In-N-Out's start for the variant."""
+    masks, In-N-Out's start for the variant. PTI tunes the generator around the ``invert-w+`` stage's latents (its
+    pivots), so one W+ fit serves the W+ baseline, PTI and In-N-Out."""
     from innout_core.checkpointing import Checkpointer
     from innout_core.inversion import invert_video, inversion_fingerprint, render_inversion
 
@@ -55,18 +56,24 @@ def run_invert(job: VideoJob, method: str, mode: str, masked_variant: str | None
     if masked_variant == "auto-masks":
         rec = read_record(job.stage_dir(masks_stage(mode)))
         inputs.append(rec.output_hash if rec else "")
+    if method == "pti":
+        rec = read_record(job.stage_dir(invert_stage("w+", mode)))
+        inputs.append(rec.output_hash if rec else "")
 
     def body(d: Path) -> StageOutput:
         dev = resolve_device(cfg.device)
         G = load_generator_cached(cfg, dev)
         t = load_face(job, dev, mode)
         masks = None if masked_variant is None else load_start_masks(job, masked_variant, mode, dev)
+        pivot = load_inversion(job, "w+", mode, dev)[0] if method == "pti" else None
         gen = stage_generator(job, stage, dev)
-        fp = inversion_fingerprint(t["crops"], t["cameras"], icfg, cfg.seed, masks)
-        ckpt = Checkpointer(d / "ckpt", every=max(1, icfg.steps // 4), fingerprint=fp)
+        fp = inversion_fingerprint(t["crops"], t["cameras"], icfg, cfg.seed, masks,
+                                   None if pivot is None else pivot.ws)
+        every = icfg.pti_steps if pivot is not None else icfg.steps
+        ckpt = Checkpointer(d / "ckpt", every=max(1, every // 4), fingerprint=fp)
         resumed = max(ckpt.steps(), default=None)
         res = invert_video(G, t["crops"], t["cameras"], icfg, gen, checkpoint=ckpt, progress=progress_writer(d),
-                           masks=masks)
+                           masks=masks, pivot=pivot)
         outputs = {"result": "result.safetensors", "renders": "renders.safetensors", "losses": "losses.json"}
         save_tensors(d / "result.safetensors", {"ws": res.ws, "w_canonical": res.w_canonical})
         if res.generator_state is not None:

@@ -1,6 +1,10 @@
 """Stage ``metrics``: per-frame LPIPS / SSIM / PSNR / identity for every finished branch, and identity after each
 edit, written to ``runs/<run>/videos/<video>/metrics.parquet`` (schema ``innout_core.store.METRICS_SCHEMA``).
 
+Ground-truth videos (manifest ``clean:``) also get ``psnr_clean``: the reconstruction, and the OOD removal, against
+the clean frame without the occluder -- what a user of occluder removal cares about -- and ``occluded`` per frame
+from the manifest's masks.
+
 A metric whose weights are missing (LPIPS backbone, ArcFace model pack) is null with the reason, never invented.
 """
 
@@ -17,9 +21,11 @@ from tasks.common import StageOutput, VideoJob, config_hash, read_json, run_stag
 from tasks.edits import edits_stage, load_edits
 from tasks.plan import Branch
 
-__all__ = ["STAGE", "branch_seconds", "run_metrics"]
+__all__ = ["OCCLUDED_FRACTION", "STAGE", "branch_seconds", "run_metrics"]
 
 STAGE = "metrics"
+#: A frame counts as occluded when the manifest's masks mark at least this fraction of its crop as occluder.
+OCCLUDED_FRACTION = 0.01
 
 
 def branch_seconds(job: VideoJob, branch: Branch) -> float:
@@ -66,25 +72,36 @@ def run_metrics(job: VideoJob, branches: list[Branch]) -> StageRecord:
         rows: list[dict[str, Any]] = []
         defs: dict[str, str] = dict(M.METRIC_DEFINITIONS)
         for b in branches:
-            target = load_face(job, torch.device("cpu"), b.mode)["crops"]
+            face = load_face(job, torch.device("cpu"), b.mode)
+            target, clean = face["crops"], face.get("clean")
+            occluded = (None if "masks" not in face else
+                        [bool(x) for x in (1 - face["masks"]).flatten(1).mean(1) >= OCCLUDED_FRACTION])
             out = load_edits(job, b)
             fm = M.reconstruction_metrics(out["recon"], target, lpips_model, embedder, mset.lpips_net, reasons)
             defs = fm.definitions
             seconds = branch_seconds(job, b)
             base = dict(run=job.run_name, video=job.id, method=b.method, variant=b.variant, mode=b.mode,
                         seconds=seconds, id_sim_edit=None)
+            vs_clean = None if clean is None else M.psnr(out["recon"], clean).tolist()
             for i, r in enumerate(fm.rows()):
-                rows.append(dict(base, frame=int(indices[i]), edit="", face_status=face_status[i], **r))
+                rows.append(dict(base, frame=int(indices[i]), edit="", face_status=face_status[i], **r,
+                                 psnr_clean=None if vs_clean is None else vs_clean[i],
+                                 occluded=None if occluded is None else occluded[i]))
             for name, edited in sorted(out.items()):
                 if name == "recon" or edited.shape[0] != out["recon"].shape[0]:
                     continue  # novel views have no per-frame counterpart
                 ids = M.identity_after_edit(out["recon"], edited, embedder) if embedder is not None else None
-                why = "edit: no ground truth for LPIPS/SSIM/PSNR/ID" + ("" if ids is not None else
-                                                                       f"; id_sim_edit: {reasons.get('id_sim')}")
+                removed_vs_clean = M.psnr(edited, clean).tolist() if name == "remove_ood" and clean is not None \
+                    else None
+                why = "edit: no ground truth for LPIPS/SSIM/PSNR/ID" + (
+                    "" if removed_vs_clean is None else " (psnr_clean: the removal vs the clean truth)") + (
+                    "" if ids is not None else f"; id_sim_edit: {reasons.get('id_sim')}")
                 for i in range(edited.shape[0]):
                     rows.append(dict(base, frame=int(indices[i]), edit=name, face_status=face_status[i],
                                      lpips=None, ssim=None, psnr=None,
-                                     id_sim=None, id_sim_edit=None if ids is None else float(ids[i]), reason=why))
+                                     id_sim=None, id_sim_edit=None if ids is None else float(ids[i]), reason=why,
+                                     psnr_clean=None if removed_vs_clean is None else removed_vs_clean[i],
+                                     occluded=None if occluded is None else occluded[i]))
         stage_as = sorted({s for b in branches for s in b.stages if s.startswith("stage-a-")})
         off = [r.info["depth_loss"] for s in stage_as if (r := read_record(job.stage_dir(s))) is not None
                and str(r.info.get("depth_loss", "")).startswith("L_D")]  # the paper's L_D had no depth map

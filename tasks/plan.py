@@ -57,8 +57,9 @@ def branches(cfg: PipelineConfig, entry: ManifestVideo) -> list[Branch]:
     for mode in cfg.modes:
         sfx = "" if mode == "video" else "-image"
         for m in ("w", "w+", "pti"):
-            if m in cfg.methods:
-                out.append(Branch(m, "", mode, m + sfx, (f"invert-{m}{sfx}", f"edits-{m}{sfx}")))
+            if m in cfg.methods:  # PTI tunes G around the W+ fit's pivots
+                head = (f"invert-w+{sfx}",) if m == "pti" else ()
+                out.append(Branch(m, "", mode, m + sfx, (*head, f"invert-{m}{sfx}", f"edits-{m}{sfx}")))
         if "innout" in cfg.methods:
             for v in cfg.innout_variants:
                 if v == "user-masks" and entry.masks is None:

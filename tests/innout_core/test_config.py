@@ -18,7 +18,9 @@ def test_presets_have_descriptions_and_validate():
         cfg = PipelineConfig.from_preset(name)
         assert cfg.preset == name
     tiny = PipelineConfig.from_preset("tiny-demo")
-    assert tiny.generator == "tiny-face" and tiny.face["backend"] == "given" and "image" in tiny.modes
+    assert tiny.generator == "tiny-face" and tiny.face["backend"] == "given" and tiny.modes == ["video"]
+    # the demo's budget goes to the occluder-aware variants and the baselines they are compared with
+    assert tiny.innout_variants == ["no-masks", "auto-masks", "user-masks"] and tiny.methods == ["w+", "pti", "innout"]
 
 
 def test_yaml_roundtrip_and_overrides(tmp_path):
@@ -101,7 +103,7 @@ def test_stage_configs_from_presets_and_variants():
     assert cfg.joint_config("w/o L_w").weights.latent == 0.0
     assert cfg.joint_config("w/o L_b").weights.l2 == 2.0
     inv = cfg.inversion_config("pti")
-    assert inv.method == "pti" and inv.steps == 8  # the pipeline preset's override of the stage preset
+    assert inv.method == "pti" and inv.steps == 100  # the pipeline preset's override of the stage preset
     assert cfg.face_config().backend == "given"
     paper = PipelineConfig.from_preset("paper")
     assert paper.joint_config("no-masks").composite_form == "paper"
@@ -185,7 +187,7 @@ def test_workers_are_validated():
 def test_save_resolved_run_yaml_roundtrips(tmp_path):
     from innout_core.config import save_resolved
 
-    cfg = PipelineConfig.from_preset("tiny-demo", seed=3)
+    cfg = PipelineConfig.from_preset("tiny-demo", seed=3, innout_variants=["no-masks", "w/o L_w"])
     p = save_resolved(cfg, tmp_path, "abc", manifest=tmp_path / "m.yaml")
     doc = yaml.safe_load(p.read_text())
     assert doc["manifest_hash"] == "abc" and doc["code_version"].startswith("innout")

@@ -104,7 +104,7 @@ def test_every_video_unreadable_clears_old_tables(tmp_path):
     assert not list((run / "tables" / "plots").glob("*.png"))
     text = (run / "tables" / "tables.md").read_text()
     assert text.startswith("### No tables") and all(f"Left out: video {v}:" in text for v in VIDEOS)
-    assert set(TABLE_FILES) - {"tables.md"} == {f"table{i}.{e}" for i in (1, 2, 3) for e in ("md", "csv", "tex")}
+    assert set(TABLE_FILES) - {"tables.md"} == {f"table{i}.{e}" for i in ("1", "2", "3", "_gt") for e in ("md", "csv", "tex")}
     page = write_report(run).read_text()
     assert "<h2>Tables</h2>" not in page and page.count("<li><b>") >= len(VIDEOS)
 

@@ -58,7 +58,7 @@ def test_collect_videos_reads_status_media_and_errors(tmp_path):
     assert entries["broken"].status == "failed" and "zero-byte file" in entries["broken"].errors[0]
     assert entries["vid000"].status == "done"
     captions = [c for c, _, _ in entries["vid000"].media]
-    assert captions == ["input | W+ | PTI | In-N-Out", "In-N-Out (no-masks) reconstruction", "edit: smile",
+    assert captions == ["input | W+ | PTI | In-N-Out | removal (| clean truth)", "In-N-Out (no-masks) reconstruction", "edit: smile",
                         "OOD removed", "OOD blend weight (white = OOD)", "true occluder mask"]
     assert sorted(c for c, _, _ in entries["vid000"].more_media) == ["blend · wo · Lb", "wo · Lb"]
     media = entries["vid000"].media + entries["vid000"].more_media

@@ -9,7 +9,8 @@ from tasks.plan import branches, plan_stages
 
 
 def test_plan_covers_methods_variants_modes():
-    cfg = PipelineConfig.from_preset("tiny-demo")
+    cfg = PipelineConfig.from_preset("tiny-demo", methods=["w", "w+", "pti", "innout"], modes=["video", "image"],
+                                     innout_variants=["no-masks", "auto-masks", "user-masks", "w/o L_b", "w/o L_w"])
     with_masks = ManifestVideo(id="a", path=Path("a.mp4"), masks=Path("m.npz"))
     no_masks = ManifestVideo(id="b", path=Path("b.mp4"))
     keys = [b.key for b in branches(cfg, with_masks)]
@@ -22,3 +23,12 @@ def test_plan_covers_methods_variants_modes():
     assert stages.index("invert-w+") < stages.index("stage-a-no-masks") < stages.index("stage-b-no-masks")
     inn = [b for b in branches(cfg, with_masks) if b.variant == "w/o L_w" and b.mode == "image"][0]
     assert inn.stages == ("invert-w+-image", "stage-a-wo-Lw-image", "stage-b-wo-Lw-image", "edits-wo-Lw-image")
+    by_key = {b.key: b for b in branches(cfg, with_masks)}
+    # occluder-aware starts: the masked W+ fit with the variant's masks; automatic masks are a stage of their own
+    assert by_key["user-masks"].stages == ("invert-w+", "invert-w+-user-masks", "stage-a-user-masks",
+                                           "stage-b-user-masks", "edits-user-masks")
+    assert by_key["auto-masks-image"].stages == ("invert-w+-image", "masks-auto-image", "invert-w+-auto-masks-image",
+                                                 "stage-a-auto-masks-image", "stage-b-auto-masks-image",
+                                                 "edits-auto-masks-image")
+    assert by_key["pti"].stages == ("invert-w+", "invert-pti", "edits-pti")  # PTI on the W+ fit's pivots
+    assert stages.index("masks-auto") < stages.index("invert-w+-auto-masks") < stages.index("stage-a-auto-masks")
