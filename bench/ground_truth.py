@@ -797,6 +797,16 @@ COLUMNS = [
     ("removal_rule_gain", "Δ removal (rule)", "+.2f"), ("w_to_avg", "‖w−w̄‖", ".1f"),
     ("w_to_init", "‖w−w₀‖", ".2f"), ("seconds", "s", ".0f"),
 ]
+#: Against the clean truth on occluded frames (dB): what a user of occluder removal gets from each method.
+CLEAN_COLUMNS = [
+    ("input_vs_clean", "input", ".2f"), ("wplus_vs_clean", "W+", ".2f"), ("pti_vs_clean", "PTI", ".2f"),
+    ("composite_vs_clean", "In-N-Out composite", ".2f"), ("removal_vs_clean", "In-N-Out removal", ".2f"),
+    ("removal_rule_vs_clean", "removal (rule)", ".2f"),
+]
+#: Issue-20 targets (tiny-face, mean over the suite and both seeds), checked by :func:`issue_targets`.
+MASKED_TARGETS = {"removal_gain_user": 10.0, "iou_user": 0.5, "removal_gain_auto": 8.0, "iou_auto": 0.45,
+                  "gain_occ": 0.0, "delta_unocc": -0.5, "removal_below_oracle": 3.0, "oracle_gain_occ": 3.0,
+                  "oracle_iou": 0.5}
 
 
 def _derived(run: dict[str, Any]) -> dict[str, float | None]:
@@ -813,6 +823,10 @@ def _derived(run: dict[str, Any]) -> dict[str, float | None]:
     d["removal_gain"] = diff(m.get("removal_psnr_occ"), ref.get("input_vs_clean_psnr_occ"))
     d["removal_rule_gain"] = diff(m.get("removal_rule_psnr_occ"), ref.get("input_vs_clean_psnr_occ"))
     d["seconds"] = sum(run["seconds"].values())
+    pti = run.get("pti_current") or {}
+    d |= {"input_vs_clean": ref.get("input_vs_clean_psnr_occ"), "wplus_vs_clean": wp.get("vs_clean_psnr_occ"),
+          "pti_vs_clean": pti.get("vs_clean_psnr_occ"), "composite_vs_clean": m.get("recon_vs_clean_psnr_occ"),
+          "removal_vs_clean": m.get("removal_psnr_occ"), "removal_rule_vs_clean": m.get("removal_rule_psnr_occ")}
     return d
 
 
@@ -827,6 +841,7 @@ def merge(s: BenchSettings, plan: list[tuple[int, RunSpec]]) -> dict[str, Any]:
             continue
         wp = wplus.get(spec.video)
         d["wplus_current"] = wp["metrics"] if wp else None
+        d["pti_current"] = (_read_json(pti_path(s, spec.video)) or {}).get("metrics")
         d["settings_tag"], d["file"] = s.tag, run_path(s, spec).name
         d["priority"] = prio
         d["derived"] = _derived(d)
@@ -847,7 +862,7 @@ def merge(s: BenchSettings, plan: list[tuple[int, RunSpec]]) -> dict[str, Any]:
         rs = groups.get(key, [])
         row: dict[str, Any] = {"label": spec.label(), "priority": prios[key], "spec": spec.model_dump(exclude={"video"}),
                                "videos": sorted(r["spec"]["video"] for r in rs), "planned": planned[key]}
-        for col, _, _ in COLUMNS:
+        for col, _, _ in COLUMNS + CLEAN_COLUMNS:
             vals = [r["derived"][col] for r in rs if r["derived"].get(col) is not None]
             row[col] = sum(vals) / len(vals) if vals else None
         row["per_video"] = {r["spec"]["video"]: r["derived"] for r in rs}
@@ -897,6 +912,16 @@ def markdown(merged: dict[str, Any], s: BenchSettings) -> str:
             continue
         cells = [format(r[k], f) if r[k] is not None else "—" for k, _, f in COLUMNS]
         lines.append(f"| {r['priority']} | `{r['label']}` | {len(r['videos'])} | " + " | ".join(cells) + " |")
+    clean_rows = [r for r in sorted(merged["summary"], key=lambda r: r["priority"])
+                  if r["videos"] and r.get("removal_vs_clean") is not None]
+    if clean_rows:
+        lines += ["", "Against the clean truth on occluded frames (PSNR, dB; W+ and PTI are the video's baseline fits, "
+                  "the same in every row):", "",
+                  "| settings | videos | " + " | ".join(h for _, h, _ in CLEAN_COLUMNS) + " |",
+                  "|---" * (2 + len(CLEAN_COLUMNS)) + "|"]
+        for r in clean_rows:
+            cells = [format(r[k], f) if r.get(k) is not None else "—" for k, _, f in CLEAN_COLUMNS]
+            lines.append(f"| `{r['label']}` | {len(r['videos'])} | " + " | ".join(cells) + " |")
     wp = [(v, d["metrics"], d) for v, d in merged["wplus"].items() if d]
     if wp:
         lines += ["", "| video | W+ PSNR occ | W+ PSNR unocc | W+ vs clean (occ) | input vs clean (occ) | "
@@ -1099,6 +1124,91 @@ def write_outputs(s: BenchSettings, plan: list[tuple[int, RunSpec]], seconds: fl
     return result
 
 
+def combined(generator: str, seeds: list[int], frames: int = 8, wplus_epochs: int = 100) -> dict[str, Any]:
+    """Rows averaged over every (seed, video) run of the given seeds (each seed's plan), and the issue-20 targets
+    on those means (:func:`issue_targets`). Nothing is recomputed: reads the per-run JSONs."""
+    per_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    specs: dict[str, RunSpec] = {}
+    planned: dict[str, int] = defaultdict(int)
+    for seed in seeds:
+        s = BenchSettings(frames=frames, seed=seed, wplus_epochs=wplus_epochs, generator=generator)  # type: ignore[arg-type]
+        plan = sweep_plan(s)
+        merged = merge(s, plan)
+        for prio, spec in plan:
+            planned[spec.config_key()] += 1
+            specs.setdefault(spec.config_key(), spec)
+        for r in merged["runs"]:
+            per_key[RunSpec(**r["spec"]).config_key()].append({**r["derived"], "seed": seed, "video": r["spec"]["video"]})
+    rows = []
+    for key, runs in per_key.items():
+        row: dict[str, Any] = {"label": specs[key].label(), "spec": specs[key].model_dump(exclude={"video"}),
+                               "runs": len(runs), "planned": planned[key],
+                               "seeds": sorted({r["seed"] for r in runs}),
+                               "per_run": [{k: r.get(k) for k in ("seed", "video", "removal_gain", "iou", "gain_occ",
+                                                                  "ood_share_on", "removal_vs_clean")} for r in runs]}
+        for col, _, _ in COLUMNS + CLEAN_COLUMNS:
+            vals = [r[col] for r in runs if r.get(col) is not None]
+            row[col] = sum(vals) / len(vals) if vals else None
+        rows.append(row)
+    return {"generator": generator, "seeds": seeds, "rows": rows, "targets": issue_targets(rows, seeds)}
+
+
+def issue_targets(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """The occluder-aware start's targets on the cross-seed means: from user masks removal >= input + 10 dB and IoU
+    >= 0.5; from automatic masks removal >= input + 8 dB and IoU >= 0.45; both: composite >= W+ on occluded
+    frames, clean frames within 0.5 dB of W+, removal within 3 dB of the oracle's; the oracle >= +3 dB over W+ and
+    IoU >= 0.5. Only rows that ran on every planned (seed, video) count."""
+    full = [r for r in rows if r["runs"] == r["planned"] and r["seeds"] == sorted(seeds)]
+
+    def pick(start: str, masks: str) -> dict[str, Any] | None:
+        cands = [r for r in full if r["spec"]["start"] == start and r["spec"]["masks"] == masks
+                 and r["spec"]["blend_area"] == 0.05 and r["spec"]["steps"] == 1000 and r["spec"]["lr_w"] == 0]
+        return cands[0] if cands else None
+
+    oracle, user, auto = pick("oracle", "user"), pick("wplus-masked", "user"), pick("wplus-masked", "auto-residual")
+    t = MASKED_TARGETS
+    out: dict[str, Any] = {}
+
+    def check(name: str, row: dict[str, Any] | None, value: float | None, target: float, op: str = ">=") -> None:
+        if row is None or value is None:
+            out[name] = None
+            return
+        met = value >= target if op == ">=" else value <= target
+        out[name] = {"value": value, "target": f"{op} {target:g}", "met": met, "settings": row["label"]}
+
+    for label, row, gain_key, iou_key in (("user", user, "removal_gain_user", "iou_user"),
+                                          ("auto", auto, "removal_gain_auto", "iou_auto")):
+        check(f"{label}: removal vs input (dB)", row, row and row.get("removal_gain"), t[gain_key])
+        check(f"{label}: IoU", row, row and row.get("iou"), t[iou_key])
+        check(f"{label}: composite vs W+ on occluded frames (dB)", row, row and row.get("gain_occ"), t["gain_occ"])
+        check(f"{label}: unoccluded frames vs W+ (dB)", row, row and row.get("delta_unocc"), t["delta_unocc"])
+        below = None if row is None or oracle is None or row.get("removal_vs_clean") is None or \
+            oracle.get("removal_vs_clean") is None else oracle["removal_vs_clean"] - row["removal_vs_clean"]
+        check(f"{label}: removal below the oracle's (dB)", row, below, t["removal_below_oracle"], "<=")
+    check("oracle: composite vs W+ on occluded frames (dB)", oracle, oracle and oracle.get("gain_occ"),
+          t["oracle_gain_occ"])
+    check("oracle: IoU", oracle, oracle and oracle.get("iou"), t["oracle_iou"])
+    return out
+
+
+def combined_markdown(c: dict[str, Any]) -> str:
+    """The cross-seed table (against the clean truth and the decomposition figures) and the targets."""
+    cols = [("removal_gain", "Δ removal vs input", "+.2f"), ("iou", "IoU", ".2f"), ("ood_share_on", "share on", ".2f"),
+            ("ood_share_off", "share off", ".2f"), ("gain_occ", "Δ occ vs W+", "+.2f"),
+            ("delta_unocc", "Δ unocc vs W+", "+.2f")] + CLEAN_COLUMNS
+    lines = [f"Ground truth on `{c['generator']}`, seeds {', '.join(map(str, c['seeds']))}: means over every (seed, "
+             "video) run; clean-truth columns are PSNR on occluded frames (dB).", "",
+             "| settings | runs | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (2 + len(cols)) + "|"]
+    for r in sorted(c["rows"], key=lambda r: r["label"]):
+        cells = [format(r[k], f) if r.get(k) is not None else "—" for k, _, f in cols]
+        lines.append(f"| `{r['label']}` | {r['runs']}/{r['planned']} | " + " | ".join(cells) + " |")
+    lines += ["", "| target | measured | settings | met |", "|---|---|---|---|"]
+    for name, v in c["targets"].items():
+        lines.append(f"| {name} | not run | — | — |" if v is None else
+                     f"| {name} ({v['target']}) | {v['value']:.2f} | `{v['settings']}` | {'yes' if v['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def _parse_stop(text: str | None) -> float | None:
     """'HH:MM' (UTC, today) -> time.time() value."""
     if not text:
@@ -1127,7 +1237,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--merge-only", action="store_true", help="no runs: merge, table, JSON and plots")
     ap.add_argument("--list", action="store_true", help="print the plan with done / not run and exit")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="no runs: merge these suite seeds into one table with the occluder-aware start's targets")
     a = ap.parse_args(argv)
+    if a.seeds:
+        c = combined(a.generator, a.seeds, a.frames or 8, a.wplus_epochs or 100)
+        md = combined_markdown(c)
+        print(md)
+        name = "ground_truth" + ("" if a.generator == "tiny" else "_" + a.generator.replace("-", "_")) + "_seeds"
+        atomic_write_json(RESULTS / f"{name}.json", {"bench": "ground_truth/seeds", "date": datetime.now(
+            timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), **c})
+        atomic_write_text(RESULTS / f"{name}.md", md)
+        return c
     try:
         s = BenchSettings(frames=a.frames or (4 if a.quick else 8), seed=a.seed, quick=a.quick,
                           wplus_epochs=a.wplus_epochs or (5 if a.quick else 100), generator=a.generator)
