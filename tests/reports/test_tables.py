@@ -93,3 +93,26 @@ def test_missing_columns_is_clear():
 
     with pytest.raises(BadInputError, match="lacks columns"):
         build_tables(pd.DataFrame({"video": ["a"]}))
+
+
+def test_ground_truth_table_only_with_clean_frames_and_hand_computed():
+    df = _rows()
+    assert len(build_tables(df)) == 3  # no psnr_clean column: no ground-truth table
+    df["psnr_clean"], df["occluded"] = np.nan, None
+    assert len(build_tables(df)) == 3  # the column but no value (no ground-truth video): none either
+    rng = np.random.default_rng(1)
+    df["occluded"] = df["frame"] % 2 == 0
+    mask = (df["mode"] == "video") & ((df["edit"] == "") | ((df["edit"] == "remove_ood") & (df["method"] == "innout")))
+    df.loc[mask, "psnr_clean"] = 20 + rng.uniform(0, 10, int(mask.sum()))
+    gt = build_tables(df)[3]
+    assert gt.name == "table_gt"
+    sel = df[mask & df["occluded"] & (df["method"] == "innout") & (df["variant"] == "no-masks")
+             & (df["edit"] == "remove_ood")]
+    want = sel.groupby("video")["psnr_clean"].mean().mean()  # mean over frames per video, then over videos
+    from reports.labels import method_label
+
+    assert gt.data.loc[method_label("innout", "no-masks"), ("Occluded frames", "PSNR removal")] == pytest.approx(want)
+    every = df[mask & (df["method"] == "w+") & (df["edit"] == "")].groupby("video")["psnr_clean"].mean().mean()
+    assert gt.data.loc["W+", ("All frames", "PSNR reconstruction")] == pytest.approx(every)
+    assert math.isnan(gt.data.loc["W+", ("All frames", "PSNR removal")])  # W+ has no removal
+    assert "PSNR" in to_markdown(gt) and "| W+ |" in to_markdown(gt)

@@ -24,7 +24,7 @@ def test_face_status_column_round_trips_and_old_rows_read_null(tmp_path):
     path = store.write_metrics(tmp_path / "metrics.parquet", _rows(STATUS), {"psnr": "dB"})
     table, _ = store.read_metrics(path)
     assert table.column("face_status").to_pylist() == STATUS
-    assert pq.read_schema(path).metadata[b"innout.schema_version"] == b"2"
+    assert pq.read_schema(path).metadata[b"innout.schema_version"] == b"3"
     legacy = [{k: v for k, v in r.items() if k != "face_status"} for r in _rows(STATUS)]
     table, _ = store.read_metrics(store.write_metrics(tmp_path / "old.parquet", legacy, {"psnr": "dB"}))
     assert table.column("face_status").to_pylist() == [None] * len(STATUS)
@@ -47,3 +47,13 @@ def test_per_frame_plot_shades_frames_not_detected(tmp_path, monkeypatch):
     plots.per_frame_plot(pd.DataFrame(_rows([None] * 4)), "v", tmp_path / "q.png")  # runs before the column
     assert not figs[0].axes[0].patches and "without a detected face" not in figs[0]._suptitle.get_text()
     np.testing.assert_array_equal(figs[0].axes[0].lines[0].get_ydata(), [20.0, 21.0, 22.0, 23.0])
+
+
+def test_ground_truth_columns_round_trip_and_rows_without_them_read_null(tmp_path):
+    rows = [dict(r, psnr_clean=30.0 + i, occluded=i % 2 == 0) for i, r in enumerate(_rows(STATUS))]
+    table, defs = store.read_metrics(store.write_metrics(tmp_path / "gt.parquet", rows, None))
+    assert table.column("psnr_clean").to_pylist() == [30.0 + i for i in range(len(STATUS))]
+    assert table.column("occluded").to_pylist() == [i % 2 == 0 for i in range(len(STATUS))]
+    assert "clean frame" in defs["psnr_clean"] and "masks" in defs["occluded"]
+    table, _ = store.read_metrics(store.write_metrics(tmp_path / "plain.parquet", _rows(STATUS), {"psnr": "dB"}))
+    assert table.column("psnr_clean").to_pylist() == [None] * len(STATUS)
