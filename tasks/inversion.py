@@ -30,13 +30,20 @@ def load_start_masks(job: VideoJob, variant: str, mode: str, device: torch.devic
     """The masks of a masked variant's start, [T,1,H,W] in {0,1} (1 = face): the face stage's (``user-masks``,
     the manifest's masks through the crop transform) or the automatic-masks stage's (``auto-masks``)."""
     from innout_core.errors import BadInputError
+    from innout_core.inversion import validate_masks
 
+    face = load_face(job, device, mode)
     if variant == "auto-masks":
-        return load_tensors(job.stage_dir(masks_stage(mode)) / "masks.safetensors", device)["masks"]
-    masks = load_face(job, device, mode).get("masks")
-    if masks is None:
-        raise BadInputError("variant 'user-masks' needs the manifest entry's 'masks:' file", path=job.video.path)
-    return masks
+        source = job.stage_dir(masks_stage(mode)) / "masks.safetensors"
+        masks = load_tensors(source, device)["masks"]
+    else:
+        source, masks = job.video.masks, face.get("masks")
+        if masks is None:
+            raise BadInputError("variant 'user-masks' needs the manifest entry's 'masks:' file", path=job.video.path)
+    try:
+        return validate_masks(masks, face["crops"])
+    except BadInputError as err:  # name the masks file, not the video
+        raise BadInputError(err.message, path=source) from None
 
 
 def run_invert(job: VideoJob, method: str, mode: str, masked_variant: str | None = None) -> StageRecord:

@@ -103,7 +103,7 @@ def test_stage_configs_from_presets_and_variants():
     assert cfg.joint_config("w/o L_w").weights.latent == 0.0
     assert cfg.joint_config("w/o L_b").weights.l2 == 2.0
     inv = cfg.inversion_config("pti")
-    assert inv.method == "pti" and inv.steps == 100  # the pipeline preset's override of the stage preset
+    assert inv.method == "pti" and inv.steps == 40  # the pipeline preset's override of the stage preset
     assert cfg.face_config().backend == "given"
     paper = PipelineConfig.from_preset("paper")
     assert paper.joint_config("no-masks").composite_form == "paper"

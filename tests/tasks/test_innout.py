@@ -108,3 +108,37 @@ def test_auto_masks_stage_then_masked_start_then_stage_a(tmp_path) -> None:
     assert torch.equal(saved["masks"], masks) and torch.equal(saved["ws"], fit.ws)  # lr_w 0: the start kept
     sa = load_stage_a(job, "auto-masks", "video", torch.device("cpu"))
     assert sa.mask_source == "residual vs canonical" and torch.equal(sa.masks, masks)
+
+
+def test_masked_start_refuses_masks_without_a_face_naming_the_file(tmp_path) -> None:
+    """User masks that mark no face pixel (e.g. inverted: 1 = occluder) stop the masked fit with a one-line error that
+    names the masks file; the masks stage is skipped when done with the same inputs and redone when they change."""
+    from innout_core.store import StageRecord, read_record, write_record
+    from tasks.inversion import run_invert
+    from tasks.masks import run_auto_masks
+
+    cfg = PipelineConfig.from_preset("tiny-demo", inversion={"steps": 1})
+    masks_file = tmp_path / "masks.npz"
+    masks_file.write_bytes(b"")
+    job = VideoJob(tmp_path / "run", "run", ManifestVideo(id="v", path=tmp_path / "v.mp4", masks=masks_file), cfg)
+    G = load_generator_cached(cfg, torch.device("cpu"))
+    c = orbit_labels(2, 0.3, 0.1)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)), c)
+        crops = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(0)).image.clamp(-1, 1)
+    H = crops.shape[-1]
+    save_tensors(job.stage_dir("face") / "face.safetensors", {"crops": crops, "cameras": c,
+                                                                "masks": torch.zeros(2, 1, H, H)})
+    atomic_write_json(job.stage_dir("face") / "status.json", {"indices": [0, 1], "status": ["ok"] * 2})
+    with pytest.raises(StageError, match="masks.npz.*no face pixel"):
+        run_invert(job, "w+", "video", "user-masks")
+    save_tensors(job.stage_dir("invert-w+") / "result.safetensors", {"ws": ws.clone(), "w_canonical": ws[:1].clone()})
+    save_tensors(job.stage_dir("invert-w+") / "renders.safetensors", {"frames": crops.clone()})
+    write_record(job.stage_dir("invert-w+"), StageRecord(stage="invert-w+", video="v", status="done", output_hash="a"))
+    first = run_auto_masks(job, "video")
+    again = run_auto_masks(job, "video")
+    assert again.finished == first.finished  # done with the same inputs: skipped, not redone
+    rec = read_record(job.stage_dir("invert-w+"))
+    write_record(job.stage_dir("invert-w+"), rec.model_copy(update={"output_hash": "b"}))  # the W+ fit changed
+    redone = run_auto_masks(job, "video")
+    assert redone.finished != first.finished
