@@ -26,7 +26,7 @@ from .smoothing import SmoothingConfig, smooth_landmarks
 from .track import Tracker, TrackingConfig
 
 __all__ = ["FaceConfig", "TrackResult", "PreprocessResult", "Status", "make_backend", "track_video", "fill_gaps",
-           "gap_runs", "preprocess_video"]
+           "gap_runs", "output_landmarks", "preprocess_video"]
 
 Status = Literal["ok", "predicted", "filled", "no_face"]
 log = logging.getLogger("innout.face")
@@ -210,6 +210,30 @@ def _gap_warnings(found: np.ndarray, cfg: FaceConfig, ids: Sequence[int]) -> lis
     return out
 
 
+def output_landmarks(tr: TrackResult, cfg: FaceConfig, name: str | Path = "video") -> tuple[list[int], np.ndarray]:
+    """The landmarks the face stage outputs for a tracking result: gaps filled, ends held or trimmed, smoothed.
+
+    Returns:
+        (kept frame positions, [len(kept), K, 2] float64 landmarks).
+    Raises:
+        BadInputError: no face in any frame, or mixed landmark layouts.
+    """
+    n = len(tr.detections)
+    ks = {d.landmarks.shape for d in tr.detections if d is not None}
+    if len(ks) > 1:
+        raise BadInputError(f"backend returned mixed landmark layouts {sorted(ks)}", name)
+    k = ks.pop()[0] if ks else 68
+    raw = np.full((n, k, 2), np.nan)
+    for t, d in enumerate(tr.detections):
+        if d is not None:
+            raw[t] = d.landmarks
+    found = np.array([d is not None for d in tr.detections], dtype=bool)
+    filled = fill_gaps(raw, found, cfg.max_gap, name)
+    first, last = int(np.argmax(found)), n - 1 - int(np.argmax(found[::-1]))
+    kept = list(range(first, last + 1)) if cfg.ends == "trim" else list(range(n))
+    return kept, smooth_landmarks(filled[kept], cfg.smoothing)
+
+
 def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backend: FaceBackend,
                      cfg: FaceConfig, name: str | Path = "video", tracked: TrackResult | None = None,
                      frame_ids: Sequence[int] | None = None) -> PreprocessResult:
@@ -241,17 +265,15 @@ def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, b
         if d is not None:
             raw[t] = d.landmarks
     found = np.array([d is not None for d in tr.detections])
-    filled = fill_gaps(raw, found, cfg.max_gap, name)
     warnings = _gap_warnings(found, cfg, list(range(n)) if frame_ids is None else list(frame_ids))
     for w in warnings:
         log.warning("%s: %s", name, w)
+    kept, smooth = output_landmarks(tr, cfg, name)
     first, last = int(np.argmax(found)), n - 1 - int(np.argmax(found[::-1]))
-    kept = list(range(first, last + 1)) if cfg.ends == "trim" else list(range(n))
     status: list[Status] = []
     for t in kept:
         s = tr.status[t]
         status.append(s if s != "no_face" else "filled" if first < t < last else "no_face")
-    smooth = smooth_landmarks(filled[kept], cfg.smoothing)
     lm5 = landmarks68_to_5(smooth) if k == 68 else smooth
 
     m = len(kept)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +16,7 @@ from innout_core.face.backends import Detection, FaceBackend
 from innout_core.face.dlib_backend import DlibBackend
 from innout_core.face.given import GivenBackend
 from innout_core.face.preprocess import FaceConfig, fill_gaps, preprocess_video, track_video
+from innout_core.face.testclips import second_face_image
 from innout_core.face.track import TrackingConfig, track_target
 
 T, W, H = 12, 320, 256
@@ -44,9 +44,7 @@ def scene():
         f = np.clip(f + rng.normal(scale=6.0, size=f.shape), 0, 255).astype(np.uint8)  # per-frame jitter
         frames.append(f)
         truth.append(ref @ m[:, :2].T + m[:, 2])
-    path = Path(__file__).resolve().parents[3] / ".venv/lib/python3.11/site-packages/insightface/data/images"
-    other = cv2.cvtColor(cv2.imread(str(path / "Tom_Hanks_54745.png")), cv2.COLOR_BGR2RGB)
-    other = cv2.resize(other, (125, 125), interpolation=cv2.INTER_CUBIC)
+    other = cv2.resize(second_face_image(), (125, 125), interpolation=cv2.INTER_CUBIC)  # the installed package's
     return backend, frames, np.stack(truth), other
 
 
