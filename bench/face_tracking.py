@@ -52,6 +52,7 @@ BEFORE = {"tracking": {"select": "largest", "flow": "keyframe", "motion": "point
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "before": BEFORE,
+    "replenish off": {"tracking": {"replenish": 0.0}},
     "flow keyframe": {"tracking": {"flow": "keyframe"}},
     "gate 0.06": {"tracking": {"max_jump": 0.06}},
     "motion points": {"tracking": {"motion": "points"}},

@@ -245,16 +245,21 @@ class ChainFlow:
     dropped for good. Re-anchoring: each followed corner is also tracked straight from the keyframe, started at its
     chained position, and snapped there when both agree within `anchor_px` (no drift accumulates while the face
     looks as it did). Chaining follows a face that has moved, turned and zoomed since the keyframe, where the
-    keyframe's patches no longer match.
+    keyframe's patches no longer match. When fewer than `replenish` x the first count of corners are left (the
+    rest went behind an occluder), new corners are taken from the current frame's face region.
 
     Args:
         gray: [H, W] uint8 keyframe.
         landmarks: [K, 2] keyframe landmarks.
         anchor: re-anchor on the keyframe (see above).
+        replenish: fraction of the keyframe's corner count below which corners are topped up (0 = never).
     """
 
-    def __init__(self, gray: np.ndarray, landmarks: np.ndarray, anchor: bool = False, anchor_px: float = 2.0) -> None:
+    def __init__(self, gray: np.ndarray, landmarks: np.ndarray, anchor: bool = False, anchor_px: float = 2.0,
+                 replenish: float = 0.6) -> None:
         self.gray = gray
+        self.replenish = replenish
+        self._n0 = 0
         self.landmarks = np.asarray(landmarks, np.float64)
         self.anchor, self.anchor_px = anchor, anchor_px
         self._key_pts: np.ndarray | None = None  # [N, 2] corners in the keyframe
@@ -265,6 +270,7 @@ class ChainFlow:
     def _init(self) -> None:
         self._key_pts = KeyframeFlow(self.gray, self.landmarks)._points()
         self._cur = self._key_pts.copy()
+        self._n0 = len(self._key_pts)
 
     def track(self, gray: np.ndarray, guess: np.ndarray | None = None, min_points: int = 12,
               max_jump: float = 0.15) -> FlowResult | None:
@@ -312,4 +318,25 @@ class ChainFlow:
             return None
         keep = inl.ravel() == 1
         self._key_pts, self._cur, self._prev, self._m = key[keep].astype(np.float32), cur[keep], gray, m
+        if len(self._cur) < self.replenish * self._n0:
+            self._replenish(gray, lm, iod)
         return FlowResult(lm, m, int(keep.sum()), int(good.sum()))
+
+    def _replenish(self, gray: np.ndarray, lm: np.ndarray, iod: float) -> None:
+        """Top the corners up from the current frame (inside the current landmark hull, away from the corners still
+        followed); their keyframe positions are where the current motion says they came from."""
+        assert self._cur is not None and self._key_pts is not None
+        mask = np.zeros(gray.shape[:2], np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm).astype(np.int32)), 255)
+        dist = max(3.0, iod / 20)
+        for p in self._cur:
+            cv2.circle(mask, (int(round(p[0])), int(round(p[1]))), int(dist), 0, -1)
+        new = cv2.goodFeaturesToTrack(gray, maxCorners=max(self._n0 - len(self._cur), 1), qualityLevel=0.01,
+                                      minDistance=dist, mask=mask, blockSize=5)
+        if new is None:
+            return
+        new = new.reshape(-1, 2).astype(np.float64)
+        a, t = self._m[:, :2], self._m[:, 2]
+        key = (new - t) @ np.linalg.inv(a).T
+        self._cur = np.concatenate([self._cur, new])
+        self._key_pts = np.concatenate([self._key_pts, key.astype(np.float32)])

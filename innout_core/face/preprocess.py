@@ -113,7 +113,7 @@ class PreprocessResult:
             inside the video, landmarks interpolated from neighbours) or 'no_face' (before the first / after the last
             face, held at the nearest face).
         pose_rms_px: [T] float32 reprojection RMS of the camera fit, crop pixels (NaN for given cameras).
-        warnings: one line per long gap or held / trimmed end.
+        warnings: one line per change of the tracked face, long gap or held / trimmed end.
     """
 
     kept: list[int]
@@ -188,13 +188,14 @@ def gap_runs(found: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def _end_velocity(lm: np.ndarray, found: np.ndarray, t: int, step: int, n: int = 2) -> np.ndarray:
-    """Least-squares velocity [K, 2] (per frame) over up to `n` consecutive found frames from t going by `step`."""
+def _end_velocity(lm: np.ndarray, found: np.ndarray, t: int, step: int, n: int = 2) -> np.ndarray | None:
+    """Least-squares velocity [K, 2] (per frame) over up to `n` consecutive found frames from t going by `step`;
+    None when t is the only one."""
     ts = [t]
     while len(ts) < n and 0 <= ts[-1] + step < len(found) and found[ts[-1] + step]:
         ts.append(ts[-1] + step)
     if len(ts) < 2:
-        return np.zeros_like(lm[t])
+        return None
     tt = np.asarray(ts, np.float64)
     tc = tt - tt.mean()
     return np.tensordot(tc, lm[ts] - lm[ts].mean(0), axes=(0, 0)) / (tc ** 2).sum()
@@ -204,7 +205,7 @@ def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str 
               method: Literal["motion", "linear"] = "motion") -> np.ndarray:
     """Fill runs of frames without a face: inside the video, along the motion (`'motion'`: a cubic Hermite curve
     per coordinate through the neighbours' positions and velocities, each velocity a least-squares slope over up
-    to 3 found frames, so the fill follows a curved path) or a straight line between the neighbours
+    to 2 found frames, the chord's slope where a side has only one, so the fill follows a curved path) or a straight line between the neighbours
     (`'linear'`); the nearest face at the ends. Runs of any length are filled (runs longer than `max_gap` are only
     warned about by `preprocess_video`); a video fails only when no frame has a face.
 
@@ -233,11 +234,20 @@ def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str 
             if method == "linear":
                 lm[t:end] = (1 - w) * lm[t - 1] + w * lm[end]
                 continue
-            span = end - (t - 1)  # Hermite on [t-1, end], tangents scaled to the span
-            v0, v1 = _end_velocity(lm, found, t - 1, -1) * span, _end_velocity(lm, found, end, 1) * span
+            span = end - (t - 1)  # Hermite on [t-1, end], tangents scaled to the span; a side with one found
+            chord = (lm[end] - lm[t - 1]) / span  # frame takes the chord's slope
+            v0, v1 = (_end_velocity(lm, found, t - 1, -1), _end_velocity(lm, found, end, 1))
+            v0, v1 = (chord if v is None else v for v in (v0, v1))
+            v0, v1 = v0 * span, v1 * span
             h00, h10, h01, h11 = 2 * w**3 - 3 * w**2 + 1, w**3 - 2 * w**2 + w, -2 * w**3 + 3 * w**2, w**3 - w**2
             lm[t:end] = h00 * lm[t - 1] + h10 * v0 + h01 * lm[end] + h11 * v1
     return lm
+
+
+def _switch_warnings(switches: Sequence[Switch], ids: Sequence[int]) -> list[str]:
+    return [f"target face changed at frame {ids[sw.frame]}: the track had started on a detection whose landmarks "
+            f"did not fit a face and moved to the face detected since frame {ids[sw.since]}; frames "
+            f"{ids[0]}-{ids[sw.frame]} re-tracked on it" for sw in switches]
 
 
 def _gap_warnings(found: np.ndarray, cfg: FaceConfig, ids: Sequence[int]) -> list[str]:
@@ -312,7 +322,8 @@ def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, b
         if d is not None:
             raw[t] = d.landmarks
     found = np.array([d is not None for d in tr.detections])
-    warnings = _gap_warnings(found, cfg, list(range(n)) if frame_ids is None else list(frame_ids))
+    ids = list(range(n)) if frame_ids is None else list(frame_ids)
+    warnings = _switch_warnings(tr.switches, ids) + _gap_warnings(found, cfg, ids)
     for w in warnings:
         log.warning("%s: %s", name, w)
     kept, smooth = output_landmarks(tr, cfg, name)

@@ -39,7 +39,7 @@ class TrackingConfig(BaseModel):
     select: Literal["quality", "largest", "score", "center"] = Field(
         "quality", description="target in the first frame with a face: the best-scored face among those whose "
                                "landmarks fit (see max_fit_shift), largest box, best score, or nearest centre")
-    max_fit_shift: float = Field(0.08, gt=0, description="a detection's landmarks fit a face when the landmark "
+    max_fit_shift: float = Field(0.06, gt=0, description="a detection's landmarks fit a face when the landmark "
                                                          "model, run on its box nudged by 10 % (6 ways), moves them "
                                                          "by at most this many inter-ocular distances (median)")
     confirm_frames: int = Field(3, ge=1, description="a track is confirmed after this many detections that fit; "
@@ -69,6 +69,9 @@ class TrackingConfig(BaseModel):
                              "detection and re-anchored on it, or tracked straight from the last detection")
     anchor: bool = Field(False, description="chain: snap each corner to its straight track from the last "
                                            "detection where the two agree (no drift)")
+    replenish: float = Field(0.6, ge=0, le=1, description="chain: take new corners from the current frame's face "
+                                                          "when fewer than this fraction of the first corners are "
+                                                          "still followed (0 = never)")
     refine: bool = Field(False, description="predicted frames: move the tracked landmarks by the similarity that "
                                            "best fits them to the landmark model's agreeing points")
     max_coast: int = Field(10, ge=0, description="frames after the last face over which the box is still "
@@ -187,7 +190,8 @@ class Tracker:
         if detected:
             self.key = None
             if gray is not None:
-                self.key = (ChainFlow(gray, det.landmarks, anchor=self.cfg.anchor) if self.cfg.flow == "chain"
+                self.key = (ChainFlow(gray, det.landmarks, anchor=self.cfg.anchor,
+                                                      replenish=self.cfg.replenish) if self.cfg.flow == "chain"
                             else KeyframeFlow(gray, det.landmarks))
             self.boxes.observe(det.landmarks, det.box)
             if det.descriptor is not None:
