@@ -164,6 +164,7 @@ class Tracker:
         self.n_fit = 0  # detections of the target whose landmarks fit (see `fit_shift`)
         self.cands: list[list[tuple[int, Detection]]] = []  # other faces that fit, by consecutive frames
         self.switches: list[Switch] = []
+        self._fit_cache: dict[int, bool] = {}  # fit of each detection of the current frame, by id
 
     # ---------------------------------------------------------------------------------------------- helpers
 
@@ -309,7 +310,7 @@ class Tracker:
         if t <= self.t:
             raise ValueError(f"Tracker.step: frames must come in order (got {t} after {self.t})")
         self.t = t
-        self._fit_cache: dict[int, bool] = {}  # per detection of this frame
+        self._fit_cache = {}
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame is not None else None
         out = TrackStep(None, "no_face", len(dets))
         unconfirmed = self.allow_switch and frame is not None and self.n_fit < self.cfg.confirm_frames
