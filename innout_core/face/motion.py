@@ -1,6 +1,6 @@
 """Where the tracked face should be in the next frame: image motion of the face since the last detection
-(pyramidal Lucas-Kanade + robust similarity fit), a constant-velocity landmark model as its starting guess and
-when the flow has nothing to hold on to, and the
+(pyramidal Lucas-Kanade + robust similarity fit; chained frame to frame, or straight from the keyframe), a
+constant-velocity model of the face's similarity (position, rotation, scale) as its starting guess, and the
 detector box that goes with a set of landmarks (learned from the track's own detections).
 
 Coordinates: frame pixel-index coords (x right, y down), as the backends return.
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["BoxModel", "FlowResult", "KeyframeFlow", "face_scale", "interocular", "extrapolate_landmarks"]
+__all__ = ["BoxModel", "ChainFlow", "FlowResult", "KeyframeFlow", "face_scale", "interocular",
+           "extrapolate_landmarks", "extrapolate_similarity", "similarity_fit"]
 
 
 def interocular(lm: np.ndarray) -> float:
@@ -82,6 +83,52 @@ def extrapolate_landmarks(times: list[int], landmarks: list[np.ndarray], t: int)
     tc = tt - tt.mean()
     slope = np.tensordot(tc, lm - lm.mean(0), axes=(0, 0)) / (tc ** 2).sum()
     return lm.mean(0) + slope * (t - tt.mean())
+
+
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) taking points src [N, 2] to dst [N, 2]
+    (closed form, N >= 2). Returns [2, 3] float64 (dst ~ src @ m[:, :2].T + m[:, 2])."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    cs, cd = src.mean(0), dst.mean(0)
+    a, b = src - cs, dst - cd
+    den = max(float((a ** 2).sum()), 1e-12)
+    p = float((a * b).sum()) / den
+    q = float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()) / den
+    r = np.array([[p, -q], [q, p]])
+    return np.hstack([r, (cd - r @ cs)[:, None]])
+
+
+def extrapolate_similarity(times: list[int], landmarks: list[np.ndarray], t: int) -> np.ndarray:
+    """Constant-velocity prediction of the face's similarity: the last landmark set moved by the position
+    (centroid), rotation and log-scale that least-squares lines through the given frames reach at t. Follows a
+    turning and zooming face, which per-point lines (`extrapolate_landmarks`) shear and shrink.
+
+    Args:
+        times: frame indices of the known landmark sets (ascending, at least one).
+        landmarks: [K, 2] per time.
+        t: the frame to predict.
+    Returns:
+        [K, 2] float64 (the last set when only one is known).
+    """
+    lms = [np.asarray(x, np.float64) for x in landmarks]
+    last = lms[-1]
+    if len(times) < 2:
+        return last.copy()
+    params = []
+    for lm in lms:
+        m = similarity_fit(last, lm)
+        params.append([np.log(max(np.hypot(m[0, 0], m[1, 0]), 1e-9)), np.arctan2(m[1, 0], m[0, 0]),
+                       *lm.mean(0)])
+    p = np.asarray(params)
+    tt = np.asarray(times, np.float64)
+    tc = tt - tt.mean()
+    slope = tc @ (p - p.mean(0)) / (tc ** 2).sum()
+    # the last frame's parameters are (0, 0, centroid): move them by the fitted line's change from the last time
+    d = slope * (t - tt[-1])
+    ls, th = d[0], d[1]
+    c = last.mean(0) + d[2:]
+    rot = np.exp(ls) * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    return (last - last.mean(0)) @ rot.T + c
 
 
 @dataclass
@@ -187,3 +234,109 @@ class KeyframeFlow:
         return FlowResult(self.landmarks @ m[:, :2].T + m[:, 2], m, int(inl.sum()), tracked)
 
 
+
+
+class ChainFlow:
+    """Carry the landmarks of a keyframe (the track's last detection) into the following frames by the image motion
+    of the face, frame to frame: Shi-Tomasi corners inside the keyframe's landmark hull are followed from the
+    previous frame to the current one with pyramidal Lucas-Kanade, started where the motion prediction (`guess`)
+    puts them, kept when the backward track returns within 1 px; a RANSAC similarity from their keyframe positions
+    to their current ones moves the keyframe landmarks, and corners off that motion (an occluder, a lost point) are
+    dropped for good. Re-anchoring: each followed corner is also tracked straight from the keyframe, started at its
+    chained position, and snapped there when both agree within `anchor_px` (no drift accumulates while the face
+    looks as it did). Chaining follows a face that has moved, turned and zoomed since the keyframe, where the
+    keyframe's patches no longer match. When fewer than `replenish` x the first count of corners are left (the
+    rest went behind an occluder), new corners are taken from the current frame's face region.
+
+    Args:
+        gray: [H, W] uint8 keyframe.
+        landmarks: [K, 2] keyframe landmarks.
+        anchor: re-anchor on the keyframe (see above).
+        replenish: fraction of the keyframe's corner count below which corners are topped up (0 = never).
+    """
+
+    def __init__(self, gray: np.ndarray, landmarks: np.ndarray, anchor: bool = False, anchor_px: float = 2.0,
+                 replenish: float = 0.6) -> None:
+        self.gray = gray
+        self.replenish = replenish
+        self._n0 = 0
+        self.landmarks = np.asarray(landmarks, np.float64)
+        self.anchor, self.anchor_px = anchor, anchor_px
+        self._key_pts: np.ndarray | None = None  # [N, 2] corners in the keyframe
+        self._cur: np.ndarray | None = None  # [N, 2] the same corners in `_prev`
+        self._prev = gray
+        self._m = np.hstack([np.eye(2), np.zeros((2, 1))])  # keyframe -> `_prev`
+
+    def _init(self) -> None:
+        self._key_pts = KeyframeFlow(self.gray, self.landmarks)._points()
+        self._cur = self._key_pts.copy()
+        self._n0 = len(self._key_pts)
+
+    def track(self, gray: np.ndarray, guess: np.ndarray | None = None, min_points: int = 12,
+              max_jump: float = 0.15) -> FlowResult | None:
+        """Landmarks in `gray` ([H, W] uint8, the frame after the last one tracked or the keyframe), or None when
+        too few corners follow one rigid motion (blanked or fully covered face) or the motion lands further than
+        `max_jump` inter-ocular distances (mean) from `guess` ([K, 2], the motion prediction); on None the state
+        stays at the last good frame, and the next call tracks from there."""
+        if self._key_pts is None:
+            self._init()
+        assert self._key_pts is not None and self._cur is not None
+        if len(self._cur) < min_points:
+            return None
+        iod = max(interocular(self.landmarks), 1.0)
+        prev_lm = self.landmarks @ self._m[:, :2].T + self._m[:, 2]
+        start = self._cur
+        if guess is not None:
+            m0 = similarity_fit(prev_lm, guess)
+            start = self._cur @ m0[:, :2].T + m0[:, 2]
+        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
+        kw = dict(winSize=(21, 21), maxLevel=3, criteria=crit, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        p0 = self._cur.reshape(-1, 1, 2).astype(np.float32)
+        nxt, st, _ = cv2.calcOpticalFlowPyrLK(self._prev, gray, p0, start.reshape(-1, 1, 2).astype(np.float32), **kw)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self._prev, nxt, p0.copy(), **kw)
+        nxt = nxt.reshape(-1, 2)
+        good = (st.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm(back.reshape(-1, 2) - self._cur, axis=1) < 1.0)
+        if good.sum() < min_points:
+            return None
+        key, cur = self._key_pts[good], nxt[good].astype(np.float64)
+        if self.anchor:
+            pk = key.reshape(-1, 1, 2).astype(np.float32)
+            d, sd, _ = cv2.calcOpticalFlowPyrLK(self.gray, gray, pk, cur.reshape(-1, 1, 2).astype(np.float32), **kw)
+            db, sdb, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, d, pk.copy(), **kw)
+            d = d.reshape(-1, 2)
+            snap = ((sd.ravel() == 1) & (sdb.ravel() == 1) & (np.linalg.norm(db.reshape(-1, 2) - key, axis=1) < 1.0)
+                    & (np.linalg.norm(d - cur, axis=1) < self.anchor_px))
+            cur[snap] = d[snap]
+        m, inl = cv2.estimateAffinePartial2D(key.astype(np.float32), cur.astype(np.float32), method=cv2.RANSAC,
+                                             ransacReprojThreshold=max(1.0, 0.03 * iod), maxIters=2000,
+                                             confidence=0.995, refineIters=10)
+        if m is None or inl is None or int(inl.sum()) < min_points:
+            return None
+        m = m.astype(np.float64)
+        lm = self.landmarks @ m[:, :2].T + m[:, 2]
+        if guess is not None and np.linalg.norm(lm - guess, axis=1).mean() > max_jump * iod:
+            return None
+        keep = inl.ravel() == 1
+        self._key_pts, self._cur, self._prev, self._m = key[keep].astype(np.float32), cur[keep], gray, m
+        if len(self._cur) < self.replenish * self._n0:
+            self._replenish(gray, lm, iod)
+        return FlowResult(lm, m, int(keep.sum()), int(good.sum()))
+
+    def _replenish(self, gray: np.ndarray, lm: np.ndarray, iod: float) -> None:
+        """Top the corners up from the current frame (inside the current landmark hull, away from the corners still
+        followed); their keyframe positions are where the current motion says they came from."""
+        assert self._cur is not None and self._key_pts is not None
+        mask = np.zeros(gray.shape[:2], np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm).astype(np.int32)), 255)
+        dist = max(3.0, iod / 20)
+        for p in self._cur:
+            cv2.circle(mask, (int(round(p[0])), int(round(p[1]))), int(dist), 0, -1)
+        new = cv2.goodFeaturesToTrack(gray, maxCorners=max(self._n0 - len(self._cur), 1), qualityLevel=0.01,
+                                      minDistance=dist, mask=mask, blockSize=5)
+        if new is None:
+            return
+        new = new.reshape(-1, 2).astype(np.float64)
+        a, t = self._m[:, :2], self._m[:, 2]
+        key = (new - t) @ np.linalg.inv(a).T
+        self._cur = np.concatenate([self._cur, new])
+        self._key_pts = np.concatenate([self._key_pts, key.astype(np.float32)])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,10 +23,10 @@ from .given import GivenBackend
 from .landmarks import landmarks68_to_5
 from .pose import estimate_labels
 from .smoothing import SmoothingConfig, smooth_landmarks
-from .track import Tracker, TrackingConfig
+from .track import Switch, Tracker, TrackingConfig
 
 __all__ = ["FaceConfig", "TrackResult", "PreprocessResult", "Status", "make_backend", "track_video", "fill_gaps",
-           "gap_runs", "preprocess_video"]
+           "gap_runs", "output_landmarks", "preprocess_video"]
 
 Status = Literal["ok", "predicted", "filled", "no_face"]
 log = logging.getLogger("innout.face")
@@ -53,6 +53,9 @@ class FaceConfig(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="target selection and following")
     max_gap: int = Field(3, ge=0, description="longest run of frames without the face filled from neighbours "
                                               "without a warning (frames); longer runs are filled too, warned")
+    fill: Literal["motion", "linear"] = Field(
+        "motion", description="frames without the face inside the video: along the motion on both sides (cubic "
+                              "Hermite through the neighbours' positions and velocities) or a straight line")
     ends: Literal["hold", "trim"] = Field(
         "hold", description="frames without a face before the first / after the last face: kept with the nearest "
                             "face's landmarks (status no_face) or dropped from the outputs; warned either way")
@@ -88,6 +91,7 @@ class TrackResult:
     status: list[Status]
     n_faces: list[int]  # faces found per frame (all people)
     n_descriptors: int = 0  # identity descriptors computed while tracking
+    switches: list[Switch] = field(default_factory=list)  # the track moved to another face (see Tracker)
 
 
 @dataclass
@@ -109,7 +113,7 @@ class PreprocessResult:
             inside the video, landmarks interpolated from neighbours) or 'no_face' (before the first / after the last
             face, held at the nearest face).
         pose_rms_px: [T] float32 reprojection RMS of the camera fit, crop pixels (NaN for given cameras).
-        warnings: one line per long gap or held / trimmed end.
+        warnings: one line per change of the tracked face, long gap or held / trimmed end.
     """
 
     kept: list[int]
@@ -140,12 +144,33 @@ def track_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backen
     [T, 3, H, W] uint8 tensor)."""
     shape = _frame(frames, 0).shape[:2] if len(frames) else (0, 0)
     tracker = Tracker(backend, cfg.tracking, shape)
-    steps = []
+    steps, dets = [], []
     for t in range(len(frames)):
         f = _frame(frames, t)
-        steps.append(tracker.step(t, backend.detect(f, t), f))
-    return TrackResult([s.detection for s in steps], [s.status for s in steps], [s.n_faces for s in steps],
-                       tracker.n_descriptors)
+        dets.append(backend.detect(f, t))
+        steps.append(tracker.step(t, dets[-1], f))
+    out = TrackResult([s.detection for s in steps], [s.status for s in steps], [s.n_faces for s in steps],
+                      tracker.n_descriptors, list(tracker.switches))
+    if tracker.switches:
+        _redo_before(out, tracker.switches[-1], frames, dets, backend, cfg)
+    return out
+
+
+def _redo_before(tr: TrackResult, sw: Switch, frames, dets: list[list[Detection]], backend: FaceBackend,
+                 cfg: FaceConfig) -> None:
+    """After the track moved to another face: its detections from `sw.since` on, and the frames before re-tracked
+    backwards from its first detection (same tracker, frames in reverse order, no further switching)."""
+    for t, det in sw.detections:
+        tr.detections[t], tr.status[t] = det, "ok"
+    back = Tracker(backend, cfg.tracking, _frame(frames, 0).shape[:2])
+    back.allow_switch = False
+    first = sw.detections[0][1]
+    back.step(0, [first], _frame(frames, sw.since))
+    for k, t in enumerate(range(sw.since - 1, -1, -1), start=1):
+        f = _frame(frames, t)
+        s = back.step(k, dets[t], f)
+        tr.detections[t], tr.status[t] = s.detection, s.status
+    tr.n_descriptors += back.n_descriptors
 
 
 def gap_runs(found: np.ndarray) -> list[tuple[int, int]]:
@@ -163,16 +188,33 @@ def gap_runs(found: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str | Path) -> np.ndarray:
-    """Fill runs of frames without a face: linear interpolation between the neighbours inside the video, the
-    nearest face at the ends. Runs of any length are filled (runs longer than `max_gap` are only warned about by
-    `preprocess_video`); a video fails only when no frame has a face.
+def _end_velocity(lm: np.ndarray, found: np.ndarray, t: int, step: int, n: int = 2) -> np.ndarray | None:
+    """Least-squares velocity [K, 2] (per frame) over up to `n` consecutive found frames from t going by `step`;
+    None when t is the only one."""
+    ts = [t]
+    while len(ts) < n and 0 <= ts[-1] + step < len(found) and found[ts[-1] + step]:
+        ts.append(ts[-1] + step)
+    if len(ts) < 2:
+        return None
+    tt = np.asarray(ts, np.float64)
+    tc = tt - tt.mean()
+    return np.tensordot(tc, lm[ts] - lm[ts].mean(0), axes=(0, 0)) / (tc ** 2).sum()
+
+
+def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str | Path,
+              method: Literal["motion", "linear"] = "motion") -> np.ndarray:
+    """Fill runs of frames without a face: inside the video, along the motion (`'motion'`: a cubic Hermite curve
+    per coordinate through the neighbours' positions and velocities, each velocity a least-squares slope over up
+    to 2 found frames, the chord's slope where a side has only one, so the fill follows a curved path) or a straight line between the neighbours
+    (`'linear'`); the nearest face at the ends. Runs of any length are filled (runs longer than `max_gap` are only
+    warned about by `preprocess_video`); a video fails only when no frame has a face.
 
     Args:
         landmarks: [T, K, 2] (rows where `found` is False are ignored).
         found: [T] bool.
         max_gap: kept for the warning threshold (see `FaceConfig.max_gap`).
         name: the video, named in errors.
+        method: 'motion' or 'linear' (see above).
     Raises:
         BadInputError: no face in any frame.
     """
@@ -188,9 +230,24 @@ def fill_gaps(landmarks: np.ndarray, found: np.ndarray, max_gap: int, name: str 
         elif end == t_all:
             lm[t:end] = lm[t - 1]
         else:
-            w = (np.arange(t, end) - (t - 1)) / (end - (t - 1))
-            lm[t:end] = (1 - w)[:, None, None] * lm[t - 1] + w[:, None, None] * lm[end]
+            w = ((np.arange(t, end) - (t - 1)) / (end - (t - 1)))[:, None, None]
+            if method == "linear":
+                lm[t:end] = (1 - w) * lm[t - 1] + w * lm[end]
+                continue
+            span = end - (t - 1)  # Hermite on [t-1, end], tangents scaled to the span; a side with one found
+            chord = (lm[end] - lm[t - 1]) / span  # frame takes the chord's slope
+            v0, v1 = (_end_velocity(lm, found, t - 1, -1), _end_velocity(lm, found, end, 1))
+            v0, v1 = (chord if v is None else v for v in (v0, v1))
+            v0, v1 = v0 * span, v1 * span
+            h00, h10, h01, h11 = 2 * w**3 - 3 * w**2 + 1, w**3 - 2 * w**2 + w, -2 * w**3 + 3 * w**2, w**3 - w**2
+            lm[t:end] = h00 * lm[t - 1] + h10 * v0 + h01 * lm[end] + h11 * v1
     return lm
+
+
+def _switch_warnings(switches: Sequence[Switch], ids: Sequence[int]) -> list[str]:
+    return [f"target face changed at frame {ids[sw.frame]}: the track had started on a detection whose landmarks "
+            f"did not fit a face and moved to the face detected since frame {ids[sw.since]}; frames "
+            f"{ids[0]}-{ids[sw.frame]} re-tracked on it" for sw in switches]
 
 
 def _gap_warnings(found: np.ndarray, cfg: FaceConfig, ids: Sequence[int]) -> list[str]:
@@ -208,6 +265,30 @@ def _gap_warnings(found: np.ndarray, cfg: FaceConfig, ids: Sequence[int]) -> lis
             out.append(f"no face in frames {span(t, end - 1)} ({end - t} consecutive frames, more than "
                        f"face.max_gap={cfg.max_gap}): landmarks interpolated (status filled)")
     return out
+
+
+def output_landmarks(tr: TrackResult, cfg: FaceConfig, name: str | Path = "video") -> tuple[list[int], np.ndarray]:
+    """The landmarks the face stage outputs for a tracking result: gaps filled, ends held or trimmed, smoothed.
+
+    Returns:
+        (kept frame positions, [len(kept), K, 2] float64 landmarks).
+    Raises:
+        BadInputError: no face in any frame, or mixed landmark layouts.
+    """
+    n = len(tr.detections)
+    ks = {d.landmarks.shape for d in tr.detections if d is not None}
+    if len(ks) > 1:
+        raise BadInputError(f"backend returned mixed landmark layouts {sorted(ks)}", name)
+    k = ks.pop()[0] if ks else 68
+    raw = np.full((n, k, 2), np.nan)
+    for t, d in enumerate(tr.detections):
+        if d is not None:
+            raw[t] = d.landmarks
+    found = np.array([d is not None for d in tr.detections], dtype=bool)
+    filled = fill_gaps(raw, found, cfg.max_gap, name, cfg.fill)
+    first, last = int(np.argmax(found)), n - 1 - int(np.argmax(found[::-1]))
+    kept = list(range(first, last + 1)) if cfg.ends == "trim" else list(range(n))
+    return kept, smooth_landmarks(filled[kept], cfg.smoothing)
 
 
 def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backend: FaceBackend,
@@ -241,17 +322,16 @@ def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, b
         if d is not None:
             raw[t] = d.landmarks
     found = np.array([d is not None for d in tr.detections])
-    filled = fill_gaps(raw, found, cfg.max_gap, name)
-    warnings = _gap_warnings(found, cfg, list(range(n)) if frame_ids is None else list(frame_ids))
+    ids = list(range(n)) if frame_ids is None else list(frame_ids)
+    warnings = _switch_warnings(tr.switches, ids) + _gap_warnings(found, cfg, ids)
     for w in warnings:
         log.warning("%s: %s", name, w)
+    kept, smooth = output_landmarks(tr, cfg, name)
     first, last = int(np.argmax(found)), n - 1 - int(np.argmax(found[::-1]))
-    kept = list(range(first, last + 1)) if cfg.ends == "trim" else list(range(n))
     status: list[Status] = []
     for t in kept:
         s = tr.status[t]
         status.append(s if s != "no_face" else "filled" if first < t < last else "no_face")
-    smooth = smooth_landmarks(filled[kept], cfg.smoothing)
     lm5 = landmarks68_to_5(smooth) if k == 68 else smooth
 
     m = len(kept)

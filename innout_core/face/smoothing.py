@@ -1,6 +1,8 @@
-"""Temporal landmark smoothing: the 3-tap box of docs/method.md §1.4, a centred Gaussian, and two filters that cut
-detector jitter without lagging real head motion: Savitzky-Golay (a local polynomial fit, exact on motion of up to
-its order) and One-Euro (Casiez et al. 2012: a low-pass whose cut-off rises with speed)."""
+"""Temporal landmark smoothing: the 3-tap box of docs/method.md §1.4, a centred Gaussian, and filters that cut
+detector jitter without lagging real head motion: a constant-velocity Kalman filter with the Rauch-Tung-Striebel
+backward pass (a model-based smoother: no lag on motion whose acceleration its process noise allows),
+Savitzky-Golay (a local polynomial fit, exact on motion of up to its order) and One-Euro (Casiez et al. 2012: a
+low-pass whose cut-off rises with speed)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import savgol_filter
 
-__all__ = ["SmoothingConfig", "box_smooth", "gaussian_smooth", "savgol_smooth", "one_euro_smooth",
+__all__ = ["SmoothingConfig", "box_smooth", "gaussian_smooth", "kalman_smooth", "savgol_smooth", "one_euro_smooth",
            "smooth_landmarks"]
 
 
@@ -20,9 +22,14 @@ class SmoothingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["box", "gaussian", "savgol", "one_euro", "none"] = Field(
-        "box", description="'box' = official smooth_video_lms.py mean filter, 'gaussian' = centred Gaussian, "
-                           "'savgol' = Savitzky-Golay, 'one_euro' = One-Euro filter")
+    method: Literal["kalman", "box", "gaussian", "savgol", "one_euro", "none"] = Field(
+        "kalman", description="'kalman' = constant-velocity Kalman + RTS smoother, 'box' = official "
+                              "smooth_video_lms.py mean filter, 'gaussian' = centred Gaussian, 'savgol' = "
+                              "Savitzky-Golay, 'one_euro' = One-Euro filter")
+    accel: float = Field(0.1, gt=0, description="kalman: process noise, the acceleration's standard deviation "
+                                                 "(inter-ocular distances per frame²)")
+    noise: float = Field(0.02, gt=0, description="kalman: measurement noise, the landmarks' standard deviation "
+                                                 "per coordinate (inter-ocular distances)")
     n_pre: int = Field(1, ge=0, description="box: frames before the current one in the window (official 1)")
     n_next: int = Field(1, ge=0, description="box: frames after the current one in the window (official 1)")
     sigma: float = Field(1.0, gt=0, description="gaussian: standard deviation, in frames")
@@ -120,11 +127,62 @@ def one_euro_smooth(lm: np.ndarray, min_cutoff: float = 0.05, beta: float = 30.0
     return out
 
 
+def _iod_scale(lm: np.ndarray) -> float:
+    """Median inter-ocular distance of [T, K, D] landmarks (68 points: outer eye corners; 5: eye centres), else 1."""
+    a, b = (36, 45) if lm.shape[1] == 68 else (0, 1)
+    s = float(np.median(np.linalg.norm(lm[:, a, :2] - lm[:, b, :2], axis=-1))) if lm.shape[1] > b else 1.0
+    return s if np.isfinite(s) and s > 0 else 1.0
+
+
+def kalman_smooth(lm: np.ndarray, accel: float = 0.1, noise: float = 0.02, scale: float | None = None) -> np.ndarray:
+    """Constant-velocity Kalman filter + Rauch-Tung-Striebel smoother along time, each coordinate on its own
+    (state: position, velocity; white acceleration of std `accel`, measurement std `noise`, both in units of
+    `scale` per frame² / per frame). The gains do not depend on the data, so they are computed once and applied
+    to every coordinate.
+
+    Args:
+        lm: [T, K, D] float landmarks (pixels).
+        scale: length unit (pixels); default the median inter-ocular distance.
+    Returns:
+        [T, K, D] float64; a constant-velocity trajectory is returned unchanged (no lag), and one with the
+        acceleration of real head motion nearly so.
+    """
+    lm = np.asarray(lm, dtype=np.float64)
+    n = lm.shape[0]
+    if n < 2:
+        return lm.copy()
+    scale = _iod_scale(lm) if scale is None else scale
+    q, r = (accel * scale) ** 2, (noise * scale) ** 2
+    f = np.array([[1.0, 1.0], [0.0, 1.0]])
+    qm = q * np.array([[0.25, 0.5], [0.5, 1.0]])
+    z = lm.reshape(n, -1)
+    xs = np.empty((n, 2, z.shape[1]))  # filtered states
+    xp = np.empty_like(xs)  # predicted states
+    ps, pp = np.empty((n, 2, 2)), np.empty((n, 2, 2))
+    x = np.stack([z[0], np.zeros(z.shape[1])])
+    p = np.diag([r, 1e6 * r])
+    for t in range(n):
+        if t > 0:
+            x, p = f @ x, f @ p @ f.T + qm
+        xp[t], pp[t] = x, p
+        k = p[:, 0] / (p[0, 0] + r)  # gain [2]
+        x = x + k[:, None] * (z[t] - x[0])[None]
+        p = p - np.outer(k, p[0])
+        xs[t], ps[t] = x, p
+    out = xs.copy()
+    for t in range(n - 2, -1, -1):
+        c = ps[t] @ f.T @ np.linalg.inv(pp[t + 1])
+        out[t] = xs[t] + c @ (out[t + 1] - xp[t + 1])
+    return out[:, 0].reshape(lm.shape)
+
+
 def smooth_landmarks(lm: np.ndarray, cfg: SmoothingConfig) -> np.ndarray:
     """Smooth a contiguous landmark sequence [T, K, D] with the configured filter; returns [T, K, D] float64."""
     lm = np.asarray(lm, dtype=np.float64)
     if lm.ndim != 3:
         raise ValueError(f"smooth_landmarks: expected [T, K, D], got {lm.shape}")
+    if cfg.method == "kalman":
+        return kalman_smooth(lm, cfg.accel, cfg.noise)
     if cfg.method == "box":
         return box_smooth(lm, cfg.n_pre, cfg.n_next)
     if cfg.method == "gaussian":

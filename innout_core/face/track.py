@@ -5,6 +5,10 @@ misses by running the landmark model on the predicted box and accepting it only 
 Per-frame status: ``ok`` (a detection of the target), ``predicted`` (the last detection's landmarks carried by the
 measured image motion of the face, accepted when the landmark model run on the box they give agrees), ``no_face``
 (nothing acceptable; filled later).
+
+The target is chosen by landmark-fit quality (does the landmark model stay put when its box is nudged: it does on a
+face, it follows the box on clothing) and then detector score; a track whose face never fitted well moves to a
+face that does, detected in `confirm_frames` consecutive frames, and reports the change (`Tracker.switches`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Detection, FaceBackend, box_iou
-from .motion import BoxModel, KeyframeFlow, extrapolate_landmarks, interocular
+from .motion import (BoxModel, ChainFlow, KeyframeFlow, extrapolate_landmarks, extrapolate_similarity, interocular,
+                     similarity_fit)
 
-__all__ = ["TrackingConfig", "TrackStep", "Tracker", "track_target"]
+__all__ = ["TrackingConfig", "TrackStep", "Tracker", "Switch", "fit_shift", "track_target"]
 
 TrackStatus = Literal["ok", "predicted", "no_face"]
 
@@ -31,8 +36,16 @@ class TrackingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    select: Literal["largest", "score", "center"] = Field(
-        "largest", description="target in the first frame with a face: largest box, best score, or nearest centre")
+    select: Literal["quality", "largest", "score", "center"] = Field(
+        "quality", description="target in the first frame with a face: the best-scored face among those whose "
+                               "landmarks fit (see max_fit_shift), largest box, best score, or nearest centre")
+    max_fit_shift: float = Field(0.06, gt=0, description="a detection's landmarks fit a face when the landmark "
+                                                         "model, run on its box nudged by 10 % (6 ways), moves them "
+                                                         "by at most this many inter-ocular distances (median)")
+    confirm_frames: int = Field(3, ge=1, description="a track is confirmed after this many detections that fit; "
+                                                     "until then a face that fits in this many consecutive "
+                                                     "frames takes the track over (the frames before are "
+                                                     "re-tracked on it)")
     min_iou: float = Field(0.2, ge=0, le=1, description="box overlap with the predicted box to continue the "
                                                        "track when identity is unavailable (IoU, unitless)")
     use_identity: bool = Field(True, description="reject faces whose descriptor is not the target's identity and "
@@ -46,18 +59,42 @@ class TrackingConfig(BaseModel):
     predict: bool = Field(True, description="track through detector misses: the last detection's landmarks moved by "
                                             "the face's measured image motion, kept when the landmark model run on "
                                             "their box agrees (else the frame is filled by interpolation)")
-    history: int = Field(2, ge=1, description="frames in the constant-velocity landmark model (the predicted box "
+    history: int = Field(2, ge=1, description="frames in the constant-velocity motion model (the predicted box "
                                               "for matching, and the image motion's starting guess)")
+    motion: Literal["similarity", "points"] = Field(
+        "similarity", description="constant-velocity model of the face's position, rotation and scale, or of each "
+                                  "landmark on its own")
+    flow: Literal["chain", "keyframe"] = Field(
+        "chain", description="image motion through a miss: corners followed frame to frame from the last "
+                             "detection and re-anchored on it, or tracked straight from the last detection")
+    anchor: bool = Field(False, description="chain: snap each corner to its straight track from the last "
+                                           "detection where the two agree (no drift)")
+    replenish: float = Field(0.6, ge=0, le=1, description="chain: take new corners from the current frame's face "
+                                                          "when fewer than this fraction of the first corners are "
+                                                          "still followed (0 = never)")
+    refine: bool = Field(False, description="predicted frames: move the tracked landmarks by the similarity that "
+                                           "best fits them to the landmark model's agreeing points")
     max_coast: int = Field(10, ge=0, description="frames after the last face over which the box is still "
                                                  "extrapolated for matching (frames)")
     agree_iod: float = Field(0.1, gt=0, description="a landmark of the landmark model agrees with the motion "
                                                     "prediction within this fraction of the inter-ocular distance")
-    max_jump: float = Field(0.06, gt=0, description="image motion refused when it moves the landmarks further than "
+    max_jump: float = Field(0.5, gt=0, description="image motion refused when it moves the landmarks further than "
                                                   "this many inter-ocular distances (mean) from the constant-"
                                                   "velocity prediction (it followed something else)")
     min_agree: float = Field(0.25, ge=0, le=1, description="fraction of landmarks of the landmark model that must "
                                                            "agree with the image motion to accept a predicted "
                                                            "frame")
+
+
+@dataclass
+class Switch:
+    """The track moved to another face: at frame `frame`, to a face first seen at frame `since` (frames before
+    `since` are re-tracked backwards from it by `preprocess.track_video`); `detections` are the new face's
+    detections in frames `since..frame`."""
+
+    frame: int
+    since: int
+    detections: list[tuple[int, Detection]]
 
 
 @dataclass
@@ -69,8 +106,31 @@ class TrackStep:
     n_faces: int
 
 
-def _select_first(dets: Sequence[Detection], how: str, shape: tuple[int, int]) -> Detection:
-    if how == "score":
+def fit_shift(backend: FaceBackend, frame: np.ndarray, det: Detection) -> float:
+    """How far the landmark model's points move when its box is nudged (10 % of the box left, right, up, down,
+    10 % larger and smaller): median over the six of the mean point shift / inter-ocular distance. About 0.01 on a
+    face (the model locks onto it), 0.1-0.3 on a false detection (the points follow the box). NaN when the backend
+    has no landmark model of its own."""
+    b = np.asarray(det.box, np.float64)
+    w, h = b[2] - b[0], b[3] - b[1]
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    iod = max(interocular(det.landmarks), 1.0)
+    shifts = []
+    for dx, dy, s in ((0.1, 0, 1), (-0.1, 0, 1), (0, 0.1, 1), (0, -0.1, 1), (0, 0, 1.1), (0, 0, 1 / 1.1)):
+        x, y = cx + dx * w, cy + dy * h
+        c = backend.landmarks_in_box(frame, np.array([x - w * s / 2, y - h * s / 2, x + w * s / 2, y + h * s / 2]))
+        if c is None or c.landmarks.shape != det.landmarks.shape:
+            return float("nan")
+        shifts.append(np.linalg.norm(c.landmarks - det.landmarks, axis=1).mean() / iod)
+    return float(np.median(shifts))
+
+
+def _select_first(dets: Sequence[Detection], how: str, shape: tuple[int, int],
+                  fits: Sequence[bool] | None = None) -> Detection:
+    if how == "quality" and fits is not None:
+        good = [d for d, f in zip(dets, fits) if f]
+        return max(good or dets, key=lambda d: d.score)
+    if how in ("score", "quality"):
         return max(dets, key=lambda d: d.score)
     if how == "center":
         cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
@@ -100,6 +160,11 @@ class Tracker:
         self.n_descriptors = 0  # descriptors computed (cost counter)
         self.t = -1
         self._can_predict = type(backend).landmarks_in_box is not FaceBackend.landmarks_in_box
+        self.allow_switch = cfg.select == "quality" and self._can_predict
+        self.n_fit = 0  # detections of the target whose landmarks fit (see `fit_shift`)
+        self.cands: list[list[tuple[int, Detection]]] = []  # other faces that fit, by consecutive frames
+        self.switches: list[Switch] = []
+        self._fit_cache: dict[int, bool] = {}  # fit of each detection of the current frame, by id
 
     # ---------------------------------------------------------------------------------------------- helpers
 
@@ -115,7 +180,8 @@ class Tracker:
         if not self.hist or t - self.hist[-1][0] > self.cfg.max_coast + 1:
             return None
         times, lms = zip(*self.hist)
-        return extrapolate_landmarks(list(times), list(lms), t)
+        fn = extrapolate_similarity if self.cfg.motion == "similarity" else extrapolate_landmarks
+        return fn(list(times), list(lms), t)
 
     def _predicted_box(self, t: int) -> np.ndarray | None:
         lm = self._predicted_landmarks(t)
@@ -123,7 +189,11 @@ class Tracker:
 
     def _accept(self, t: int, det: Detection, detected: bool, gray: np.ndarray | None) -> None:
         if detected:
-            self.key = KeyframeFlow(gray, det.landmarks) if gray is not None else None
+            self.key = None
+            if gray is not None:
+                self.key = (ChainFlow(gray, det.landmarks, anchor=self.cfg.anchor,
+                                                      replenish=self.cfg.replenish) if self.cfg.flow == "chain"
+                            else KeyframeFlow(gray, det.landmarks))
             self.boxes.observe(det.landmarks, det.box)
             if det.descriptor is not None:
                 self.descs.append(det.descriptor)
@@ -190,7 +260,47 @@ class Tracker:
         agree = np.linalg.norm(cand.landmarks - prior, axis=1) <= cfg.agree_iod * iod
         if agree.mean() < cfg.min_agree:
             return None
+        if cfg.refine and agree.sum() >= 6:
+            m = similarity_fit(prior[agree], cand.landmarks[agree])
+            prior = prior @ m[:, :2].T + m[:, 2]
         return Detection(box=self.boxes.box(prior), score=float("nan"), landmarks=prior, descriptor=None)
+
+    # ---------------------------------------------------------------------------------------------- choosing
+
+    def _fits(self, frame: np.ndarray | None, det: Detection) -> bool:
+        if frame is None or not self._can_predict:
+            return True
+        key = id(det)
+        if key not in self._fit_cache:
+            self._fit_cache[key] = bool(fit_shift(self.backend, frame, det) <= self.cfg.max_fit_shift)
+        return self._fit_cache[key]
+
+    def _start(self, t: int, det: Detection, gray: np.ndarray | None, fits: bool) -> None:
+        self.boxes, self.hist, self.descs, self.rejected = BoxModel(), deque(maxlen=self.cfg.history), [], []
+        self.n_fit, self.cands = int(fits), []
+        if self.cfg.use_identity:
+            self._descriptor(det)
+        self._accept(t, det, detected=True, gray=gray)
+
+    def _consider_others(self, t: int, dets: Sequence[Detection], target: Detection | None,
+                         frame: np.ndarray, gray: np.ndarray) -> Detection | None:
+        """While the track is unconfirmed: follow the other faces that fit; one that fits in `confirm_frames`
+        consecutive frames (and more often than the target) takes the track over. Returns it, or None."""
+        cfg = self.cfg
+        alive: list[list[tuple[int, Detection]]] = []
+        for det in dets:
+            if det is target or not self._fits(frame, det):
+                continue
+            run = next((c for c in self.cands if c[-1][0] == t - 1 and box_iou(c[-1][1].box, det.box) >= 0.3), None)
+            alive.append((run or []) + [(t, det)])
+        self.cands = alive
+        best = max(alive, key=len, default=None)
+        if best is None or len(best) < cfg.confirm_frames or len(best) <= self.n_fit:
+            return None
+        self.switches.append(Switch(frame=t, since=best[0][0], detections=list(best)))
+        self._start(t, best[-1][1], gray, fits=True)
+        self.n_fit = len(best)
+        return best[-1][1]
 
     # ---------------------------------------------------------------------------------------------- one frame
 
@@ -200,22 +310,30 @@ class Tracker:
         if t <= self.t:
             raise ValueError(f"Tracker.step: frames must come in order (got {t} after {self.t})")
         self.t = t
+        self._fit_cache = {}
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame is not None else None
         out = TrackStep(None, "no_face", len(dets))
+        unconfirmed = self.allow_switch and frame is not None and self.n_fit < self.cfg.confirm_frames
         if self.last_box is None:  # not started: the first face found picks the target
             if dets:
-                target = _select_first(dets, self.cfg.select, self.shape)
-                if self.cfg.use_identity:
-                    self._descriptor(target)
-                self._accept(t, target, detected=True, gray=gray)
+                fits = [self._fits(frame, d) for d in dets] if self.cfg.select == "quality" else None
+                target = _select_first(dets, self.cfg.select, self.shape, fits)
+                self._start(t, target, gray, fits=self._fits(frame, target) if fits else True)
                 out = TrackStep(target, "ok", len(dets))
         elif (det := self._match(t, dets)) is not None:
             self._accept(t, det, detected=True, gray=gray)
+            if unconfirmed and self._fits(frame, det):
+                self.n_fit += 1
             out = TrackStep(det, "ok", len(dets))
         elif (self.cfg.predict and self._can_predict and frame is not None
               and (det := self._predict(t, frame, gray)) is not None):
             self._accept(t, det, detected=False, gray=gray)
             out = TrackStep(det, "predicted", len(dets))
+        if unconfirmed and dets:
+            assert frame is not None and gray is not None
+            new = self._consider_others(t, dets, out.detection, frame, gray)
+            if new is not None:
+                out = TrackStep(new, "ok", len(dets))
         return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +16,7 @@ from innout_core.face.backends import Detection, FaceBackend
 from innout_core.face.dlib_backend import DlibBackend
 from innout_core.face.given import GivenBackend
 from innout_core.face.preprocess import FaceConfig, fill_gaps, preprocess_video, track_video
+from innout_core.face.testclips import second_face_image
 from innout_core.face.track import TrackingConfig, track_target
 
 T, W, H = 12, 320, 256
@@ -44,9 +44,7 @@ def scene():
         f = np.clip(f + rng.normal(scale=6.0, size=f.shape), 0, 255).astype(np.uint8)  # per-frame jitter
         frames.append(f)
         truth.append(ref @ m[:, :2].T + m[:, 2])
-    path = Path(__file__).resolve().parents[3] / ".venv/lib/python3.11/site-packages/insightface/data/images"
-    other = cv2.cvtColor(cv2.imread(str(path / "Tom_Hanks_54745.png")), cv2.COLOR_BGR2RGB)
-    other = cv2.resize(other, (125, 125), interpolation=cv2.INTER_CUBIC)
+    other = cv2.resize(second_face_image(), (125, 125), interpolation=cv2.INTER_CUBIC)  # the installed package's
     return backend, frames, np.stack(truth), other
 
 
@@ -130,10 +128,25 @@ def test_long_gap_is_filled_and_warned_not_failed(scene, caplog):
 def test_fill_gaps_rules():
     lm = np.arange(6, dtype=float)[:, None, None] * np.ones((1, 5, 2))
     found = np.array([False, True, False, False, True, False])
-    out = fill_gaps(lm, found, 2, "v")
+    out = fill_gaps(lm, found, 2, "v", method="linear")
     np.testing.assert_allclose(out[:, 0, 0], [1, 1, 2, 3, 4, 4])
+    np.testing.assert_allclose(fill_gaps(lm, found, 2, "v")[:, 0, 0], [1, 1, 2, 3, 4, 4])  # motion: a line stays
     with pytest.raises(BadInputError, match="no face found in any"):
         fill_gaps(lm, np.zeros(6, bool), 2, "v")
+
+
+def test_fill_follows_a_curved_path_not_the_chord():
+    """A face on a circle (radius 60 px, one turn per 30 frames) missing for 8 frames: the motion fill stays near
+    the arc, the straight line cuts across it."""
+    t = np.arange(40, dtype=float)
+    ang = 2 * np.pi * t / 30
+    centre = np.stack([300 + 60 * np.cos(ang), 240 + 60 * np.sin(ang)], -1)
+    lm = centre[:, None, :] + np.random.default_rng(3).uniform(-40, 40, size=(1, 68, 2))
+    found = np.ones(40, bool)
+    found[15:23] = False
+    err = lambda x: np.linalg.norm(x - lm, axis=-1).mean(-1)[15:23].max()  # noqa: E731
+    motion_err, linear_err = err(fill_gaps(lm, found, 3, "v")), err(fill_gaps(lm, found, 3, "v", method="linear"))
+    assert motion_err < 0.25 * linear_err and motion_err < 8.0, (motion_err, linear_err)
 
 
 class _FakeIdentityBackend(FaceBackend):
@@ -176,6 +189,7 @@ def test_given_backend_with_given_cameras(scene, tmp_path):
                                                          smoothing={"method": "none"}))
     assert res.status == ["ok", "ok", "filled", "ok"]
     np.testing.assert_allclose(res.cameras.numpy(), cams, atol=1e-6)
-    np.testing.assert_allclose(res.landmarks.numpy()[2], (truth[1] + truth[3]) / 2, atol=1e-4)
+    motion_err = np.abs(res.landmarks.numpy()[2] - truth[2]).mean()  # filled along the motion of frames 0-1, 3
+    assert motion_err < 0.5 * np.abs((truth[1] + truth[3]) / 2 - truth[2]).mean()
     with pytest.raises(BadInputError, match="cameras"):
         GivenBackend(lm, cameras=np.zeros((3, 25)), source="m.yaml")
