@@ -59,6 +59,7 @@ __all__ = [
     "validate_inputs",
     "COMPOSITE_SR_NOISE",
     "composite_sr",
+    "sr_noise_mode",
     "mean_latent",
 ]
 
@@ -104,6 +105,10 @@ class JointConfig(BaseModel):
     auto_mask: AutoMaskConfig = Field(default_factory=AutoMaskConfig, description="automatic mask settings "
                                       "(innout_core.auto_masks.AutoMaskConfig)")
     composite_form: Literal["official", "paper"] = Field("official", description="composite transmittance form")
+    sr_noise: Literal["const", "generator"] = Field(
+        "const", description="SR noise wherever a composite is super-resolved (stage A, stage B, every render): "
+        "'const' = the stored constant noise (the release), 'generator' = the generator's own "
+        "superresolution_noise_mode (for generators whose SR was trained without noise, e.g. tiny-face)")
     release_sample_order: bool = Field(False, description="reproduce the release's OOD ordering defect (parity)")
     ood_resolution: int = Field(256, ge=2, description="OOD tri-plane side, texels")
     ood_channels: int = Field(32, ge=3, description="OOD tri-plane channels (= feature channels)")
@@ -169,6 +174,7 @@ class StageAResult:
     masks: Tensor | None = None  # [T,1,H,W] masks used (user or automatic), 1 = face
     mask_source: str | None = None  # 'user', 'given', or the automatic masks' source, e.g. 'residual vs canonical'
     form: str = "official"  # composite form to render with
+    sr_noise: str = "const"  # SR noise mode of every composite render (JointConfig.sr_noise, resolved)
     depth_used: bool = False  # L_D was optimised (depth maps given and weight > 0)
     release_sample_order: bool = False
     neural_resolution: int | None = None
@@ -257,17 +263,25 @@ def _resize(x: Tensor, R: int, mode: str) -> Tensor:
 COMPOSITE_SR_NOISE = "const"
 
 
-def composite_sr(superresolve: Callable[..., Tensor], feat: Tensor, ws: Tensor) -> Tensor:
+def composite_sr(superresolve: Callable[..., Tensor], feat: Tensor, ws: Tensor,
+                 noise_mode: str = COMPOSITE_SR_NOISE) -> Tensor:
     """SR of a composite (or OOD-only) feature image as the release runs it: the raw RGB it is fed is clamped to
-    [-1, 1] and the noise is the constant one.
+    [-1, 1]; the noise is the constant one unless ``noise_mode`` says otherwise (:func:`sr_noise_mode`).
 
     Args:
         superresolve: ``G.superresolve`` (or a compiled / fine-tuned copy). feat: [N,C,R,R] features (first 3 = raw
-            RGB, about [-1,1]). ws: [N,num_ws,w_dim].
+            RGB, about [-1,1]). ws: [N,num_ws,w_dim]. noise_mode: 'const' | 'none' | 'random'.
     Returns:
         [N,3,H,W], not clamped.
     """
-    return superresolve(feat[:, :3].clamp(-1, 1), feat, ws, noise_mode=COMPOSITE_SR_NOISE)
+    return superresolve(feat[:, :3].clamp(-1, 1), feat, ws, noise_mode=noise_mode)
+
+
+def sr_noise_mode(G, setting: str) -> str:
+    """The SR noise mode of composite renders for ``JointConfig.sr_noise``: 'const' (the release), or for
+    'generator' the generator's ``rendering.superresolution_noise_mode`` (what its SR was trained and is rendered
+    with by ``G.synthesis``)."""
+    return COMPOSITE_SR_NOISE if setting == "const" else str(G.rendering.superresolution_noise_mode)
 
 
 def uses_canonical(cfg: JointConfig, w_canonical: Tensor | None) -> bool:
@@ -475,6 +489,7 @@ def run_stage_a(
         amp_dtype = use_amp(cfg.amp, device)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         superresolve = maybe_compile(G.superresolve, cfg.compile, device)
+        noise = sr_noise_mode(G, cfg.sr_noise)
         need_ood_only = w.l2_ood > 0 and region_raw is not None
         need_ood_sr = (w.sr_l2_ood > 0 and region_raw is not None) or cfg.compute_unused
         region_full = None if use_masks is None else 1 - use_masks
@@ -500,11 +515,11 @@ def run_stage_a(
                                      release_sample_order=cfg.release_sample_order, resolution=R,
                                      with_ood_only=need_ood_only or need_ood_sr or not cfg.fused, fused=cfg.fused)
                 feat = _features_to_image(r.rgb.float(), R)
-                sr = composite_sr(superresolve, feat, wt).float() if w.sr_l2 > 0 else None
+                sr = composite_sr(superresolve, feat, wt, noise).float() if w.sr_l2 > 0 else None
                 sr_o = None
                 if need_ood_sr:
                     feat_o = _features_to_image(r.ood_rgb.float(), R)
-                    sr_o = composite_sr(superresolve, feat_o, wt).float()
+                    sr_o = composite_sr(superresolve, feat_o, wt, noise).float()
             raw = feat[:, :3].clamp(-1, 1) if cfg.clamp_raw else feat[:, :3]
             terms: dict[str, Tensor] = {}
             red = cfg.reduction
@@ -556,6 +571,7 @@ def run_stage_a(
         masks=None if use_masks is None else use_masks.detach().cpu(),
         mask_source=mask_source,
         form=cfg.composite_form,
+        sr_noise=sr_noise_mode(G, cfg.sr_noise),
         depth_used=use_depth,
         release_sample_order=cfg.release_sample_order,
         neural_resolution=R,
@@ -642,7 +658,7 @@ def render_composite_video(
                 removal_mask=None if rem is None else rem[sl], blend_scale=1.2 if rem is not None else 1.0,
             )
             feat = _features_to_image(r.rgb, R)
-            img = composite_sr(Gr.superresolve, feat, w)
+            img = composite_sr(Gr.superresolve, feat, w, stage_a.sr_noise)
             out["image"].append(img.clamp(-1, 1).cpu())
             out["raw"].append(feat[:, :3].clamp(-1, 1).cpu())
             out["blend"].append(_features_to_image(r.ood_share, R).clamp(0, 1).cpu())

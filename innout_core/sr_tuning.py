@@ -23,7 +23,6 @@ from innout_core.errors import BadInputError, CheckpointError
 from innout_core.joint import (
     ProgressFn,
     StageAResult,
-    COMPOSITE_SR_NOISE,
     _features_to_image,
     validate_inputs,
 )
@@ -174,7 +173,7 @@ def run_stage_b(
                 "opt": opt.state_dict(), "rng": rng_state(generator), "base": base, "perm": perm, "pos": pos,
                 "losses": list(history)}
 
-    noise = COMPOSITE_SR_NOISE  # the release's constant SR noise in the composite path
+    noise = stage_a.sr_noise  # the composite path's SR noise (the release: constant), as stage A trained with
     per_epoch = -(-T // cfg.batch_frames)
     total_steps = cfg.epochs * per_epoch
     for step in range(start, total_steps):

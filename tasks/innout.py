@@ -119,7 +119,7 @@ def run_stage_a(job: VideoJob, variant: str, mode: str) -> StageRecord:
         if res.masks is not None:
             tensors["masks"] = res.masks
         save_tensors(d / "stage_a.safetensors", tensors)
-        meta = {"losses": res.losses, "seconds": res.seconds, "form": res.form,
+        meta = {"losses": res.losses, "seconds": res.seconds, "form": res.form, "sr_noise": res.sr_noise,
                 "release_sample_order": res.release_sample_order, "neural_resolution": res.neural_resolution,
                 "mask_source": res.mask_source}
         info = {"resumed_from_step": resumed, "method_seconds": res.seconds, "mask_source": res.mask_source,
@@ -144,6 +144,7 @@ def load_stage_a(job: VideoJob, variant: str, mode: str, device: torch.device):
     ood = {k[4:]: v for k, v in t.items() if k.startswith("ood.")}
     return StageAResult(ood_state=ood, phi=t["phi"], ws=t["ws"], losses=meta["losses"], seconds=meta["seconds"],
                         masks=t.get("masks"), mask_source=meta.get("mask_source"), form=meta["form"],
+                        sr_noise=meta.get("sr_noise", "const"),
                         release_sample_order=meta["release_sample_order"],
                         neural_resolution=meta["neural_resolution"])
 
