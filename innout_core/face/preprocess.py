@@ -276,19 +276,24 @@ def output_landmarks(tr: TrackResult, cfg: FaceConfig, name: str | Path = "video
         BadInputError: no face in any frame, or mixed landmark layouts.
     """
     n = len(tr.detections)
-    ks = {d.landmarks.shape for d in tr.detections if d is not None}
-    if len(ks) > 1:
-        raise BadInputError(f"backend returned mixed landmark layouts {sorted(ks)}", name)
-    k = ks.pop()[0] if ks else 68
-    raw = np.full((n, k, 2), np.nan)
-    for t, d in enumerate(tr.detections):
-        if d is not None:
-            raw[t] = d.landmarks
-    found = np.array([d is not None for d in tr.detections], dtype=bool)
+    raw, found = _raw_landmarks(tr, name)
     filled = fill_gaps(raw, found, cfg.max_gap, name, cfg.fill)
     first, last = int(np.argmax(found)), n - 1 - int(np.argmax(found[::-1]))
     kept = list(range(first, last + 1)) if cfg.ends == "trim" else list(range(n))
     return kept, smooth_landmarks(filled[kept], cfg.smoothing)
+
+
+def _raw_landmarks(tr: TrackResult, name: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The tracked landmarks as ``[T, K, 2]`` (NaN where no face) and ``[T]`` bool found; one layout K per video."""
+    ks = {d.landmarks.shape for d in tr.detections if d is not None}
+    if len(ks) > 1:
+        raise BadInputError(f"backend returned mixed landmark layouts {sorted(ks)}", name)
+    k = ks.pop()[0] if ks else 68
+    raw = np.full((len(tr.detections), k, 2), np.nan)
+    for t, d in enumerate(tr.detections):
+        if d is not None:
+            raw[t] = d.landmarks
+    return raw, np.array([d is not None for d in tr.detections], dtype=bool)
 
 
 def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, backend: FaceBackend,
@@ -313,15 +318,8 @@ def preprocess_video(frames: Sequence[np.ndarray] | np.ndarray | torch.Tensor, b
     tr = track_video(frames, backend, cfg) if tracked is None else tracked
     if len(tr.detections) != n:
         raise BadInputError(f"tracking result has {len(tr.detections)} frames, the video {n}", name)
-    ks = {d.landmarks.shape for d in tr.detections if d is not None}
-    if len(ks) > 1:
-        raise BadInputError(f"backend returned mixed landmark layouts {sorted(ks)}", name)
-    k = ks.pop()[0] if ks else 68
-    raw = np.full((n, k, 2), np.nan)
-    for t, d in enumerate(tr.detections):
-        if d is not None:
-            raw[t] = d.landmarks
-    found = np.array([d is not None for d in tr.detections])
+    raw, found = _raw_landmarks(tr, name)
+    k = raw.shape[1]
     ids = list(range(n)) if frame_ids is None else list(frame_ids)
     warnings = _switch_warnings(tr.switches, ids) + _gap_warnings(found, cfg, ids)
     for w in warnings:
