@@ -22,3 +22,20 @@ def test_plan_covers_methods_variants_modes():
     assert stages.index("invert-w+") < stages.index("stage-a-no-masks") < stages.index("stage-b-no-masks")
     inn = [b for b in branches(cfg, with_masks) if b.variant == "w/o L_w" and b.mode == "image"][0]
     assert inn.stages == ("invert-w+-image", "stage-a-wo-Lw-image", "stage-b-wo-Lw-image", "edits-wo-Lw-image")
+
+
+def test_downstream_follows_branches():
+    from tasks.plan import downstream, planned_stages
+
+    cfg = PipelineConfig.from_preset("tiny-demo").model_copy(update={"methods": ["w", "innout"],
+                                                                     "innout_variants": ["no-masks"],
+                                                                     "modes": ["video"]})
+    v = ManifestVideo(id="a", path=Path("a.mp4"))
+    order = plan_stages(cfg, v)
+    assert downstream(cfg, v, "frames") == order[1:] and downstream(cfg, v, "face") == order[2:]
+    # invert-w+ feeds In-N-Out only, not the W baseline
+    assert downstream(cfg, v, "invert-w+") == ["stage-a-no-masks", "stage-b-no-masks", "edits-no-masks",
+                                               *order[order.index("metrics"):]]
+    assert downstream(cfg, v, "invert-w") == ["edits-w", *order[order.index("metrics"):]]
+    assert downstream(cfg, v, "metrics") == [] and downstream(cfg, v, "nope") == []
+    assert planned_stages(cfg, v) == order  # every module is installed here
