@@ -115,17 +115,23 @@ def owner_stage(job: VideoJob, path: str | Path) -> Path | None:
 
 
 def _failure(job: VideoJob, d: Path, exc: BaseException) -> StageFailure:
-    """The recorded failure; an error about a file inside this video's run directory is a damaged stage output:
-    named as such, and the stage that wrote it is marked to be redone."""
+    """The recorded failure. An error about a file inside this video's run directory is a damaged stage output
+    (kind ``DamagedOutputError``, never "bad input"): the stage that wrote it is marked to be redone, or, for the
+    stage's own working files (checkpoints), those are removed so that the stage starts over."""
     path = exc.path if isinstance(exc, InnoutError) and exc.path is not None else None
     message = exc.message if isinstance(exc, InnoutError) else f"{type(exc).__name__}: {exc}"
     message = " ".join(message.split())  # one line
     kind = type(exc).__name__
-    owner = owner_stage(job, path) if path is not None else None
-    if isinstance(exc, DamagedOutputError) or (owner is not None and owner != d):
+    inside = path is not None and video_dir(job.run_dir, job.id).resolve() in Path(path).resolve().parents
+    if isinstance(exc, DamagedOutputError) or inside:
         kind = "DamagedOutputError"
-        if owner is not None and owner != d and mark_redo(owner, f"{path}: {message}"):
-            message += f"; stage {owner.name} is redone by the next `innout run` / `innout retry`"
+        owner = owner_stage(job, path) if path is not None else None
+        if owner is not None and owner != d.resolve():
+            if mark_redo(owner, f"{path}: {message}"):
+                message += f"; stage {owner.name} is redone by the next `innout run` / `innout retry`"
+        elif inside and (d.resolve() == Path(path).resolve() or d.resolve() in Path(path).resolve().parents):
+            shutil.rmtree(d / "ckpt", ignore_errors=True)
+            message += "; its checkpoints were removed: the stage starts over"
     return StageFailure(file=str(path if path is not None else job.video.path), stage=d.name, message=message,
                         kind=kind)
 

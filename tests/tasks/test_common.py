@@ -168,3 +168,30 @@ def test_bad_frame_of_a_stage_output_is_not_bad_input(tmp_path):
     rec = read_record(job.stage_dir("face"))
     assert rec.error.kind == "DamagedOutputError" and rec.error.file == str(png)
     assert read_record(job.stage_dir("frames")).status == "pending"
+
+
+def test_unreadable_checkpoints_of_the_stage_itself_restart_it(tmp_path):
+    """A stage failing on its own damaged checkpoints is not 'bad input' (refused on every re-run): the
+    checkpoints are removed and the next attempt starts over."""
+    from innout_core.errors import CheckpointError
+
+    job = _job(tmp_path)
+    ck = job.stage_dir("stage-a-no-masks") / "ckpt"
+
+    def body(d: Path) -> StageOutput:
+        if ck.is_dir():
+            raise CheckpointError("no readable checkpoint", path=ck)
+        (d / "out.bin").write_bytes(b"ok")
+        return StageOutput({"out": "out.bin"})
+
+    from innout_core.store import StageRecord, hash_strings, write_record
+
+    ck.mkdir(parents=True)
+    (ck / "ckpt-00000002.pt").write_bytes(b"junk")  # left by a killed attempt with the same inputs, then damaged
+    write_record(ck.parent, StageRecord(stage="stage-a-no-masks", video="v1", input_hash=hash_strings(["h"]),
+                                        config_hash="c").started_now())
+    with pytest.raises(StageError) as info:
+        run_stage(job, "stage-a-no-masks", ["h"], "c", body)
+    assert info.value.kind == "DamagedOutputError" and "checkpoints were removed" in info.value.message
+    assert not ck.exists()
+    assert run_stage(job, "stage-a-no-masks", ["h"], "c", body).status == "done"
