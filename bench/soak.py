@@ -379,7 +379,7 @@ def run_soak(root: Path, videos: int = 10, frames: int = 3, workers: int = 2, fa
     env = {**os.environ, **server_env(home), "PYTHONPATH": str(REPO), "INNOUT_THREADS": "1",
            "OMP_NUM_THREADS": "1", "INNOUT_SOAK": token}
     if api_url is None:
-        server, api_url = start_server(home)
+        server, api_url = start_server(home, timeout_s=600)
     env["PREFECT_API_URL"] = api_url
     rng = random.Random(seed)
     soak = Soak(root, env, token, rng)

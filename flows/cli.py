@@ -157,15 +157,16 @@ def run(
 ) -> int:
     """Run every video of MANIFEST through every stage; re-running the same command resumes."""
     from flows.lock import run_lock
+    from flows.precheck import find_bad_inputs
     from innout_core.config import load_config, load_manifest
 
-    from flows.precheck import find_bad_inputs
-
     man = load_manifest(manifest)
-    cfg = load_config(config, preset, stages=False).with_workers(workers)  # bad arguments fail before the run
-    run_dir = run_dir or Path("runs") / man.name  # directory is touched; the videos are checked (no writes) ...
+    # bad arguments fail before the run directory is touched: the pipeline section, every video (no writes), and,
+    # when some video can run, the stage sections (they import PyTorch: not needed to reject a bad manifest)
+    cfg = load_config(config, preset, stages=False).with_workers(workers)
+    run_dir = run_dir or Path("runs") / man.name
     bad = find_bad_inputs(manifest, run_dir, cfg)
-    if len(bad) < len(man.videos):  # ... and when some video can run, the stage sections too (they import PyTorch)
+    if len(bad) < len(man.videos):
         load_config(config, preset)
     with run_lock(run_dir):
         return execute(manifest, run_dir, config, preset, workers, bad=bad)

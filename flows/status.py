@@ -24,8 +24,12 @@ def read_run(run_dir: str | Path) -> tuple[PipelineConfig, Path, dict[str, Any]]
     p = run_yaml_path(run_dir)
     if not p.is_file():
         raise BadInputError("not a run directory (no run.yaml): give the directory `innout run` wrote", path=run_dir)
-    doc = yaml.safe_load(p.read_text("utf-8"))
-    return PipelineConfig.model_validate(doc["pipeline"]), Path(doc["manifest"]), doc
+    try:
+        doc = yaml.safe_load(p.read_text("utf-8"))
+        return PipelineConfig.model_validate(doc["pipeline"]), Path(doc["manifest"]), doc
+    except (OSError, yaml.YAMLError, ValueError, KeyError, TypeError) as err:
+        raise BadInputError(f"run.yaml is damaged or unreadable ({type(err).__name__}); re-run `innout run "
+                            "MANIFEST --run-dir` on this directory to rewrite it", path=p) from err
 
 
 def run_entries(run_dir: str | Path, manifest_path: Path) -> list[ManifestVideo]:

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from innout_core.config import ManifestVideo, PipelineConfig
-from innout_core.errors import DamagedOutputError, InnoutError, StageError
+from innout_core.errors import CheckpointError, DamagedOutputError, InnoutError, StageError
 from innout_core.store import (
     StageFailure,
     StageRecord,
@@ -123,13 +123,14 @@ def _failure(job: VideoJob, d: Path, exc: BaseException) -> StageFailure:
     message = " ".join(message.split())  # one line
     kind = type(exc).__name__
     inside = path is not None and video_dir(job.run_dir, job.id).resolve() in Path(path).resolve().parents
-    if isinstance(exc, DamagedOutputError) or inside:
+    if isinstance(exc, DamagedOutputError) or inside:  # a file of this run, never the user's input
         kind = "DamagedOutputError"
         owner = owner_stage(job, path) if path is not None else None
-        if owner is not None and owner != d.resolve():
+        own = owner is not None and owner == d.resolve()
+        if owner is not None and not own:
             if mark_redo(owner, f"{path}: {message}"):
                 message += f"; stage {owner.name} is redone by the next `innout run` / `innout retry`"
-        elif inside and (d.resolve() == Path(path).resolve() or d.resolve() in Path(path).resolve().parents):
+        elif own and isinstance(exc, (DamagedOutputError, CheckpointError)):
             shutil.rmtree(d / "ckpt", ignore_errors=True)
             message += "; its checkpoints were removed: the stage starts over"
     return StageFailure(file=str(path if path is not None else job.video.path), stage=d.name, message=message,
