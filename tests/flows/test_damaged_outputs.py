@@ -34,7 +34,7 @@ def test_truncated_output_and_corrupt_parquet_are_redone(innout, gt_videos, tmp_
 
     code, out = innout.run("status", str(run))
     flat = " ".join(out.split())
-    assert code == 1 and "damaged" in flat and face.name in flat, out
+    assert code == 1 and flat.count("damaged") >= 2 and "DamagedOutputError" not in flat, out  # both videos
 
     code, out = innout.run(*args)
     flat = " ".join(out.split())
