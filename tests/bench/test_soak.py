@@ -33,9 +33,11 @@ def test_schedule_covers_every_kind_and_is_seeded(soak):
 def test_small_soak_ends_equal_to_a_clean_run(soak, prefect_env, tmp_path):  # noqa: F811
     r = soak.run_soak(tmp_path, videos=1, frames=2, workers=1, faults=9, seed=1, max_reruns=3,
                       api_url=prefect_env["PREFECT_API_URL"], throughput=False, config={"methods": ["w"]})
-    assert r["faults_applied"] >= 7, r["faults"]
-    assert r["faults_by_kind"]["command_kill"] == 1 and r["faults_by_kind"]["disk_full"] == 1, r["faults"]
-    assert r["reruns_to_done"] is not None and r["reruns_to_done"] <= 3, r["commands"]
     assert r["videos_lost"] == [] and r["verify_exit"] == 0, r["commands"]
+    assert r["reruns_to_done"] is not None and r["reruns_to_done"] <= 3, r["commands"]
     assert r["results_differing"] == 0 and r["comparison"]["files_compared"] > 5, r["comparison"]
     assert r["leftover_processes"] == [] and r["stale_locks"] == 0
+    # one short video leaves little to hit: a worker kill needs a running stage, a pending-stage fault a file of a
+    # stage that is not done; the command kill and the full disk always land
+    assert r["faults_by_kind"]["command_kill"] == 1 and r["faults_by_kind"]["disk_full"] == 1, r["faults"]
+    assert r["faults_applied"] >= 5, r["faults"]
