@@ -49,28 +49,32 @@ def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progre
 
 
 def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | None, workers: int | None,
-            only: list[str] | None = None) -> int:
+            only: list[str] | None = None, bad: dict[str, BadInputError] | None = None) -> int:
     """Run the dataset flow for ``manifest`` into ``run_dir`` (starting a local Prefect server when needed);
-    print the summary; return the exit code (:func:`exit_code`). The caller holds the run directory's lock.
+    print the summary; return the exit code (:func:`exit_code`). The caller holds the run directory's lock and may
+    pass what :func:`flows.precheck.find_bad_inputs` found (``bad``) when it checked the videos already.
 
     Everything that can be checked is checked before the server and the cluster start: the manifest, every config
-    section, ``workers``, and every selected video (all bad ones reported at once, each in one line).
+    section, ``workers``, every selected video (all bad ones reported at once, each in one line; the last selected
+    frames are decoded) and the outputs of finished stages (a damaged one is redone with everything downstream).
+    When every video is bad input the answer comes without importing PyTorch, Prefect or Dask.
     """
-    from flows.dataset import check_inputs, prepare_run
-    from flows.server import prefect_api
-    from flows.video import missing_modules
+    from flows.precheck import check_outputs, find_bad_inputs, prepare_run, record_bad_inputs
     from innout_core.config import load_config, load_manifest
-    from tasks.plan import plan_stages
+    from tasks.plan import planned_stages
 
     man = load_manifest(manifest)
-    cfg = load_config(config, preset).with_workers(workers)
+    cfg = load_config(config, preset, stages=False).with_workers(workers)
     if only is not None:
         unknown = sorted(set(only) - {v.id for v in man.videos})
         if unknown:
             raise BadInputError(f"videos {unknown} are not in the manifest", path=manifest)
-    run_dir = prepare_run(manifest, run_dir, cfg)
     selected = [v.id for v in man.videos if only is None or v.id in only]
-    rejected = check_inputs(manifest, run_dir, cfg, selected)
+    bad = find_bad_inputs(manifest, run_dir, cfg, selected) if bad is None else bad
+    if len(bad) < len(selected):  # something will run: check the stage sections too (they import PyTorch)
+        cfg = load_config(config, preset).with_workers(workers)
+    run_dir = prepare_run(manifest, run_dir, cfg, resolve=len(bad) < len(selected))
+    rejected = record_bad_inputs(manifest, run_dir, cfg, bad)
     for line in rejected.values():
         console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
     todo = [v for v in selected if v not in rejected]
@@ -78,8 +82,11 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
         console.print(f"nothing to run: every video has bad input; fix them, then `innout retry {run_dir}`",
                       highlight=False, soft_wrap=True)
         return 2
-    plan = {v.id: [s for s in plan_stages(cfg, v) if not missing_modules(s)] for v in man.videos if v.id in todo}
+    for damage in check_outputs(manifest, run_dir, cfg, todo):
+        console.print(f"[yellow]warning:[/] {damage.line()}", highlight=False, soft_wrap=True)
+    plan = {v.id: planned_stages(cfg, v) for v in man.videos if v.id in todo}
     from flows.runlog import run_log
+    from flows.server import prefect_api
 
     with run_log(run_dir), prefect_api(run_dir / ".prefect") as url:
         import logging
@@ -98,20 +105,27 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
     if any(run_dir.glob("videos/*/metrics.parquet")):  # tables + report for whatever finished
         from flows.tables import make_tables
 
-        make_tables(run_dir)
+        result = make_tables(run_dir)
+        for line in result.left_out:
+            console.print(f"[yellow]warning:[/] left out of the tables: {line}", highlight=False, soft_wrap=True)
         console.print(f"tables: {run_dir / 'tables'}  report: {run_dir / 'report' / 'index.html'}")
+        if result.left_out and code == 0:  # a video missing from the tables is not a finished run
+            code = 1
     return code
 
 
+#: failure kinds that mean the video's own input (or the config) is bad: re-running cannot help
+BAD_INPUT_KINDS = ("BadInputError", "CheckpointError", "MissingWeightsError")
+
+
 def exit_code(videos: dict[str, dict]) -> int:
-    """0 when every video is done; 2 when none ran because each failed on bad input before any stage started
-    (the check before the run); else 1 (some failed and others finished, or a failure was not bad input)."""
+    """0 when every video is done; 2 when none is done and each failed on bad input (rejected by the check before
+    the run, or a stage found its input unusable, e.g. no face in any frame); else 1 (some failed and others
+    finished, a failure was not bad input, or a video is damaged / interrupted / pending)."""
     if all(v["status"] == "done" for v in videos.values()):
         return 0
-    rejected = [v for v in videos.values() if v["status"] == "failed" and (v["error"] or {}).get("stage") == "frames"
-                and (v["error"] or {}).get("kind") in ("BadInputError", "CheckpointError")]
-    ran = [v for v in videos.values() if any(s == "done" for s in v["stages"].values())]
-    return 2 if len(rejected) == len(videos) and not ran else 1
+    bad = [v for v in videos.values() if v["status"] == "failed" and (v["error"] or {}).get("kind") in BAD_INPUT_KINDS]
+    return 2 if videos and len(bad) == len(videos) else 1
 
 
 def print_status(run_dir: Path, only: list[str] | None = None) -> int:
@@ -126,7 +140,7 @@ def print_status(run_dir: Path, only: list[str] | None = None) -> int:
     for vid, v in vids.items():
         n_done = sum(s == "done" for s in v["stages"].values())
         err = v["error"] or {}
-        colour = {"done": "green", "failed": "red"}.get(v["status"], "yellow")
+        colour = {"done": "green", "failed": "red", "damaged": "red"}.get(v["status"], "yellow")
         table.add_row(vid, f"[{colour}]{v['status']}[/]", f"{n_done}/{len(v['stages'])}", err.get("stage", ""),
                       err.get("file") or "", err.get("message", ""))
     Console(width=max(160, Console().width)).print(table)
@@ -143,13 +157,19 @@ def run(
 ) -> int:
     """Run every video of MANIFEST through every stage; re-running the same command resumes."""
     from flows.lock import run_lock
+    from flows.precheck import find_bad_inputs
     from innout_core.config import load_config, load_manifest
 
     man = load_manifest(manifest)
-    load_config(config, preset).with_workers(workers)  # bad arguments fail before the run directory is touched
+    # bad arguments fail before the run directory is touched: the pipeline section, every video (no writes), and,
+    # when some video can run, the stage sections (they import PyTorch: not needed to reject a bad manifest)
+    cfg = load_config(config, preset, stages=False).with_workers(workers)
     run_dir = run_dir or Path("runs") / man.name
+    bad = find_bad_inputs(manifest, run_dir, cfg)
+    if len(bad) < len(man.videos):
+        load_config(config, preset)
     with run_lock(run_dir):
-        return execute(manifest, run_dir, config, preset, workers)
+        return execute(manifest, run_dir, config, preset, workers, bad=bad)
 
 
 @app.command()
@@ -161,13 +181,57 @@ def retry(run_dir: Annotated[Path, typer.Argument(help="run directory")],
 
     read_run(run_dir)  # a run directory? (before the lock creates anything in it)
     with run_lock(run_dir):
-        _, manifest, _ = read_run(run_dir)
+        cfg, manifest, _ = read_run(run_dir)
+        for damage in _check_finished(run_dir, cfg, manifest):
+            console.print(f"[yellow]warning:[/] {damage.line()}", highlight=False, soft_wrap=True)
         todo = failed_videos(run_dir)
         if not todo:
             console.print("nothing to retry: every video is done")
             return 0
         console.print(f"retrying {len(todo)} video(s): {', '.join(todo)}")
         return execute(manifest, run_dir, run_dir / "run.yaml", None, workers, only=todo)
+
+
+def _check_finished(run_dir: Path, cfg, manifest: Path, mode: str = "quick", mark: bool = True) -> list:
+    """Check the outputs of every video's finished stages (:func:`tasks.verify.check_video`)."""
+    from flows.status import run_entries
+    from tasks.verify import check_video
+
+    return [d for e in run_entries(run_dir, manifest) if e.id != "none"
+            for d in check_video(run_dir, cfg, e, mode, mark=mark)]  # type: ignore[arg-type]
+
+
+@app.command()
+def verify(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> int:
+    """Re-hash every output of every finished stage of RUN against its record; report each damaged file and mark
+    its stage and everything downstream to be redone by `innout retry RUN` (exit 1 when something is damaged).
+    While another command holds the run, report only."""
+    from flows.lock import RunLockedError, run_lock
+    from flows.status import read_run
+
+    cfg, manifest, _ = read_run(run_dir)
+    try:
+        with run_lock(run_dir, command="innout verify"):
+            damages = _check_finished(run_dir, cfg, manifest, "full", mark=True)
+            marked = True
+    except RunLockedError:
+        damages, marked = _check_finished(run_dir, cfg, manifest, "full", mark=False), False
+    for damage in damages:
+        console.print(f"[red]damaged:[/] {damage.line()}", highlight=False, soft_wrap=True)
+    n_files = sum(len(r.files) for r in _records(run_dir) if r.status == "done")
+    if not damages:
+        console.print(f"verified {n_files} output files of the finished stages of {run_dir}: all match their "
+                      "records", highlight=False, soft_wrap=True)
+        return 0
+    what = "`innout retry` redoes them" if marked else "another command holds the run: nothing marked"
+    console.print(f"{len(damages)} damaged stage(s) in {run_dir}; {what}", highlight=False, soft_wrap=True)
+    return 1
+
+
+def _records(run_dir: Path) -> list:
+    from innout_core.store import read_record
+
+    return [r for d in sorted(Path(run_dir).glob("videos/*/*")) if d.is_dir() and (r := read_record(d))]
 
 
 @app.command()
@@ -221,7 +285,7 @@ def demo(
     from flows.lock import run_lock
     from innout_core.config import load_config
 
-    load_config(None, "tiny-demo").with_workers(workers)  # before anything is written
+    load_config(None, "tiny-demo", stages=False).with_workers(workers)  # before anything is written
     with run_lock(run_dir):
         manifest = build_demo_dataset(run_dir.resolve(), n_videos=videos, n_frames=frames)
         return execute(manifest, run_dir, None, "tiny-demo", workers)

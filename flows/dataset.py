@@ -18,12 +18,11 @@ from prefect.states import Completed, Failed
 from prefect_dask import DaskTaskRunner
 
 from flows.lock import run_lock
+from flows.precheck import check_inputs, check_outputs, make_job, prepare_run
 from flows.status import run_status
-from flows.video import make_job, process_video
-from innout_core.config import DaskSettings, PipelineConfig, load_config, load_manifest, manifest_hash, save_resolved
-from innout_core.errors import BadInputError
+from flows.video import process_video
+from innout_core.config import DaskSettings, PipelineConfig, load_config, load_manifest
 from innout_core.store import atomic_write_json
-from tasks.frames import check_input, record_rejected
 
 __all__ = ["check_inputs", "dask_task_runner", "dataset_flow", "dataset_videos", "prepare_run", "retry_failed_flow",
            "video_task"]
@@ -44,36 +43,6 @@ def dask_task_runner(settings: DaskSettings) -> DaskTaskRunner:
                           cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1, "processes": True,
                                           "memory_limit": settings.memory_limit, "dashboard_address": ":0",
                                           "silence_logs": 40})
-
-
-def prepare_run(manifest: str | Path, run_dir: str | Path, cfg: PipelineConfig) -> Path:
-    """Create the run dir, write ``run.yaml`` (resolved config, code version, manifest path + hash)."""
-    run = Path(run_dir).resolve()
-    run.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run, manifest_hash(manifest), manifest=Path(manifest).resolve())
-    return run
-
-
-def check_inputs(manifest: str | Path, run_dir: str | Path, cfg: PipelineConfig,
-                 only: list[str] | None = None) -> dict[str, str]:
-    """Check every selected video before anything starts (:func:`tasks.frames.check_input`: probe, frame range,
-    side files) and record each bad one as its failed ``frames`` stage.
-
-    Returns:
-        ``{video id: one-line error naming the file}`` for the bad ones, in manifest order.
-    """
-    man = load_manifest(manifest)
-    bad: dict[str, str] = {}
-    for v in man.videos:
-        if only is not None and v.id not in only:
-            continue
-        job = make_job(Path(run_dir), man, v.id, cfg)
-        try:
-            check_input(job)
-        except BadInputError as err:
-            record_rejected(job, err)
-            bad[v.id] = f"video {v.id!r}: {err}"
-    return bad
 
 
 @flow(name="dataset-videos", validate_parameters=False)
@@ -118,10 +87,12 @@ def dataset_flow(manifest: str, run_dir: str, config: str | None = None, preset:
     cfg = load_config(config, preset).with_workers(workers)
     with run_lock(run_dir):
         run = prepare_run(manifest, run_dir, cfg)
-        if rejected is None:
+        if rejected is None:  # a deployment's run: check here what the command checks before the cluster starts
             rejected = check_inputs(manifest, run, cfg, only)
             only = [v.id for v in load_manifest(manifest).videos if (only is None or v.id in only)
                     and v.id not in rejected]
+            for damage in check_outputs(manifest, run, cfg, only):
+                get_run_logger().warning("%s", damage.line())
         for line in rejected.values():
             get_run_logger().error("bad input: %s", line)
         if only is not None and not only:

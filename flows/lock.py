@@ -24,7 +24,7 @@ from pathlib import Path
 
 from innout_core.errors import BadInputError, InnoutError
 
-__all__ = ["LOCK_NAME", "RunLockedError", "holder", "run_lock"]
+__all__ = ["LOCK_NAME", "RunLockedError", "holder", "lock_held", "run_lock"]
 
 LOCK_NAME = "innout.lock"
 #: lock path -> (descriptor, hold count) for the locks this process holds
@@ -53,6 +53,28 @@ def _describe(info: dict[str, object]) -> str:
         return "another process (the lock file names none)"
     host = f" on {info['host']}" if info.get("host") and info.get("host") != socket.gethostname() else ""
     return f"pid {info.get('pid')}{host} (`{info.get('command')}`, started {info.get('started')})"
+
+
+def lock_held(run_dir: str | Path) -> bool:
+    """Whether a command (this process or another) holds the run directory's lock now; creates nothing."""
+    path = Path(run_dir).resolve() / LOCK_NAME
+    if str(path) in _HELD:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no command ever held it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no flock on this filesystem: nothing can tell
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

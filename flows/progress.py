@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from innout_core.store import read_record, stage_dir
-from tasks.common import PROGRESS_NAME
+from tasks.stage import PROGRESS_NAME
 
 __all__ = ["RunProgress"]
 

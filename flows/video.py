@@ -8,7 +8,6 @@ any stage failed, after every other branch has run.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -17,36 +16,14 @@ import torch
 from prefect import flow, get_run_logger
 
 from flows.plan import Branch, branches
-from innout_core.config import Manifest, PipelineConfig, load_config, load_manifest
+from flows.precheck import make_job  # noqa: F401 - re-exported
+from tasks.plan import REQUIRES, missing_modules  # noqa: F401 - re-exported
+from innout_core.config import PipelineConfig, load_config
 from innout_core.errors import StageError
 from tasks.common import VideoJob
 from tasks.prefect_tasks import stage_task
 
 __all__ = ["make_job", "process_video", "runnable_branches", "video_flow"]
-
-#: innout_core modules each stage kind needs; a branch whose module is not installed is skipped and reported.
-REQUIRES = {
-    "face": ("innout_core.face.preprocess",),
-    "invert": ("innout_core.inversion",),
-    "masks": ("innout_core.auto_masks", "innout_core.joint"),
-    "stage-a": ("innout_core.joint",),
-    "stage-b": ("innout_core.sr_tuning",),
-    "edits": ("innout_core.edit",),
-    "metrics": ("innout_core.metrics",),
-}
-
-
-def _kind(stage: str) -> str:
-    for k in REQUIRES:
-        if stage.startswith(k):
-            return k
-    return stage
-
-
-def missing_modules(stage: str) -> list[str]:
-    """innout_core modules a stage needs that are not importable here."""
-    return [m for m in REQUIRES.get(_kind(stage), ()) if importlib.util.find_spec(m) is None]
-
 
 def runnable_branches(cfg: PipelineConfig, job: VideoJob) -> tuple[list[Branch], dict[str, list[str]]]:
     """Branches whose stages' modules exist, and for the others the missing modules by branch key."""
@@ -55,15 +32,6 @@ def runnable_branches(cfg: PipelineConfig, job: VideoJob) -> tuple[list[Branch],
         miss = sorted({m for s in b.stages for m in missing_modules(s)})
         (skipped.__setitem__(b.key, miss) if miss else ok.append(b))
     return ok, skipped
-
-
-def make_job(run_dir: Path, manifest: Path | Manifest, video_id: str, cfg: PipelineConfig) -> VideoJob:
-    """A :class:`VideoJob` with the manifest entry's paths made absolute (``manifest``: its path, or loaded)."""
-    man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
-    entry = man.video(video_id)
-    entry = entry.model_copy(update={k: man.resolve(getattr(entry, k)) for k in ("path", "masks", "cameras",
-                                                                                  "landmarks", "clean")})
-    return VideoJob(run_dir=Path(run_dir).resolve(), run_name=Path(run_dir).name, video=entry, config=cfg)
 
 
 def _runner(stage: str, branch: Branch | None):
@@ -97,11 +65,26 @@ def process_video(job: VideoJob) -> dict[str, Any]:
         ``{"video": id, "status": "done", "branches": [keys], "skipped": {key: [missing modules]}}``.
     """
     from flows.runlog import attach_run_log
-    from tasks import encode, metrics
 
     attach_run_log(job.run_dir)  # this worker's records (a failure's traceback too) go to the run log
     cfg = job.config
     torch.set_num_threads(max(1, int(os.environ.get("INNOUT_THREADS", cfg.dask.threads_per_worker))))
+    for _pass in range(2):  # a second pass when a stage found an upstream output damaged (marked to redo)
+        failed, ok_branches = _stages_pass(job, cfg)
+        if not any(getattr(e, "kind", "") == "DamagedOutputError" for e in failed.values()):
+            break
+    _, skipped = runnable_branches(cfg, job)
+    if failed:
+        first = next(iter(failed.values()))
+        raise StageError(f"{len(failed)} stage(s) failed: {', '.join(failed)}; first: {first.message}",
+                         path=first.path)
+    return {"video": job.id, "status": "done", "branches": [b.key for b in ok_branches], "skipped": skipped}
+
+
+def _stages_pass(job: VideoJob, cfg: PipelineConfig) -> tuple[dict[str, StageError], list[Branch]]:
+    """Call every stage once in order (done ones skip); returns the failed stages and the finished branches."""
+    from tasks import encode, metrics
+
     failed: dict[str, StageError] = {}
     finished: set[str] = set()
 
@@ -119,7 +102,7 @@ def process_video(job: VideoJob) -> dict[str, Any]:
         return True
 
     ok_branches: list[Branch] = []
-    ready, skipped = runnable_branches(cfg, job)
+    ready, _ = runnable_branches(cfg, job)
     head = ["frames"] + (["face"] if not missing_modules("face") else [])
     if all(call(s, *_split(_runner(s, None))) for s in head) and "face" in head:
         for b in ready:
@@ -129,11 +112,7 @@ def process_video(job: VideoJob) -> dict[str, Any]:
             call("metrics", metrics.run_metrics, ok_branches)
         if cfg.video.encode:
             call("encode", encode.run_encode, ok_branches)
-    if failed:
-        first = next(iter(failed.values()))
-        raise StageError(f"{len(failed)} stage(s) failed: {', '.join(failed)}; first: {first.message}",
-                         path=first.path)
-    return {"video": job.id, "status": "done", "branches": [b.key for b in ok_branches], "skipped": skipped}
+    return failed, ok_branches
 
 
 def _split(pair):

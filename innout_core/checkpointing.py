@@ -4,13 +4,16 @@ A :class:`Checkpointer` owns one directory and writes ``ckpt-<step>.pt`` files t
 file holds the caller's state dict (parameters, optimiser state, RNG state, ...) together with a *fingerprint* of the
 stage's inputs and config, so a checkpoint from another video or another config is refused instead of silently
 resumed. Files are written to a temporary file in the same directory and moved into place with :func:`os.replace`,
-so a kill at any moment leaves either the previous checkpoint or the new one, never half a file. Loading uses
+so a kill at any moment leaves either the previous checkpoint or the new one, never half a file. Each checkpoint's
+sha256 is written beside it (``ckpt-<step>.pt.sha256``, before the checkpoint itself): a file damaged afterwards
+(truncated, altered) is skipped for the previous one instead of resuming from wrong numbers. Loading uses
 ``torch.load(weights_only=True)``: no pickled code is ever executed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -129,7 +132,12 @@ class Checkpointer:
         for step in reversed(steps):
             path = self.path(step)
             try:
-                payload = torch.load(path, map_location="cpu", weights_only=True)
+                data = path.read_bytes()
+                digest = _sidecar(path)
+                if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+                    errors.append(f"{path.name}: sha256 differs from the one written")
+                    continue
+                payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             except Exception as exc:  # a truncated or foreign file: try the previous one
                 errors.append(f"{path.name}: {type(exc).__name__}")
                 continue
@@ -164,10 +172,14 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = {"format": _FORMAT, "fingerprint": self.fingerprint, "step": int(step), "state": state()}
         target = self.path(step)
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        data = buf.getvalue()
+        _write_atomic(_sidecar_path(target), hashlib.sha256(data).hexdigest().encode())
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
@@ -176,13 +188,38 @@ class Checkpointer:
                 os.unlink(tmp)
             raise
         for old in self.steps()[: -self.keep]:
-            try:
-                self.path(old).unlink()
-            except FileNotFoundError:
-                pass
+            self.path(old).unlink(missing_ok=True)
+            _sidecar_path(self.path(old)).unlink(missing_ok=True)
         return True
 
     def clear(self) -> None:
         """Delete every checkpoint file of this directory (e.g. after the stage's outputs are safely written)."""
         for s in self.steps():
             self.path(s).unlink(missing_ok=True)
+            _sidecar_path(self.path(s)).unlink(missing_ok=True)
+
+
+def _sidecar_path(ckpt: Path) -> Path:
+    return ckpt.with_name(ckpt.name + ".sha256")
+
+
+def _sidecar(ckpt: Path) -> str | None:
+    """The sha256 written beside a checkpoint, or None (none written: a checkpoint of an older innout)."""
+    try:
+        return _sidecar_path(ckpt).read_text("ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -357,11 +357,13 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {text}" if mark is not None else text
 
 
-def load_config(path: str | Path | None = None, preset: str | None = None) -> PipelineConfig:
+def load_config(path: str | Path | None = None, preset: str | None = None, stages: bool = True) -> PipelineConfig:
     """Read a YAML config (its ``preset`` key, or ``preset``, picks the base); no path = the preset alone.
 
     Every section is validated here, the stage sections too (against each stage's own model, for every method and
     variant the config runs): one :class:`BadInputError` names the file and every bad key path with its problem.
+    ``stages=False`` checks the pipeline section only (the stage models import PyTorch: the command's quick
+    checks before a run skip them, and check them once some video passed its input check).
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -387,24 +389,29 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Pi
         cfg = PipelineConfig.model_validate(merged)
     except ValidationError as err:
         problems += validation_problems(err)
+        if not stages:
+            raise BadInputError("; ".join(problems), path=path) from err
         # still check the stage sections that are mappings, against the preset's methods and variants
         base = PipelineConfig.model_validate(_preset_data(str(name), {}))
         cfg = base.model_copy(update={k: merged[k] for k in STAGE_SECTIONS if isinstance(merged.get(k), dict)})
         problems += [p for p in cfg.stage_problems() if p not in problems]
         raise BadInputError("; ".join(problems), path=path) from err
-    problems = cfg.stage_problems()
+    problems = cfg.stage_problems() if stages else []
     if problems:
         raise BadInputError("; ".join(problems), path=path)
     return cfg
 
 
-def save_resolved(cfg: PipelineConfig, run_dir: str | Path, manifest_hash: str, manifest: Path | None = None) -> Path:
+def save_resolved(cfg: PipelineConfig, run_dir: str | Path, manifest_hash: str, manifest: Path | None = None,
+                  resolve: bool = True) -> Path:
     """Write ``runs/<run>/run.yaml``: the resolved config, code version, manifest path and hash (atomic).
 
     :func:`load_config` reads the ``pipeline`` section of that file back (``innout retry`` does).
     """
+    body = cfg.resolved() if resolve else {"pipeline": cfg.model_dump(mode="json"),
+                                           "stages": "not expanded: no video passed the input check yet"}
     doc = {"code_version": code_version(), "manifest": str(manifest) if manifest else None,
-           "manifest_hash": manifest_hash, **cfg.resolved()}
+           "manifest_hash": manifest_hash, **body}
     return atomic_write_text(run_yaml_path(run_dir), yaml.safe_dump(doc, sort_keys=False))
 
 

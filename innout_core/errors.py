@@ -14,6 +14,7 @@ __all__ = [
     "MissingWeightsError",
     "CheckpointError",
     "StageError",
+    "DamagedOutputError",
 ]
 
 
@@ -46,3 +47,8 @@ class CheckpointError(BadInputError):
 
 class StageError(InnoutError):
     """A pipeline stage failed for one video; recorded in its stage record, other videos continue."""
+
+
+class DamagedOutputError(InnoutError):
+    """A stage output in the run directory is missing, unreadable or differs from its record: the stage that wrote
+    it is redone (with everything downstream) by the next ``innout run`` / ``retry``; not bad input."""

@@ -22,24 +22,27 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from innout_core.errors import BadInputError, InnoutError
 
 __all__ = [
+    "CHEAP_HASH_BYTES",
+    "FileEntry",
     "METRICS_SCHEMA",
     "METRICS_SCHEMA_VERSION",
+    "OutputProblem",
     "RECORD_NAME",
     "StageFailure",
     "StageRecord",
     "StageStatus",
+    "VerifyMode",
     "Timer",
     "atomic_path",
     "atomic_write_bytes",
@@ -50,6 +53,10 @@ __all__ = [
     "hash_json",
     "hash_strings",
     "is_done",
+    "list_outputs",
+    "mark_redo",
+    "outputs_hash",
+    "verify_outputs",
     "metrics_path",
     "read_metrics",
     "read_record",
@@ -210,6 +217,14 @@ class StageFailure(BaseModel):
     kind: str = Field("StageError", description="exception class name")
 
 
+class FileEntry(BaseModel):
+    """One output file as written: size, sha256 and modification time (to tell a rewrite from a copy)."""
+
+    size: int = Field(description="bytes")
+    sha256: str = Field(description="sha256 hex digest of the bytes")
+    mtime_ns: int = Field(0, description="st_mtime_ns when hashed; a file whose mtime changed is re-hashed")
+
+
 class StageRecord(BaseModel):
     """The content of ``<stage>/stage.json``: the system of record for one stage of one video."""
 
@@ -225,6 +240,8 @@ class StageRecord(BaseModel):
     seconds: float | None = Field(None, description="wall time of the stage, seconds")
     attempts: int = Field(0, description="how many times the stage was started in this run dir")
     outputs: dict[str, str] = Field(default_factory=dict, description="name -> path relative to the stage dir")
+    files: dict[str, FileEntry] = Field(default_factory=dict, description="every output file (directories "
+                                        "expanded), path relative to the stage dir -> size, sha256, mtime")
     info: dict[str, Any] = Field(default_factory=dict, description="small stage-specific facts (frame count, ...)")
     error: StageFailure | None = Field(None, description="set when status is failed")
 
@@ -264,11 +281,130 @@ def write_record(directory: str | Path, record: StageRecord) -> Path:
 
 
 def is_done(directory: str | Path, input_hash: str, config_hash: str) -> bool:
-    """True when ``directory/stage.json`` says done with the same input and config hashes and its outputs exist."""
+    """True when ``directory/stage.json`` says done with the same input and config hashes and its outputs still
+    match what the record lists (:func:`verify_outputs`, quick mode)."""
     rec = read_record(directory)
     if rec is None or rec.status != "done" or rec.input_hash != input_hash or rec.config_hash != config_hash:
         return False
-    return all((Path(directory) / rel).exists() for rel in rec.outputs.values())
+    return verify_outputs(directory, rec) is None
+
+
+# ------------------------------------------------------------------------------------------ output verification
+
+#: Files up to this size are re-hashed on every quick check; bigger ones only when their size or mtime changed.
+CHEAP_HASH_BYTES = 4 << 20
+
+
+def _is_temp(path: Path) -> bool:
+    """A temp file of :func:`atomic_path` (left behind only by a killed writer)."""
+    return path.name.startswith(".") and ".tmp" in path.name
+
+
+def _output_files(directory: Path, outputs: dict[str, str]) -> list[tuple[str, list[Path]]]:
+    """(output name, its files in name order) for each output, outputs in name order."""
+    out = []
+    for name in sorted(outputs):
+        p = directory / outputs[name]
+        files = sorted(q for q in p.rglob("*") if q.is_file() and not _is_temp(q)) if p.is_dir() else [p]
+        out.append((name, files))
+    return out
+
+
+def list_outputs(directory: str | Path, outputs: dict[str, str]) -> dict[str, FileEntry]:
+    """Size, sha256 and mtime of every output file (relative path -> entry), hashed once when a stage finishes.
+
+    Raises:
+        InnoutError: an output the stage named was not written.
+    """
+    directory = Path(directory)
+    entries: dict[str, FileEntry] = {}
+    for name, files in _output_files(directory, outputs):
+        if not files or not files[0].exists():
+            raise InnoutError(f"stage output {name!r} was not written", path=directory / outputs[name])
+        for q in files:
+            st = q.stat()
+            entries[Path(os.path.relpath(q, directory)).as_posix()] = FileEntry(
+                size=st.st_size, sha256=hash_file(q), mtime_ns=st.st_mtime_ns)
+    return entries
+
+
+def outputs_hash(directory: str | Path, outputs: dict[str, str], files: dict[str, FileEntry]) -> str:
+    """The record's ``output_hash``: sha256 over output names and their files' hashes (fed to downstream inputs),
+    from the hashes :func:`list_outputs` took (no second read)."""
+    directory = Path(directory)
+    parts: list[str] = []
+    for name, paths in _output_files(directory, outputs):
+        parts.append(name)
+        for q in paths:
+            rel = Path(os.path.relpath(q, directory)).as_posix()
+            parts.append(f"{rel}={files[rel].sha256}")
+    return hash_strings(parts)
+
+
+VerifyMode = Literal["size", "quick", "full"]
+
+
+@dataclass(frozen=True)
+class OutputProblem:
+    """The first output of a record that does not match it: the file and what is wrong (one line)."""
+
+    path: Path
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def verify_outputs(directory: str | Path, rec: StageRecord, mode: VerifyMode = "quick") -> OutputProblem | None:
+    """None when the outputs of a done record match it, else the first bad file and its problem.
+
+    Modes: ``size`` stats every file (missing, size); ``quick`` also re-hashes files up to
+    :data:`CHEAP_HASH_BYTES` and any whose mtime changed; ``full`` re-hashes every file. Directory outputs are also
+    checked for files the record does not list. Records written before files were listed (no ``files``) are
+    checked for existence only.
+    """
+    directory = Path(directory)
+    if not rec.files:
+        for rel in rec.outputs.values():
+            if not (directory / rel).exists():
+                return OutputProblem(directory / rel, "stage output missing")
+        return None
+    for rel, entry in sorted(rec.files.items()):
+        p = Path(os.path.normpath(directory / rel))
+        try:
+            st = p.stat()
+        except OSError:
+            return OutputProblem(p, "stage output missing")
+        if st.st_size != entry.size:
+            return OutputProblem(p, f"stage output is {st.st_size} bytes, was {entry.size} when written "
+                                    "(truncated or altered)")
+        if mode == "size":
+            continue
+        if mode == "full" or st.st_size <= CHEAP_HASH_BYTES or st.st_mtime_ns != entry.mtime_ns:
+            try:
+                digest = hash_file(p)
+            except BadInputError:
+                return OutputProblem(p, "stage output unreadable")
+            if digest != entry.sha256:
+                return OutputProblem(p, "stage output altered (its sha256 differs from the one written)")
+    for rel in rec.outputs.values():
+        root = directory / rel
+        if root.is_dir():
+            extra = sorted(Path(os.path.relpath(q, directory)).as_posix() for q in root.rglob("*") if q.is_file())
+            extra = [e for e in extra if e not in rec.files and not _is_temp(Path(e))]
+            if extra:
+                return OutputProblem(directory / extra[0], "file in a stage output the stage did not write")
+    return None
+
+
+def mark_redo(directory: str | Path, reason: str) -> bool:
+    """Mark the done record in ``directory`` as to-redo (status pending, ``info.redo`` = reason); False when there
+    is no done record there. Its outputs stay until the stage runs again."""
+    rec = read_record(directory)
+    if rec is None or rec.status != "done":
+        return False
+    write_record(directory, rec.model_copy(update={"status": "pending", "info": {**rec.info, "redo": reason}}))
+    return True
 
 
 class Timer:
@@ -286,28 +422,40 @@ class Timer:
 
 METRICS_SCHEMA_VERSION = "3"  # 2: face_status column; 3: psnr_clean, occluded (ground-truth videos)
 
-METRICS_SCHEMA = pa.schema(
-    [
-        pa.field("run", pa.string(), nullable=False),
-        pa.field("video", pa.string(), nullable=False),
-        pa.field("method", pa.string(), nullable=False),  # w | w+ | pti | innout
-        pa.field("variant", pa.string(), nullable=False),  # "", no-masks, auto-masks, user-masks, w/o L_b, w/o L_w
-        pa.field("mode", pa.string(), nullable=False),  # video | image
-        pa.field("frame", pa.int64(), nullable=False),  # source frame index
-        pa.field("edit", pa.string(), nullable=False),  # "" = reconstruction, else the edit name
-        pa.field("lpips", pa.float64(), nullable=True),
-        pa.field("ssim", pa.float64(), nullable=True),
-        pa.field("psnr", pa.float64(), nullable=True),
-        pa.field("id_sim", pa.float64(), nullable=True),
-        pa.field("id_sim_edit", pa.float64(), nullable=True),  # identity between inverted and edited frame
-        pa.field("seconds", pa.float64(), nullable=False),  # wall time of the method for this video
-        pa.field("reason", pa.string(), nullable=True),  # why a metric is null
-        pa.field("face_status", pa.string(), nullable=True),  # ok | predicted | filled | no_face (face stage)
-        pa.field("psnr_clean", pa.float64(), nullable=True),  # vs the clean truth (ground-truth videos only)
-        pa.field("occluded", pa.bool_(), nullable=True),  # the manifest's masks cover >= 1 % of the frame
-    ],
-    metadata={"innout.schema_version": METRICS_SCHEMA_VERSION},
-)
+def _metrics_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("run", pa.string(), nullable=False),
+            pa.field("video", pa.string(), nullable=False),
+            pa.field("method", pa.string(), nullable=False),  # w | w+ | pti | innout
+            pa.field("variant", pa.string(), nullable=False),  # "", no-masks, auto-masks, user-masks, w/o L_b, w/o L_w
+            pa.field("mode", pa.string(), nullable=False),  # video | image
+            pa.field("frame", pa.int64(), nullable=False),  # source frame index
+            pa.field("edit", pa.string(), nullable=False),  # "" = reconstruction, else the edit name
+            pa.field("lpips", pa.float64(), nullable=True),
+            pa.field("ssim", pa.float64(), nullable=True),
+            pa.field("psnr", pa.float64(), nullable=True),
+            pa.field("id_sim", pa.float64(), nullable=True),
+            pa.field("id_sim_edit", pa.float64(), nullable=True),  # identity between inverted and edited frame
+            pa.field("seconds", pa.float64(), nullable=False),  # wall time of the method for this video
+            pa.field("reason", pa.string(), nullable=True),  # why a metric is null
+            pa.field("face_status", pa.string(), nullable=True),  # ok | predicted | filled | no_face (face stage)
+            pa.field("psnr_clean", pa.float64(), nullable=True),  # vs the clean truth (ground-truth videos only)
+            pa.field("occluded", pa.bool_(), nullable=True),  # the manifest's masks cover >= 1 % of the frame
+        ],
+        metadata={"innout.schema_version": METRICS_SCHEMA_VERSION},
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``METRICS_SCHEMA`` is built on first use (pyarrow stays out of commands that never read Parquet)."""
+    if name == "METRICS_SCHEMA":
+        schema = _metrics_schema()
+        globals()["METRICS_SCHEMA"] = schema
+        return schema
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 _METHODS = {"w", "w+", "pti", "innout"}
 _MODES = {"video", "image"}
 #: nullable columns a row may leave out (written as null)
@@ -334,6 +482,10 @@ def write_metrics(
     Raises:
         BadInputError: a row with missing/extra columns, an unknown method/mode, or wrong types.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    METRICS_SCHEMA = __getattr__("METRICS_SCHEMA")
     names = set(METRICS_SCHEMA.names)
     rows = [{**{k: None for k in _OPTIONAL}, **row} for row in rows]
     for i, row in enumerate(rows):
@@ -360,6 +512,10 @@ def write_metrics(
 
 def read_metrics(path: str | Path) -> tuple[pa.Table, dict[str, str]]:
     """Read one metrics file; returns (table, metric definitions). Raises BadInputError on a schema mismatch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    METRICS_SCHEMA = __getattr__("METRICS_SCHEMA")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:

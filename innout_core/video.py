@@ -30,14 +30,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import cv2
 import ffmpeg
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch and cv2 are imported where used: probing and checking a video needs neither
+    from torch import Tensor
 
 from innout_core.errors import BadInputError, InnoutError, StageError
 
@@ -49,6 +49,7 @@ __all__ = [
     "ffmpeg_exe",
     "ffprobe_exe",
     "probe",
+    "check_decodes",
     "frame_images",
     "iter_frames",
     "select_indices",
@@ -392,12 +393,48 @@ def iter_frames(path: str | Path, info: VideoInfo | None = None, stop: int | Non
             )
 
 
+def check_decodes(path: str | Path, info: VideoInfo, indices: Sequence[int], tail: int = 3) -> None:
+    """Decode the last ``tail`` frames of ``indices`` (source indices, sorted) to catch a truncated or damaged end
+    before a run starts: one keyframe seek and a few decoded frames, so it costs about the same for any length.
+
+    Raises:
+        BadInputError: those frames do not decode (the file is cut short or its end is corrupt), naming the file.
+    """
+    path = Path(path)
+    if not indices:
+        return
+    last = int(indices[-1])
+    first = max(0, last - tail + 1)
+    if path.is_dir():
+        images = frame_images(path)
+        for i in range(first, last + 1):
+            _imread_rgb(images[i])
+        return
+    times = info.frame_times
+    step = (times[1] - times[0]) if len(times) > 1 else 1.0 / max(info.fps, 1e-6)
+    start = max(0.0, times[first] - step / 2) if first < len(times) else 0.0
+    want = last - first + 1
+    args = [ffmpeg_exe(), "-nostdin", "-v", "error", "-ss", f"{start:.6f}", "-i", str(path), "-map", "0:v:0",
+            "-frames:v", str(want), "-f", "rawvideo", "-pix_fmt", "rgb24", "-fps_mode", "passthrough", "pipe:"]
+    try:
+        out = subprocess.run(args, capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise BadInputError(f"decoding frames {first}..{last} took over 120 s: the file is damaged", path) from None
+    got = len(out.stdout) // (info.width * info.height * 3)
+    if got < want:
+        raise BadInputError(f"frames {first}..{last} of the selected range do not decode ({got} of {want}; "
+                            f"{_last_line(out.stderr) or 'no error message'}): the file is truncated or corrupt",
+                            path)
+
+
 def frame_name(index: int) -> str:
     """PNG name for a source frame index: ``frame_000123.png`` (six digits minimum, widens past 999999)."""
     return f"{FRAME_PREFIX}{index:06d}.png"
 
 
 def _atomic_imwrite(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
@@ -448,6 +485,8 @@ def list_frames(folder: str | Path) -> list[tuple[int, Path]]:
 
 
 def _imread_rgb(path: Path) -> np.ndarray:
+    import cv2
+
     if not path.is_file():
         raise BadInputError("image not found", path)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -458,6 +497,8 @@ def _imread_rgb(path: Path) -> np.ndarray:
 
 def read_frames(paths: Sequence[str | Path]) -> Tensor:
     """Load images as one float32 tensor ``[T, 3, H, W]`` in [-1, 1] (RGB; all images must share one size)."""
+    import torch
+
     if not paths:
         raise BadInputError("read_frames got an empty list of paths")
     arrays = []
@@ -477,7 +518,9 @@ def to_uint8_frames(frames: Tensor | np.ndarray | Sequence[np.ndarray] | Sequenc
     Accepts a float tensor ``[T, 3, H, W]`` in [-1, 1] (clamped, rounded), a uint8 array/tensor ``[T, H, W, 3]``, a
     list of uint8 ``[H, W, 3]`` arrays, or a list of image paths.
     """
-    if isinstance(frames, Tensor):
+    import torch
+
+    if isinstance(frames, torch.Tensor):
         t = frames.detach().cpu()
         if t.ndim != 4:
             raise BadInputError(f"frames tensor must be 4-D, got shape {tuple(t.shape)}")
@@ -609,6 +652,8 @@ def encode_video(
 
 
 def _label_strip(text: str, width: int, height: int) -> np.ndarray:
+    import cv2
+
     strip = np.zeros((height, width, 3), np.uint8)
     scale = height / 40.0
     thickness = max(1, int(round(scale * 1.5)))
@@ -635,6 +680,8 @@ def side_by_side(
     Returns:
         uint8 ``[T, H (+ label_height), sum of widths, 3]``.
     """
+    import cv2
+
     if not columns:
         raise BadInputError("side_by_side needs at least one column")
     cols = [to_uint8_frames(c) for c in columns]

@@ -1,7 +1,8 @@
 """Stage ``frames``: probe the source (a video file or a frames directory) and extract the selected frames as
 lossless PNGs (source indices kept).
 
-:func:`check_input` is everything about a manifest entry that can be checked without decoding; the command runs it
+:func:`check_input` is everything about a manifest entry that can be checked quickly (probe, range, the last
+selected frames decode, side files; no PyTorch); the command runs it
 for every video before the Prefect server and the Dask cluster start, and :func:`record_rejected` writes what it
 found as the video's failed ``frames`` stage (so ``innout status`` shows it and ``innout retry`` re-checks it).
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from innout_core import video as vio
 from innout_core.errors import BadInputError, InnoutError, StageError
 from innout_core.store import StageRecord, atomic_write_json, hash_file, hash_strings
-from tasks.common import StageOutput, VideoJob, config_hash, read_json, run_stage
+from tasks.stage import StageOutput, VideoJob, config_hash, read_json, run_stage
 
 __all__ = ["STAGE", "check_input", "frame_selection", "load_frames", "record_rejected", "run_frames"]
 
@@ -43,16 +44,17 @@ def _check_selection(info: vio.VideoInfo, sel: vio.FrameSelection, src: Path) ->
 
 
 def check_input(job: VideoJob) -> vio.VideoInfo:
-    """Check a video entry without decoding it: the source exists, is non-empty and readable by ffprobe with a
-    video stream (or is a frames directory whose first image decodes), the frame range lies inside it and keeps a
-    frame, and the entry's cameras / landmarks / masks / clean files exist.
+    """Check a video entry in about a second: the source exists, is non-empty and readable by ffprobe with a video
+    stream (or is a frames directory whose first image decodes), the frame range lies inside it and keeps a frame,
+    the last frames of that range decode (a truncated file fails here, not minutes into the run), and the entry's
+    cameras / landmarks / masks / clean files exist.
 
     Raises:
         BadInputError: the first problem, naming the file.
     """
     src = job.video.path
     info = vio.probe(src)
-    _check_selection(info, frame_selection(job), src)
+    vio.check_decodes(src, info, _check_selection(info, frame_selection(job), src))
     for name in SIDE_FILES:
         p = getattr(job.video, name)
         if p is not None and not Path(p).exists():

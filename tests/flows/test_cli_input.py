@@ -260,3 +260,33 @@ def test_exit_code_rule():
     assert exit_code({"a": v("failed", "frames", "BadInputError"), "b": v("failed", "face", "StageError")}) == 1
     assert exit_code({"a": v("failed", "frames", "OSError")}) == 1  # not bad input
     assert exit_code({"a": v("pending")}) == 1  # interrupted
+    # no face in any frame (face stage, bad input) for every video: nothing usable, exit 2
+    assert exit_code({"a": v("failed", "face", "BadInputError", done=1)}) == 2
+    assert exit_code({"a": v("failed", "face", "BadInputError", done=1), "b": v("damaged", "face",
+                                                                              "DamagedOutputError")}) == 1
+    assert exit_code({"a": v("failed", "invert-w", "DamagedOutputError", done=2)}) == 1
+
+
+def test_truncated_video_is_rejected_before_the_run(media, tmp_path, capsys):
+    """An mp4 cut short (its index at the front, so ffprobe still lists every frame) fails the check before the
+    run: the last selected frames do not decode. Reported in one line naming the file, exit 2, quickly."""
+    import time
+
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=s=96x96:d=2:r=25", "-pix_fmt", "yuv420p", "-g", "10", "-movflags",
+            "+faststart", str(tmp_path / "long.mp4"))
+    data = (tmp_path / "long.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.3)])
+    man = _manifest(tmp_path / "m.yaml", [{"id": "cut", "path": "cut.mp4"}])
+    t0 = time.perf_counter()
+    code = main(["run", str(man), "--run-dir", str(tmp_path / "run")])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'cut.mp4'}: frames" in err and "truncated or corrupt" in err, err
+    assert elapsed < 20, elapsed
+    ok = _manifest(tmp_path / "ok.yaml", [{"id": "cut", "path": "long.mp4", "frame_range": [0, 5]}])
+    from innout_core.config import load_config
+    from flows.precheck import find_bad_inputs
+
+    assert find_bad_inputs(ok, tmp_path / "run", load_config(None, "tiny-demo", stages=False)) == {}
+    cut_start = _manifest(tmp_path / "cs.yaml", [{"id": "cut", "path": "cut.mp4", "frame_range": [0, 5]}])
+    assert find_bad_inputs(cut_start, tmp_path / "run", load_config(None, "tiny-demo", stages=False)) == {}

@@ -39,7 +39,8 @@ def test_save_every_keep_two_and_latest(tmp_path) -> None:
     st = ck.latest()
     assert st["step"] == 10 and st["i"] == 10 and torch.equal(st["x"], torch.full((2,), 10.0))
     # no temp files left behind
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["ckpt-00000009.pt", "ckpt-00000010.pt"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["ckpt-00000009.pt", "ckpt-00000009.pt.sha256",
+                                                                  "ckpt-00000010.pt", "ckpt-00000010.pt.sha256"]
 
 
 def test_fingerprint_mismatch_refused(tmp_path) -> None:
@@ -83,7 +84,7 @@ def test_failed_state_leaves_previous_checkpoint(tmp_path) -> None:
     with pytest.raises(RuntimeError):
         ck.maybe_save(2, boom)
     assert ck.steps() == [1] and ck.latest()["v"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-00000001.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000001.pt", "ckpt-00000001.pt.sha256"]
 
 
 def _toy_train(ck: Checkpointer | None, total: int, stop_at: int | None = None) -> torch.Tensor:
@@ -118,3 +119,18 @@ def test_toy_resume_bitwise(tmp_path) -> None:
     assert ck.latest()["step"] == 4
     resumed = _toy_train(Checkpointer(tmp_path, every=4, fingerprint="toy"), 10)
     assert torch.equal(resumed, ref)
+
+
+def test_damaged_checkpoint_is_skipped_for_the_previous_one(tmp_path):
+    """A checkpoint altered after it was written (same size, one byte) is not resumed from: its sha256 differs."""
+    ck = Checkpointer(tmp_path, every=1, fingerprint="f")
+    for step in (1, 2):
+        ck.maybe_save(step, lambda step=step: {"x": torch.full((4,), float(step))})
+    newest = ck.path(2)
+    data = bytearray(newest.read_bytes())
+    data[-40] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    assert ck.latest()["step"] == 1
+    ck.path(1).write_bytes(ck.path(1).read_bytes()[:50])  # truncated too: none readable
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        ck.latest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from innout_core import store
-from innout_core.errors import BadInputError
+from innout_core.errors import BadInputError, InnoutError
 
 DEFS = {"psnr": "PSNR in dB, data range 2 ([-1,1] inputs)", "ssim": "SSIM gaussian window 11, sigma 1.5"}
 
@@ -115,3 +116,67 @@ def test_metrics_rejects_bad_rows(tmp_path):
     with pytest.raises(BadInputError, match="schema"):
         store.write_metrics(path, [dict(_rows(1)[0], frame="x")], DEFS)
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def _done_stage(tmp_path, big: int = 0):
+    """A done record over a small file, a directory output and (``big`` bytes) a file above the cheap-hash size."""
+    d = tmp_path / "st"
+    (d / "png").mkdir(parents=True)
+    (d / "a.bin").write_bytes(b"abcdef")
+    (d / "png" / "f0.png").write_bytes(b"x" * 10)
+    outputs = {"a": "a.bin", "png": "png"}
+    if big:
+        (d / "big.bin").write_bytes(b"\0" * big)
+        outputs["big"] = "big.bin"
+    files = store.list_outputs(d, outputs)
+    rec = store.StageRecord(stage="s", video="v", status="done", outputs=outputs, files=files,
+                            output_hash=store.outputs_hash(d, outputs, files))
+    store.write_record(d, rec)
+    return d, rec
+
+
+def test_list_outputs_sizes_hashes_and_output_hash(tmp_path):
+    d, rec = _done_stage(tmp_path)
+    assert set(rec.files) == {"a.bin", "png/f0.png"}
+    assert rec.files["a.bin"].size == 6 and rec.files["a.bin"].sha256 == hashlib.sha256(b"abcdef").hexdigest()
+    (d / "png" / ".f1.1234.tmp.png").write_bytes(b"half")  # a killed writer's temp file is not an output
+    assert store.list_outputs(d, rec.outputs) == rec.files
+    assert store.outputs_hash(d, rec.outputs, rec.files) == rec.output_hash
+    with pytest.raises(InnoutError, match="stage output 'x' was not written"):
+        store.list_outputs(d, {"x": "x.bin"})
+
+
+def test_verify_outputs_finds_missing_truncated_altered_extra(tmp_path):
+    d, rec = _done_stage(tmp_path)
+    assert store.verify_outputs(d, rec, "full") is None and store.is_done(d, "", "")
+    (d / "a.bin").write_bytes(b"abc")  # truncated
+    p = store.verify_outputs(d, rec, "size")
+    assert p.path == d / "a.bin" and "3 bytes, was 6" in p.problem and not store.is_done(d, "", "")
+    (d / "a.bin").write_bytes(b"abcdeX")  # same size, altered: a small file is re-hashed in quick mode
+    assert store.verify_outputs(d, rec, "size") is None and "altered" in store.verify_outputs(d, rec).problem
+    (d / "a.bin").write_bytes(b"abcdef")
+    (d / "png" / "f9.png").write_bytes(b"y")
+    assert "did not write" in store.verify_outputs(d, rec).problem
+    (d / "png" / "f9.png").unlink()
+    (d / "png" / "f0.png").unlink()
+    assert "missing" in store.verify_outputs(d, rec, "size").problem
+
+
+def test_quick_verify_rehashes_big_files_only_when_mtime_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "CHEAP_HASH_BYTES", 100)
+    d, rec = _done_stage(tmp_path, big=1000)
+    st = (d / "big.bin").stat()
+    with open(d / "big.bin", "r+b") as fh:  # alter one byte in place, then put the old mtime back
+        fh.write(b"\1")
+    os.utime(d / "big.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.verify_outputs(d, rec, "quick") is None  # size and mtime unchanged: not re-hashed
+    assert "altered" in store.verify_outputs(d, rec, "full").problem
+    os.utime(d / "big.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert "altered" in store.verify_outputs(d, rec, "quick").problem
+
+
+def test_mark_redo_only_touches_done_records(tmp_path):
+    d, rec = _done_stage(tmp_path)
+    assert store.mark_redo(d, "because") and store.read_record(d).status == "pending"
+    assert store.read_record(d).info["redo"] == "because" and not store.mark_redo(d, "again")
+    assert not store.mark_redo(tmp_path / "none", "x")

@@ -32,3 +32,23 @@ def test_plan_covers_methods_variants_modes():
                                                  "edits-auto-masks-image")
     assert by_key["pti"].stages == ("invert-w+", "invert-pti", "edits-pti")  # PTI on the W+ fit's pivots
     assert stages.index("masks-auto") < stages.index("invert-w+-auto-masks") < stages.index("stage-a-auto-masks")
+
+
+def test_downstream_follows_branches():
+    from tasks.plan import downstream, planned_stages
+
+    cfg = PipelineConfig.from_preset("tiny-demo").model_copy(update={"methods": ["w", "innout"],
+                                                                     "innout_variants": ["no-masks"],
+                                                                     "modes": ["video"]})
+    v = ManifestVideo(id="a", path=Path("a.mp4"))
+    order = plan_stages(cfg, v)
+    assert downstream(cfg, v, "frames") == order[1:] and downstream(cfg, v, "face") == order[2:]
+    # invert-w+ feeds In-N-Out only, not the W baseline
+    assert downstream(cfg, v, "invert-w+") == ["stage-a-no-masks", "stage-b-no-masks", "edits-no-masks",
+                                               *order[order.index("metrics"):]]
+    assert downstream(cfg, v, "invert-w") == ["edits-w", *order[order.index("metrics"):]]
+    assert downstream(cfg, v, "metrics") == [] and downstream(cfg, v, "nope") == []
+    masked = cfg.model_copy(update={"innout_variants": ["auto-masks"]})
+    # the automatic masks feed the masked start and everything after it
+    assert downstream(masked, v, "masks-auto")[:2] == ["invert-w+-auto-masks", "stage-a-auto-masks"]
+    assert planned_stages(cfg, v) == order  # every module is installed here
