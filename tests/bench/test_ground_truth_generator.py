@@ -49,7 +49,7 @@ def test_tiny_face_settings_plan_and_paths(gt):
     assert gt.run_path(face, spec).parent.parent.name == "f8-s0-tiny-face"
     assert gt.wplus_paths(face, "bar")[0].name != gt.wplus_paths(tiny, "bar")[0].name
     assert gt._video_seed(face, "hand") == 0 and gt._video_seed(face, "static") == 40
-    assert [sp.video for _, sp in gt.sweep_plan(gt.BenchSettings(generator="tiny-face", quick=True))] == ["hand"] * 4
+    assert [sp.video for _, sp in gt.sweep_plan(gt.BenchSettings(generator="tiny-face", quick=True))] == ["hand"] * 5
 
 
 def test_tiny_face_results_follow_the_weights_and_videos(gt, monkeypatch):
@@ -108,6 +108,6 @@ def test_tiny_face_sweep_names_its_generator_and_videos(gt, tmp_path, monkeypatc
 def test_list_and_bad_generator(gt, capsys):
     gt.main(["--generator", "tiny-face", "--quick", "--list"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and all(" hand-" in line for line in lines)
+    assert len(lines) == 5 and all(" hand-" in line for line in lines)
     with pytest.raises(SystemExit):
         gt.main(["--generator", "ffhq512-128", "--list"])

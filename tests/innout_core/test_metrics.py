@@ -183,7 +183,7 @@ def test_missing_weights_give_none_with_reason(monkeypatch, tmp_path: Path) -> N
 
 
 def test_definitions_name_their_settings() -> None:
-    assert set(METRIC_DEFINITIONS) == {"psnr", "ssim", "lpips", "id_sim", "id_sim_edit"}
+    assert set(METRIC_DEFINITIONS) == {"psnr", "ssim", "lpips", "id_sim", "id_sim_edit", "psnr_clean", "occluded"}
     assert "AlexNet" in METRIC_DEFINITIONS["lpips"] and "0.1" in METRIC_DEFINITIONS["lpips"]
     assert "VGG16" in metric_definitions(lpips_net="vgg")["lpips"]
     assert "11x11" in METRIC_DEFINITIONS["ssim"] and "sigma 1.5" in METRIC_DEFINITIONS["ssim"]

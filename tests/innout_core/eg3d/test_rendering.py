@@ -230,14 +230,17 @@ def test_render_planes_reproduces_case_h_intermediates(e2e, use_seed):
                               draws=(e2e["e2e/rng0_rand_like"], e2e["e2e/rng1_rand"]))
     s = out.samples
     assert dec.calls == 2 and s.n_coarse == 12
-    assert torch.equal(s.depths, e2e["e2e/all_depths_sorted"])
-    assert torch.equal(s.densities, e2e["e2e/all_densities_sorted"])
+    # Importance depths: the inverse-CDF arithmetic (cumsum, searchsorted, lerp) rounds differently with the CPU's
+    # vector width: bit-exact on the AVX2 machine that made the reference, up to 1.4e-6 world units (a few ulps at
+    # depth ~2.5) on an AVX-512 CPU, measured. Coarse depths are exact everywhere.
+    assert _maxdiff(s.depths, e2e["e2e/all_depths_sorted"]) <= 5e-6
+    assert _maxdiff(s.densities, e2e["e2e/all_densities_sorted"]) <= 5e-6
     # the coarse / fine depths in concat order, recovered through sort_index
     concat = torch.empty_like(s.depths).scatter_(2, s.sort_index, s.depths)
     assert torch.equal(concat[:, :, :12], e2e["e2e/depths_coarse"])
-    assert torch.equal(concat[:, :, 12:], e2e["e2e/depths_fine"])
-    assert torch.equal(R.march_weights(e2e["e2e/coarse_densities"], e2e["e2e/depths_coarse"]),
-                       e2e["e2e/coarse_weights"])
+    assert _maxdiff(concat[:, :, 12:], e2e["e2e/depths_fine"]) <= 5e-6
+    assert _maxdiff(R.march_weights(e2e["e2e/coarse_densities"], e2e["e2e/depths_coarse"]),
+                    e2e["e2e/coarse_weights"]) <= 1e-6  # exp / cumprod: the same CPU-dependent rounding
     assert _maxdiff(out.acc, e2e["e2e/acc"]) <= 5e-6
     # colors follow their samples through the sort, and the composite equals an independent ray_march
     pts = s.points()
