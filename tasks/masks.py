@@ -49,16 +49,10 @@ def mask_strip(frames: torch.Tensor, masks: torch.Tensor, n: int = STRIP_FRAMES,
     return (torch.cat(list(tinted), dim=2).permute(1, 2, 0).clamp(0, 1) * 255).round().byte()
 
 
-def _iou(pred_ood: torch.Tensor, true_ood: torch.Tensor) -> float:
-    p, t = pred_ood > 0.5, true_ood > 0.5
-    union = int((p | t).sum())
-    return 1.0 if union == 0 else int((p & t).sum()) / union
-
-
 def run_auto_masks(job: VideoJob, mode: str) -> StageRecord:
     """Automatic masks of the video (or its first frame in image mode) from the face crops and the W+ fit."""
     from innout_core.auto_masks import auto_masks
-    from innout_core.joint import first_pass_share
+    from innout_core.joint import first_pass_share, mask_iou
 
     cfg = job.config
     jcfg = cfg.joint_config("auto-masks")
@@ -82,7 +76,7 @@ def run_auto_masks(job: VideoJob, mode: str) -> StageRecord:
         save_tensors(d / "masks.safetensors", {"masks": masks})
         meta = {"source": source, "ood_fraction": [round(float(x), 5) for x in (1 - masks).flatten(1).mean(1)]}
         if "masks" in t:  # the manifest's masks (ground truth on synthetic data): how close the automatic ones are
-            meta["iou_vs_manifest_masks"] = _iou(1 - masks, 1 - t["masks"].cpu())
+            meta["iou_vs_manifest_masks"] = mask_iou(1 - masks, 1 - t["masks"].cpu())
         atomic_write_text(d / "masks.json", json.dumps(meta))
         with atomic_path(d / "masks.png") as tmp:
             Image.fromarray(np.ascontiguousarray(mask_strip(t["crops"].cpu(), masks).numpy())).save(tmp, format="PNG")
