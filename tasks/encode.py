@@ -75,10 +75,13 @@ def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
         size = (crops.shape[-2], crops.shape[-1])
         outputs: dict[str, str] = {}
         recons: dict[str, torch.Tensor] = {}
+        removals: dict[str, torch.Tensor] = {}
         for b in vids:
             out = load_edits(job, b)
             name = media_name(b.key)
             recons[b.key] = out["recon"]
+            if "remove_ood" in out:
+                removals[b.key] = out["remove_ood"]
             outputs[name] = encode_video(out["recon"], d / f"{name}.mp4", fps, enc).name
             cols, labels = [crops, out["recon"]], ["input", b.key]
             for edit, frames in sorted(out.items()):
@@ -98,8 +101,7 @@ def run_encode(job: VideoJob, branches: list[Branch]) -> StageRecord:
             if b is not None and recons[b.key].shape == crops.shape:
                 cols.append(recons[b.key])
                 labels.append(label if method != "innout" else f"{label} ({b.key})")
-        if shown is not None and (removed := load_edits(job, shown).get("remove_ood")) is not None \
-                and removed.shape == crops.shape:
+        if shown is not None and (removed := removals.get(shown.key)) is not None and removed.shape == crops.shape:
             cols.append(removed)
             labels.append("removal")
         if "clean" in face:

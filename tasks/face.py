@@ -59,7 +59,8 @@ def _rows(arr: np.ndarray, indices: list[int], what: str, path: Path) -> np.ndar
 
 def run_face(job: VideoJob) -> StageRecord:
     """Write ``face/face.safetensors`` (``crops`` [T,3,R,R] in [-1,1], ``cameras`` [T,25], optional ``masks``
-    [T,1,R,R] in {0,1} and, for ground-truth videos, ``clean`` [T,3,R,R] in [-1,1]) and ``face/status.json`` (``indices``: source frame per row; ``status``: per row 'ok' |
+    [T,1,R,R] in {0,1} and, for ground-truth videos, ``clean`` [T,3,R,R] in [-1,1]) and ``face/status.json``
+    (``indices``: source frame per row; ``status``: per row 'ok' |
     'predicted' | 'filled' | 'no_face'; ``warnings``: frames without a face, one line each)."""
     from innout_core.face import FaceConfig, GivenBackend, load_cameras, load_landmarks, make_backend, \
         preprocess_video
