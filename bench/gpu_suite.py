@@ -617,6 +617,7 @@ def _demo_child(spec: dict) -> dict:
 
     import flows.dataset as dataset
     from flows.cli import execute
+    from innout_core.config import load_config, load_manifest
     from flows.demo import build_demo_dataset
 
     run = Path(spec["run_dir"])
@@ -638,7 +639,7 @@ def _demo_child(spec: dict) -> dict:
 
         dataset.dask_task_runner = local_gpu_runner
     runner = dataset.dask_task_runner(dataset.DaskSettings(cluster="cuda"))
-    code = execute(manifest, run / "run", cfg_path, None, None)
+    code = execute(load_manifest(manifest), load_config(cfg_path), run / "run")
     return {"exit_code": code, "config": cfg, "cluster_class": runner.cluster_class if isinstance(
         runner.cluster_class, str) else getattr(runner.cluster_class, "__name__", str(runner.cluster_class)),
             "cluster_kwargs": {k: v for k, v in (runner.cluster_kwargs or {}).items() if k != "memory_limit"}}

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         t_write = _timed(write_records, 1)
         from innout_core.config import ManifestVideo, load_config
 
-        cfg = load_config(run / "run.yaml", stages=False)
+        cfg = load_config(run / "run.yaml")
         entry = ManifestVideo(id="long", path=Path("long.mp4"))
         checks = {}
         for mode in ("size", "quick", "full"):

@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import click
 import typer
@@ -22,6 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from innout_core.errors import BadInputError, InnoutError
+
+if TYPE_CHECKING:
+    from innout_core.config import Manifest, PipelineConfig
 
 __all__ = ["app", "main"]
 
@@ -48,33 +51,30 @@ def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progre
 # ------------------------------------------------------------------------------------------------------ running
 
 
-def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | None, workers: int | None,
-            only: list[str] | None = None, bad: dict[str, BadInputError] | None = None) -> int:
-    """Run the dataset flow for ``manifest`` into ``run_dir`` (starting a local Prefect server when needed);
-    print the summary; return the exit code (:func:`exit_code`). The caller holds the run directory's lock and may
-    pass what :func:`flows.precheck.find_bad_inputs` found (``bad``) when it checked the videos already.
+def execute(man: Manifest, cfg: PipelineConfig, run_dir: Path, only: list[str] | None = None,
+            bad: dict[str, BadInputError] | None = None) -> int:
+    """Run the dataset flow for the parsed manifest ``man`` with config ``cfg`` into ``run_dir`` (starting a local
+    Prefect server when needed); print the summary; return the exit code (:func:`exit_code`). The caller holds the
+    run directory's lock and may pass what :func:`flows.precheck.find_bad_inputs` found (``bad``) when it checked
+    the videos already.
 
-    Everything that can be checked is checked before the server and the cluster start: the manifest, every config
-    section, ``workers``, every selected video (all bad ones reported at once, each in one line; the last selected
-    frames are decoded) and the outputs of finished stages (a damaged one is redone with everything downstream).
-    When every video is bad input the answer comes without importing PyTorch, Prefect or Dask.
+    Everything that can be checked is checked before the server and the cluster start: the manifest and every
+    config section (by the caller, which parsed them), every selected video (all bad ones reported at once, each in
+    one line; the last selected frames are decoded) and the outputs of finished stages (a damaged one is redone
+    with everything downstream). When every video is bad input the answer comes without importing PyTorch,
+    Prefect or Dask.
     """
-    from flows.precheck import check_outputs, find_bad_inputs, prepare_run, record_bad_inputs
-    from innout_core.config import load_config, load_manifest
+    from flows.precheck import PreparedRun, check_outputs, find_bad_inputs, prepare_run, record_bad_inputs
     from tasks.plan import planned_stages
 
-    man = load_manifest(manifest)
-    cfg = load_config(config, preset, stages=False).with_workers(workers)
     if only is not None:
         unknown = sorted(set(only) - {v.id for v in man.videos})
         if unknown:
-            raise BadInputError(f"videos {unknown} are not in the manifest", path=manifest)
+            raise BadInputError(f"videos {unknown} are not in the manifest", path=man.file)
     selected = [v.id for v in man.videos if only is None or v.id in only]
-    bad = find_bad_inputs(manifest, run_dir, cfg, selected) if bad is None else bad
-    if len(bad) < len(selected):  # something will run: check the stage sections too (they import PyTorch)
-        cfg = load_config(config, preset).with_workers(workers)
-    run_dir = prepare_run(manifest, run_dir, cfg, resolve=len(bad) < len(selected))
-    rejected = record_bad_inputs(manifest, run_dir, cfg, bad)
+    bad = find_bad_inputs(man, run_dir, cfg, selected) if bad is None else bad
+    run_dir = prepare_run(man, run_dir, cfg)
+    rejected = record_bad_inputs(man, run_dir, cfg, bad)
     for line in rejected.values():
         console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
     todo = [v for v in selected if v not in rejected]
@@ -82,7 +82,7 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
         console.print(f"nothing to run: every video has bad input; fix them, then `innout retry {run_dir}`",
                       highlight=False, soft_wrap=True)
         return 2
-    for damage in check_outputs(manifest, run_dir, cfg, todo):
+    for damage in check_outputs(man, run_dir, cfg, todo):
         console.print(f"[yellow]warning:[/] {damage.line()}", highlight=False, soft_wrap=True)
     plan = {v.id: planned_stages(cfg, v) for v in man.videos if v.id in todo}
     from flows.runlog import run_log
@@ -99,8 +99,8 @@ def execute(manifest: Path, run_dir: Path, config: Path | None, preset: str | No
         from flows.progress import RunProgress
 
         with RunProgress(run_dir, plan, console=console, enabled=not _STATE["quiet"]):
-            dataset_flow(str(manifest.resolve()), str(run_dir), config=str(config) if config else None,
-                         preset=preset, workers=workers, only=todo, rejected=rejected, return_state=True)
+            dataset_flow(str(man.file), str(run_dir), only=todo, rejected=rejected,
+                         prepared=PreparedRun(manifest=man, config=cfg), return_state=True)
     code = print_status(run_dir, selected)
     if any(run_dir.glob("videos/*/metrics.parquet")):  # tables + report for whatever finished
         from flows.tables import make_tables
@@ -160,16 +160,14 @@ def run(
     from flows.precheck import find_bad_inputs
     from innout_core.config import load_config, load_manifest
 
+    # parsed once; bad arguments fail before the run directory is touched: the manifest, every config section,
+    # then every video (no writes)
     man = load_manifest(manifest)
-    # bad arguments fail before the run directory is touched: the pipeline section, every video (no writes), and,
-    # when some video can run, the stage sections (they import PyTorch: not needed to reject a bad manifest)
-    cfg = load_config(config, preset, stages=False).with_workers(workers)
+    cfg = load_config(config, preset).with_workers(workers)
     run_dir = run_dir or Path("runs") / man.name
-    bad = find_bad_inputs(manifest, run_dir, cfg)
-    if len(bad) < len(man.videos):
-        load_config(config, preset)
+    bad = find_bad_inputs(man, run_dir, cfg)
     with run_lock(run_dir):
-        return execute(manifest, run_dir, config, preset, workers, bad=bad)
+        return execute(man, cfg, run_dir, bad=bad)
 
 
 @app.command()
@@ -177,19 +175,22 @@ def retry(run_dir: Annotated[Path, typer.Argument(help="run directory")],
           workers: Annotated[Optional[int], typer.Option(help="local Dask worker processes")] = None) -> int:
     """Re-run only the videos of RUN that are not done (failed or interrupted), with the run's saved config."""
     from flows.lock import run_lock
+    from flows.precheck import check_outputs
     from flows.status import failed_videos, read_run
+    from innout_core.config import load_manifest
 
     read_run(run_dir)  # a run directory? (before the lock creates anything in it)
     with run_lock(run_dir):
         cfg, manifest, _ = read_run(run_dir)
-        for damage in _check_finished(run_dir, cfg, manifest):
+        man = load_manifest(manifest)
+        for damage in check_outputs(man, run_dir, cfg):  # a damaged finished stage makes its video one to retry
             console.print(f"[yellow]warning:[/] {damage.line()}", highlight=False, soft_wrap=True)
         todo = failed_videos(run_dir)
         if not todo:
             console.print("nothing to retry: every video is done")
             return 0
         console.print(f"retrying {len(todo)} video(s): {', '.join(todo)}")
-        return execute(manifest, run_dir, run_dir / "run.yaml", None, workers, only=todo)
+        return execute(man, cfg.with_workers(workers), run_dir, only=todo)
 
 
 def _check_finished(run_dir: Path, cfg, manifest: Path, mode: str = "quick", mark: bool = True) -> list:
@@ -283,12 +284,12 @@ def demo(
     """The embedded default end to end: ground-truth videos from the tiny-face generator -> every stage -> tables."""
     from flows.demo import build_demo_dataset
     from flows.lock import run_lock
-    from innout_core.config import load_config
+    from innout_core.config import load_config, load_manifest
 
-    load_config(None, "tiny-demo", stages=False).with_workers(workers)  # before anything is written
+    cfg = load_config(None, "tiny-demo").with_workers(workers)  # before anything is written
     with run_lock(run_dir):
         manifest = build_demo_dataset(run_dir.resolve(), n_videos=videos, n_frames=frames)
-        return execute(manifest, run_dir, None, "tiny-demo", workers)
+        return execute(load_manifest(manifest), cfg, run_dir)
 
 
 #: OS errors that mean a wrong path or permissions given by the user (exit 2), not a failure while running (exit 1)

@@ -18,10 +18,10 @@ from prefect.states import Completed, Failed
 from prefect_dask import DaskTaskRunner
 
 from flows.lock import run_lock
-from flows.precheck import check_inputs, check_outputs, make_job, prepare_run
+from flows.precheck import PreparedRun, check_inputs, check_outputs, make_job, prepare_run
 from flows.status import run_status
 from flows.video import process_video
-from innout_core.config import DaskSettings, PipelineConfig, load_config, load_manifest
+from innout_core.config import DaskSettings, Manifest, PipelineConfig, load_config, load_manifest
 from innout_core.store import atomic_write_json
 
 __all__ = ["check_inputs", "dask_task_runner", "dataset_flow", "dataset_videos", "prepare_run", "retry_failed_flow",
@@ -46,11 +46,10 @@ def dask_task_runner(settings: DaskSettings) -> DaskTaskRunner:
 
 
 @flow(name="dataset-videos", validate_parameters=False)
-def dataset_videos(manifest: str, run_dir: str, cfg: PipelineConfig, only: list[str] | None = None,
+def dataset_videos(man: Manifest, run_dir: str, cfg: PipelineConfig, only: list[str] | None = None,
                    rejected: dict[str, str] | None = None) -> Any:
     """Fan the videos out on this flow's task runner (set with ``with_options(task_runner=...)``)."""
     logger = get_run_logger()
-    man = load_manifest(manifest)
     run = Path(run_dir)
     ids = [v.id for v in man.videos if only is None or v.id in only]
     jobs = [make_job(run, man, vid, cfg) for vid in ids]
@@ -76,30 +75,37 @@ def dataset_videos(manifest: str, run_dir: str, cfg: PipelineConfig, only: list[
 @flow(name="dataset", log_prints=True, validate_parameters=False)
 def dataset_flow(manifest: str, run_dir: str, config: str | None = None, preset: str | None = None,
                  workers: int | None = None, only: list[str] | None = None,
-                 rejected: dict[str, str] | None = None) -> Any:
+                 rejected: dict[str, str] | None = None, prepared: PreparedRun | None = None) -> Any:
     """Run every video of ``manifest`` (or the ids in ``only``) into ``run_dir`` on the configured Dask cluster.
 
     This is the deployment entry point (``deployments/prefect.yaml``: ``dataset-run``) and what ``innout run``
-    calls. It holds the run directory's lock (:mod:`flows.lock`), and checks the inputs first
-    (:func:`check_inputs`) unless the caller did and passes what it ``rejected`` (``only`` then names the rest).
+    calls. A deployment's run parses the manifest and the config, takes the run directory's lock
+    (:mod:`flows.lock`), writes ``run.yaml`` and checks the inputs and finished outputs here. The command did all of
+    that already and passes ``prepared`` (the parsed manifest and config), what it ``rejected`` and the ``only``
+    videos left to run; it holds the lock.
     Returns the run's final state: Completed, or Failed naming the failed videos.
     """
+    if prepared is not None:
+        return _run_videos(prepared.manifest, Path(run_dir), prepared.config, only, rejected or {})
+    man = load_manifest(manifest)
     cfg = load_config(config, preset).with_workers(workers)
     with run_lock(run_dir):
-        run = prepare_run(manifest, run_dir, cfg)
-        if rejected is None:  # a deployment's run: check here what the command checks before the cluster starts
-            rejected = check_inputs(manifest, run, cfg, only)
-            only = [v.id for v in load_manifest(manifest).videos if (only is None or v.id in only)
-                    and v.id not in rejected]
-            for damage in check_outputs(manifest, run, cfg, only):
-                get_run_logger().warning("%s", damage.line())
-        for line in rejected.values():
-            get_run_logger().error("bad input: %s", line)
-        if only is not None and not only:
-            return Failed(message=f"nothing to run: every selected video has bad input (see `innout status {run}`)")
-        runner = dask_task_runner(cfg.dask)
-        return dataset_videos.with_options(task_runner=runner)(str(Path(manifest).resolve()), str(run), cfg, only,
-                                                               rejected, return_state=True)
+        run = prepare_run(man, run_dir, cfg)
+        rejected = check_inputs(man, run, cfg, only)
+        only = [v.id for v in man.videos if (only is None or v.id in only) and v.id not in rejected]
+        for damage in check_outputs(man, run, cfg, only):
+            get_run_logger().warning("%s", damage.line())
+        return _run_videos(man, run, cfg, only, rejected)
+
+
+def _run_videos(man: Manifest, run: Path, cfg: PipelineConfig, only: list[str] | None,
+                rejected: dict[str, str]) -> Any:
+    for line in rejected.values():
+        get_run_logger().error("bad input: %s", line)
+    if only is not None and not only:
+        return Failed(message=f"nothing to run: every selected video has bad input (see `innout status {run}`)")
+    runner = dask_task_runner(cfg.dask)
+    return dataset_videos.with_options(task_runner=runner)(man, str(run), cfg, only, rejected, return_state=True)
 
 
 @flow(name="retry-failed", log_prints=True, validate_parameters=False)

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from innout_core.errors import BadInputError
+from innout_core.settings.joint import AutoMaskConfig, ResidualMaskConfig, ShareMaskConfig
 
 _log = logging.getLogger("innout.auto_masks")
 
@@ -52,49 +52,6 @@ __all__ = [
     "residual_masks",
     "masks_from_share",
 ]
-
-
-class _RegionCleanup(BaseModel):
-    """Hysteresis linking and clean-up of an OOD region (shared by both sources)."""
-
-    model_config = ConfigDict(extra="forbid")
-    temporal: int = Field(1, ge=0, description="frames either side a weak pixel may be linked through")
-    open_size: int = Field(3, ge=1, description="opening kernel (removes specks), pixels (odd)")
-    close_size: int = Field(7, ge=1, description="closing kernel (fills holes), pixels (odd)")
-    dilate: int = Field(1, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
-
-
-class ResidualMaskConfig(_RegionCleanup):
-    """Masks from the W+ residual (:func:`residual_masks`)."""
-
-    k_mad: float = Field(3.0, gt=0, description="high threshold = median + k_mad * 1.4826 * MAD of the error")
-    min_error: float = Field(0.1, ge=0, description="floor of the high threshold, mean |error| over RGB in [-1,1]")
-    low_ratio: float = Field(0.8, gt=0, le=1, description="low (growing) threshold = low_ratio * high threshold")
-    blur: int = Field(5, ge=1, description="box blur of the error map, pixels (odd)")
-    dilate: int = Field(3, ge=1, description="final dilation of the OOD region, pixels (odd, 1 = none)")
-
-
-class ShareMaskConfig(_RegionCleanup):
-    """Masks from the OOD share after a first, mask-free stage-A pass (``joint.share_masks``)."""
-
-    first_pass_steps: int = Field(300, ge=1, description="stage-A steps of the mask-free first pass")
-    high: float = Field(0.5, gt=0, lt=1, description="OOD share that seeds the mask")
-    low: float = Field(0.3, gt=0, lt=1, description="OOD share that may join the mask (hysteresis)")
-
-
-class AutoMaskConfig(BaseModel):
-    """Automatic OOD masks of stage A (``joint: auto_mask:``, used with ``mask_mode: auto``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    source: Literal["residual", "share"] = Field(
-        "residual", description="evidence: 'residual' = |frame - reference render| (cheap: one render per frame); "
-        "'share' = OOD share after a first, mask-free stage-A pass started from the reference latents")
-    reference: Literal["canonical", "frame"] = Field(
-        "canonical", description="reference face: 'canonical' = the W+ inversion's shared latent at each frame's "
-        "camera (falls back to 'frame', with a warning, when none is given); 'frame' = the per-frame W+ latents")
-    residual: ResidualMaskConfig = Field(default_factory=ResidualMaskConfig, description="source 'residual' settings")
-    share: ShareMaskConfig = Field(default_factory=ShareMaskConfig, description="source 'share' settings")
-    batch_size: int = Field(4, ge=1, description="frames per reference render")
 
 
 def _check_video(x: Tensor, name: str, channels: int | None = None) -> None:

@@ -1,15 +1,18 @@
 """Typed, validated pipeline configuration (pydantic), named presets, YAML in and out, and the dataset manifest.
 
-A :class:`PipelineConfig` names a preset (``paper``, ``official``, ``fast``, ``tiny-demo``; see :data:`PRESETS`)
-and per-stage *overrides*. Each stage's typed config is the stage engineer's own model, built from that model's
-preset and the overrides: :meth:`PipelineConfig.face_config`, :meth:`~PipelineConfig.inversion_config`,
-:meth:`~PipelineConfig.joint_config`, :meth:`~PipelineConfig.sr_config`, :meth:`~PipelineConfig.edit_config`.
-:meth:`PipelineConfig.resolved` expands everything into one plain dict (saved as ``runs/<run>/run.yaml``).
+A :class:`PipelineConfig` names a preset (``paper``, ``official``, ``fast``, ``tiny-demo``) and holds every stage's
+typed settings (``face: FaceConfig``, ``inversion: InversionConfig``, ``joint: JointConfig``, ``sr_tuning:
+SRTuningConfig``, ``edit: EditConfig``). All values come from one table, :data:`PRESETS`
+(:mod:`innout_core.settings.presets`): validating a config puts the named preset's row under the given values
+(nested mappings merge), so ``{"preset": "fast", "joint": {"steps": 5}}`` is the fast preset with 5 stage-A steps.
+Per method and per In-N-Out variant the stage settings come from :meth:`PipelineConfig.inversion_config` and
+:meth:`~PipelineConfig.joint_config` (:data:`VARIANT_OVERRIDES`). :meth:`PipelineConfig.resolved` expands everything
+into one plain dict (saved as ``runs/<run>/run.yaml``). Nothing here imports PyTorch.
 """
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from innout_core.errors import BadInputError
+from innout_core.settings.edit import EditConfig
+from innout_core.settings.face import FaceConfig
+from innout_core.settings.inversion import InversionConfig
+from innout_core.settings.joint import JointConfig
+from innout_core.settings.presets import PRESETS, STAGE_SECTIONS, Preset, PresetName, preset_info
+from innout_core.settings.sr_tuning import SRTuningConfig
 from innout_core.store import atomic_write_text, code_version, hash_file, run_yaml_path
 
 __all__ = [
@@ -28,9 +37,10 @@ __all__ = [
     "MetricsSettings",
     "PRESETS",
     "PipelineConfig",
+    "Preset",
     "PresetName",
     "STAGE_SECTIONS",
-    "StageConfigError",
+    "VARIANT_OVERRIDES",
     "VideoSettings",
     "key_path",
     "load_config",
@@ -38,16 +48,24 @@ __all__ = [
     "manifest_hash",
     "save_resolved",
     "validation_problems",
-    "variant_overrides",
     "yaml_problem",
 ]
 
-PresetName = Literal["paper", "official", "fast", "tiny-demo"]
 Method = Literal["w", "w+", "pti", "innout"]
 Variant = Literal["no-masks", "auto-masks", "user-masks", "w/o L_b", "w/o L_w"]
 Mode = Literal["video", "image"]
 METHODS: tuple[str, ...] = ("w", "w+", "pti", "innout")
 INNOUT_VARIANTS: tuple[str, ...] = ("no-masks", "auto-masks", "user-masks", "w/o L_b", "w/o L_w")
+
+#: Each In-N-Out variant as typed overrides of the run's stage-A settings (``JointConfig`` fields): the mask
+#: source, or the ablated loss weight set to 0 (paper Table 3) without masks.
+VARIANT_OVERRIDES: dict[str, dict[str, Any]] = {
+    "no-masks": {"mask_mode": "none"},
+    "auto-masks": {"mask_mode": "auto"},
+    "user-masks": {"mask_mode": "user"},
+    "w/o L_b": {"mask_mode": "none", "weights": {"blend_entropy": 0.0}},
+    "w/o L_w": {"mask_mode": "none", "weights": {"latent": 0.0}},
+}
 
 
 class _Strict(BaseModel):
@@ -80,76 +98,17 @@ class DaskSettings(_Strict):
     memory_limit: str = Field("auto", description="per-worker memory limit (Dask syntax, e.g. '6GiB')")
 
 
-class PresetInfo(BaseModel):
-    """One named preset: what it is for and the pipeline-level values it sets."""
-
-    description: str
-    values: dict[str, Any]
-
-
-#: The presets, in one place. Stage configs come from each stage model's own ``preset(name)`` of the same name.
-PRESETS: dict[str, PresetInfo] = {
-    "paper": PresetInfo(
-        description="The paper's settings (§4): 512x512 ffhq512-128 generator, paper loss weights and step counts, "
-        "all methods and ablations; needs the EG3D checkpoint and a GPU.",
-        values=dict(generator="ffhq512-128", face={"backend": "insightface"},
-                    innout_variants=["no-masks", "w/o L_b", "w/o L_w"], modes=["video", "image"]),
-    ),
-    "official": PresetInfo(
-        description="The official release's documented settings (docs/method.md §9), with its "
-        "composite form and mask usage; needs the EG3D checkpoint and a GPU.",
-        values=dict(generator="ffhq512-128", face={"backend": "insightface"},
-                    innout_variants=["no-masks", "auto-masks", "user-masks"], modes=["video"]),
-    ),
-    "fast": PresetInfo(
-        description="Few optimisation steps of the paper's recipe for a quick look at real videos (minutes per "
-        "video on a GPU); dlib face backend, no weights beyond the EG3D checkpoint.",
-        values=dict(generator="ffhq512-128", face={"backend": "dlib"}, innout_variants=["no-masks"],
-                    modes=["video"], video={"max_frames": 32}),
-    ),
-    "tiny-demo": PresetInfo(
-        description="The embedded default: the `tiny-face` generator (the tiny architecture trained on procedural "
-        "heads, shipped), ground-truth videos of held-out heads with hand / glasses / microphone occluders and "
-        "given cameras; the budget goes where the method shows (W+ / PTI baselines and In-N-Out without masks, with "
-        "automatic masks and with the true masks, converged fits, enough stage-A steps), video mode only, no "
-        "ablation branches (Table 3 needs the other presets): the occluder removed against the clean truth on a "
-        "2-core CPU in minutes.",
-        values=dict(generator="tiny-face", face={"backend": "given"}, methods=["w+", "pti", "innout"],
-                    # measured on the demo's videos (3 frames): the masked fit's render against the clean frame peaks
-                    # near 40 epochs (hand: 27.3 dB at 40, 26.8 at 60, 26.2 at 100: the hidden region drifts);
-                    # stage B is skipped: after a short stage A the OOD field has not taken the occluder yet, and
-                    # tuning the SR on those composites teaches it to draw the occluder (removal -2.0 dB on hand
-                    # and glasses with 1 epoch)
-                    inversion={"steps": 40, "init_samples": 8, "pti_steps": 10},
-                    # the composite's SR noise is tiny-face's own ('none': its SR was trained without noise); the
-                    # release's constant noise costs the removal 0.9-2.2 dB against the fit's own render there
-                    joint={"steps": 60, "checkpoint_every": 30, "sr_noise": "generator"}, sr_tuning={"epochs": 0},
-                    innout_variants=["no-masks", "auto-masks", "user-masks"],
-                    modes=["video"], metrics={"identity": False}, dask={"workers": 2}),
-    ),
-}
-
-
-def _deep_update(base: dict, upd: dict) -> dict:
+def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in upd.items():
         out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
-def _stage_model(module: str, name: str) -> type[BaseModel]:
-    return getattr(importlib.import_module(module), name)
-
-
-def _preset_data(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    if name not in PRESETS:
-        raise BadInputError(f"preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return _deep_update({"preset": name, **PRESETS[name].values}, overrides)
-
-
-def _preset_of(model: type[BaseModel], preset: str, *args: Any) -> BaseModel:
-    maker = getattr(model, "preset", None)
-    return maker(preset, *args) if callable(maker) else model(*args) if args else model()
+def _preset_row(name: str) -> dict[str, Any]:
+    """Preset ``name`` as PipelineConfig data: its pipeline values and every stage section's values."""
+    info = preset_info(name)
+    return {"preset": name, **info.values, **{s: dict(getattr(info, s)) for s in STAGE_SECTIONS}}
 
 
 def key_path(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
@@ -171,34 +130,16 @@ def validation_problems(err: ValidationError, prefix: str = "") -> list[str]:
         if e["type"] not in ("missing", "extra_forbidden") and isinstance(value, (str, int, float, bool)) \
                 and len(repr(value)) <= 40:
             msg += f" (got {value!r})"
-        out.append(f"{where}: {msg}")
+        if f"{where}: {msg}" not in out:
+            out.append(f"{where}: {msg}")
     return out
 
 
-class StageConfigError(BadInputError):
-    """One or more stage-section overrides do not fit the stage's model; ``problems`` lists each one."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-def _apply(model_cls: type[BaseModel], base: BaseModel, overrides: dict[str, Any], where: str) -> BaseModel:
-    data = _deep_update(base.model_dump(), overrides)
-    try:
-        return model_cls.model_validate(data)
-    except ValidationError as err:
-        raise StageConfigError(validation_problems(err, where)) from err
-
-
-#: The stage sections of a config: overrides of each stage engineer's own model.
-STAGE_SECTIONS: tuple[str, ...] = ("face", "inversion", "joint", "sr_tuning", "edit")
-
-
 class PipelineConfig(_Strict):
-    """Everything one run needs. Stage sections hold overrides on top of the stage model's preset of ``preset``."""
+    """Everything one run needs: pipeline settings and every stage's typed settings, from the ``preset``'s row of
+    :data:`PRESETS` with the given values on top (nested mappings merge)."""
 
-    preset: PresetName = Field("tiny-demo", description="named preset (see innout_core.config.PRESETS)")
+    preset: PresetName = Field("tiny-demo", description="named preset (see innout_core.settings.presets.PRESETS)")
     generator: str = Field("tiny", description="generator config name in innout_core.eg3d.configs.CONFIGS")
     checkpoint: Path | None = Field(None, description="EG3D .pkl or converted safetensors dir; None = build `generator`")
     device: str = Field("auto", description="'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1', ...")
@@ -211,11 +152,22 @@ class PipelineConfig(_Strict):
     video: VideoSettings = Field(default_factory=VideoSettings, description="frame selection / encoding")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="metric settings")
     dask: DaskSettings = Field(default_factory=DaskSettings, description="Dask cluster")
-    face: dict[str, Any] = Field(default_factory=dict, description="overrides of innout_core.face FaceConfig")
-    inversion: dict[str, Any] = Field(default_factory=dict, description="overrides of InversionConfig (all methods)")
-    joint: dict[str, Any] = Field(default_factory=dict, description="overrides of JointConfig (stage A)")
-    sr_tuning: dict[str, Any] = Field(default_factory=dict, description="overrides of SRTuningConfig (stage B)")
-    edit: dict[str, Any] = Field(default_factory=dict, description="overrides of EditConfig")
+    face: FaceConfig = Field(default_factory=FaceConfig, description="face stage: detection, tracking, smoothing")
+    inversion: InversionConfig = Field(default_factory=InversionConfig,
+                                       description="W / W+ / PTI inversion (all methods; `method` is set per run)")
+    joint: JointConfig = Field(default_factory=JointConfig, description="stage A (the variant sets the mask source)")
+    sr_tuning: SRTuningConfig = Field(default_factory=SRTuningConfig, description="stage B (SR fine-tuning)")
+    edit: EditConfig = Field(default_factory=EditConfig, description="edits, OOD removal, novel views")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_underneath(cls, data: Any) -> Any:
+        """The named preset's row (default ``tiny-demo``) under the given values; an unknown name is left for the
+        field check to report."""
+        if not isinstance(data, dict):
+            return data
+        name = data.get("preset", "tiny-demo")
+        return _deep_update(_preset_row(name), data) if isinstance(name, str) and name in PRESETS else data
 
     @field_validator("methods", "innout_variants", "modes")
     @classmethod
@@ -233,58 +185,37 @@ class PipelineConfig(_Strict):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> PipelineConfig:
-        """The preset's values with ``overrides`` (nested dicts merge) applied (stage sections are checked by
-        :meth:`stage_problems`; :func:`load_config` does both)."""
+    def from_preset(cls, name: str, **values: Any) -> PipelineConfig:
+        """Preset ``name`` with ``values`` on top (nested mappings merge); bad input names every bad key path."""
+        preset_info(name)  # an unknown name: the choices in one line
         try:
-            return cls.model_validate(_preset_data(name, overrides))
+            return cls.model_validate({**values, "preset": name})
         except ValidationError as err:
             raise BadInputError("; ".join(validation_problems(err))) from err
 
     # ------------------------------------------------------------------ stage configs
 
-    def face_config(self) -> BaseModel:
-        """``innout_core.face.FaceConfig`` with the ``face`` overrides."""
-        cls = _stage_model("innout_core.face", "FaceConfig")
-        return _apply(cls, _preset_of(cls, self.preset), self.face, "face")
+    def face_config(self) -> FaceConfig:
+        """The face stage's settings."""
+        return self.face
 
-    def inversion_config(self, method: str) -> BaseModel:
-        """``InversionConfig.preset(preset, method)`` with the ``inversion`` overrides."""
-        cls = _stage_model("innout_core.inversion", "InversionConfig")
-        return _apply(cls, cls.preset(self.preset, method), {**self.inversion, "method": method}, "inversion")
+    def inversion_config(self, method: str) -> InversionConfig:
+        """The inversion settings for ``method`` (``w``, ``w+`` or ``pti``)."""
+        return InversionConfig.model_validate({**self.inversion.model_dump(), "method": method})
 
-    def joint_config(self, variant: str) -> BaseModel:
-        """``JointConfig.preset(preset)`` with overrides, then the variant: mask mode, or an ablated loss weight 0."""
-        cls = _stage_model("innout_core.joint", "JointConfig")
-        base = _apply(cls, cls.preset(self.preset), self.joint, "joint")
-        return _apply(cls, base, variant_overrides(variant, base), f"joint ({variant})")
+    def joint_config(self, variant: str) -> JointConfig:
+        """Stage A's settings for In-N-Out ``variant`` (:data:`VARIANT_OVERRIDES` on top of ``joint``)."""
+        if variant not in VARIANT_OVERRIDES:
+            raise BadInputError(f"unknown In-N-Out variant {variant!r}; choose one of {list(VARIANT_OVERRIDES)}")
+        return JointConfig.model_validate(_deep_update(self.joint.model_dump(), VARIANT_OVERRIDES[variant]))
 
-    def sr_config(self) -> BaseModel:
-        """``SRTuningConfig.preset(preset)`` with the ``sr_tuning`` overrides."""
-        cls = _stage_model("innout_core.sr_tuning", "SRTuningConfig")
-        return _apply(cls, _preset_of(cls, self.preset), self.sr_tuning, "sr_tuning")
+    def sr_config(self) -> SRTuningConfig:
+        """Stage B's settings."""
+        return self.sr_tuning
 
-    def edit_config(self) -> BaseModel:
-        """``EditConfig`` (its preset when it has one) with the ``edit`` overrides."""
-        cls = _stage_model("innout_core.edit", "EditConfig")
-        return _apply(cls, _preset_of(cls, self.preset), self.edit, "edit")
-
-    def stage_problems(self) -> list[str]:
-        """Every problem of the stage sections (``face``, ``inversion``, ``joint``, ``sr_tuning``, ``edit``) as
-        ``"<section>.<key path>: <problem>"``, each once; built as the run builds them (each method, each variant).
-        A stage whose module is not installed is not checked (the run skips it and says so)."""
-        makers: list[Any] = [self.face_config, lambda: [self.inversion_config(m) for m in self._inversion_methods()]]
-        makers += [lambda: [self.joint_config(v) for v in self.innout_variants or ["no-masks"]],
-                   self.sr_config, self.edit_config]
-        problems: list[str] = []
-        for make in makers:
-            try:
-                make()
-            except ImportError:
-                continue
-            except StageConfigError as err:
-                problems += [p for p in err.problems if p not in problems]
-        return problems
+    def edit_config(self) -> EditConfig:
+        """The edit stage's settings."""
+        return self.edit
 
     def _inversion_methods(self) -> list[str]:
         methods = [m for m in self.methods if m != "innout"]
@@ -302,49 +233,39 @@ class PipelineConfig(_Strict):
                 from err
         return self.model_copy(update={"dask": dask})
 
+    def overrides(self) -> dict[str, Any]:
+        """The values of this config that differ from its preset's (nested: only the differing keys)."""
+        def diff(a: Any, b: Any) -> Any:
+            if isinstance(a, dict) and isinstance(b, dict):
+                out = {k: d for k, v in a.items() if (d := diff(v, b.get(k, _MISSING))) is not _SAME}
+                return out if out else _SAME
+            return _SAME if a == b else a
+
+        base = PipelineConfig(preset=self.preset).model_dump(mode="json")
+        out = diff(self.model_dump(mode="json"), base)
+        return {"preset": self.preset, **({} if out is _SAME else out)}
+
     def resolved(self) -> dict[str, Any]:
-        """Plain dict of this config plus every stage config fully expanded (stages not importable are noted)."""
-        out: dict[str, Any] = {"pipeline": self.model_dump(mode="json"), "stages": {}}
-        makers: dict[str, Any] = {"face": self.face_config, "sr_tuning": self.sr_config, "edit": self.edit_config}
+        """Plain dict of this config plus the stage settings each run uses (every inversion method and variant)."""
+        stages: dict[str, Any] = {"face": self.face.model_dump(mode="json"),
+                                  "sr_tuning": self.sr_tuning.model_dump(mode="json"),
+                                  "edit": self.edit.model_dump(mode="json")}
         for m in self.methods:
             if m != "innout":
-                makers[f"inversion[{m}]"] = lambda m=m: self.inversion_config(m)
+                stages[f"inversion[{m}]"] = self.inversion_config(m).model_dump(mode="json")
         if "innout" in self.methods:
-            makers["inversion[w+ init]"] = lambda: self.inversion_config("w+")
+            stages["inversion[w+ init]"] = self.inversion_config("w+").model_dump(mode="json")
             for v in self.innout_variants:
-                makers[f"joint[{v}]"] = lambda v=v: self.joint_config(v)
-        for key, make in makers.items():
-            try:
-                out["stages"][key] = make().model_dump(mode="json")
-            except ImportError as err:
-                out["stages"][key] = {"unavailable": str(err)}
-        return out
+                stages[f"joint[{v}]"] = self.joint_config(v).model_dump(mode="json")
+        return {"pipeline": self.model_dump(mode="json"), "stages": stages}
 
     def to_yaml(self) -> str:
-        """This config (not expanded) as YAML; :func:`load_config` reads it back."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """This config as YAML: its preset and the values that differ from it; :func:`load_config` reads it back."""
+        return yaml.safe_dump(self.overrides(), sort_keys=False)
 
 
-def variant_overrides(variant: str, joint_cfg: BaseModel) -> dict[str, Any]:
-    """JointConfig overrides for an In-N-Out variant (mask mode, or the ablated weight set to 0)."""
-    if variant == "no-masks":
-        return {"mask_mode": "none"}
-    if variant == "auto-masks":
-        return {"mask_mode": "auto"}
-    if variant == "user-masks":
-        return {"mask_mode": "user"}
-    fields = joint_cfg.model_dump()
-    key = {"w/o L_b": ("blend_entropy", "w_blend_entropy", "lambda_blend_entropy"),
-           "w/o L_w": ("latent", "w_latent", "lambda_latent")}[variant]
-    weights = fields.get("weights")
-    if isinstance(weights, dict):
-        for k in key:
-            if k in weights:
-                return {"mask_mode": "none", "weights": {k: 0.0}}
-    for k in key:
-        if k in fields:
-            return {"mask_mode": "none", k: 0.0}
-    raise BadInputError(f"JointConfig has no loss weight for {variant!r} (looked for {key})")
+_SAME = object()
+_MISSING = object()
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
@@ -357,61 +278,54 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {text}" if mark is not None else text
 
 
-def load_config(path: str | Path | None = None, preset: str | None = None, stages: bool = True) -> PipelineConfig:
+def read_yaml(path: Path, what: str) -> tuple[Any, bytes]:
+    """The parsed YAML document of ``path`` and its bytes; an unreadable file or bad YAML is bad input naming
+    ``path`` and, for YAML, the line and column (``what``: "config", "manifest")."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise BadInputError(f"cannot read {what} ({err.strerror or err})", path=path) from err
+    try:
+        return yaml.safe_load(raw.decode("utf-8")), raw
+    except UnicodeDecodeError as err:
+        raise BadInputError(f"{what} is not UTF-8 text ({err.reason} at byte {err.start})", path=path) from err
+    except yaml.YAMLError as err:
+        raise BadInputError(f"{what} is not valid YAML ({yaml_problem(err)})", path=path) from err
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None) -> PipelineConfig:
     """Read a YAML config (its ``preset`` key, or ``preset``, picks the base); no path = the preset alone.
 
-    Every section is validated here, the stage sections too (against each stage's own model, for every method and
-    variant the config runs): one :class:`BadInputError` names the file and every bad key path with its problem.
-    ``stages=False`` checks the pipeline section only (the stage models import PyTorch: the command's quick
-    checks before a run skip them, and check them once some video passed its input check).
+    Every section is validated here, the stage sections too: one :class:`BadInputError` names the file and every
+    bad key path with its problem. A saved ``run.yaml`` is read by its ``pipeline`` section.
     """
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text("utf-8")) or {}
-        except OSError as err:
-            raise BadInputError(f"cannot read config ({err.strerror or err})", path=p) from err
-        except yaml.YAMLError as err:
-            raise BadInputError(f"not valid YAML ({yaml_problem(err)})", path=p) from err
-        if not isinstance(data, dict):
+        doc, _ = read_yaml(p, "config")
+        if doc is not None and not isinstance(doc, dict):
             raise BadInputError("a config file must be a YAML mapping", path=p)
+        data = dict(doc or {})
         if "pipeline" in data and isinstance(data["pipeline"], dict):  # a saved run.yaml
-            data = data["pipeline"]
+            data = dict(data["pipeline"])
     name = preset or data.pop("preset", None) or "tiny-demo"
     data.pop("preset", None)
     try:
-        merged = _preset_data(str(name), data)
+        preset_info(str(name))
+        return PipelineConfig.model_validate({**data, "preset": name})
     except BadInputError as err:
         raise BadInputError(err.message, path=path) from err
-    problems: list[str] = []
-    try:
-        cfg = PipelineConfig.model_validate(merged)
     except ValidationError as err:
-        problems += validation_problems(err)
-        if not stages:
-            raise BadInputError("; ".join(problems), path=path) from err
-        # still check the stage sections that are mappings, against the preset's methods and variants
-        base = PipelineConfig.model_validate(_preset_data(str(name), {}))
-        cfg = base.model_copy(update={k: merged[k] for k in STAGE_SECTIONS if isinstance(merged.get(k), dict)})
-        problems += [p for p in cfg.stage_problems() if p not in problems]
-        raise BadInputError("; ".join(problems), path=path) from err
-    problems = cfg.stage_problems() if stages else []
-    if problems:
-        raise BadInputError("; ".join(problems), path=path)
-    return cfg
+        raise BadInputError("; ".join(validation_problems(err)), path=path) from err
 
 
-def save_resolved(cfg: PipelineConfig, run_dir: str | Path, manifest_hash: str, manifest: Path | None = None,
-                  resolve: bool = True) -> Path:
+def save_resolved(cfg: PipelineConfig, run_dir: str | Path, manifest_hash: str, manifest: Path | None = None) -> Path:
     """Write ``runs/<run>/run.yaml``: the resolved config, code version, manifest path and hash (atomic).
 
     :func:`load_config` reads the ``pipeline`` section of that file back (``innout retry`` does).
     """
-    body = cfg.resolved() if resolve else {"pipeline": cfg.model_dump(mode="json"),
-                                           "stages": "not expanded: no video passed the input check yet"}
     doc = {"code_version": code_version(), "manifest": str(manifest) if manifest else None,
-           "manifest_hash": manifest_hash, **body}
+           "manifest_hash": manifest_hash, **cfg.resolved()}
     return atomic_write_text(run_yaml_path(run_dir), yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -446,6 +360,8 @@ class Manifest(_Strict):
     name: str = Field(description="dataset name")
     videos: list[ManifestVideo] = Field(description="the videos", min_length=1)
     root: Path = Field(Path("."), description="directory the relative paths are resolved against (set on load)")
+    file: Path | None = Field(None, description="the manifest file (set on load)")
+    sha256: str | None = Field(None, description="sha256 of the manifest file's bytes (set on load)")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Manifest:
@@ -468,17 +384,13 @@ class Manifest(_Strict):
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest YAML; errors name the manifest and the entry (``videos[2].path: ...``)."""
+    """Read and validate a manifest YAML; errors name the manifest and the entry (``videos[2].path: ...``). The
+    result knows its file and the sha256 of the bytes it was parsed from (``file``, ``sha256``)."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text("utf-8"))
-    except OSError as err:
-        raise BadInputError(f"cannot read manifest ({err.strerror or err})", path=p) from err
-    except yaml.YAMLError as err:
-        raise BadInputError(f"manifest is not valid YAML ({yaml_problem(err)})", path=p) from err
+    data, raw = read_yaml(p, "manifest")
     if not isinstance(data, dict):
         raise BadInputError("a manifest must be a YAML mapping with 'name' and 'videos'", path=p)
-    data["root"] = str(p.resolve().parent)
+    data.update(root=str(p.resolve().parent), file=str(p.resolve()), sha256=hashlib.sha256(raw).hexdigest())
     try:
         return Manifest.model_validate(data)
     except ValidationError as err:
@@ -495,6 +407,8 @@ def load_manifest(path: str | Path) -> Manifest:
         raise BadInputError("; ".join(problems), path=p) from err
 
 
-def manifest_hash(path: str | Path) -> str:
-    """sha256 of the manifest file's bytes (recorded in run.yaml)."""
-    return hash_file(path)
+def manifest_hash(manifest: str | Path | Manifest) -> str:
+    """sha256 of the manifest file's bytes (recorded in run.yaml): of the bytes a loaded manifest was parsed from."""
+    if isinstance(manifest, Manifest) and manifest.sha256 is not None:
+        return manifest.sha256
+    return hash_file(manifest.file if isinstance(manifest, Manifest) else manifest)

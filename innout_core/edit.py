@@ -11,7 +11,7 @@ Official behaviour followed (docs/method.md §5):
 * Novel views (§5.6): one frame's w+ and phi rendered along ``eg3d.camera.orbit_labels``.
 * Smoothing (§5.5): causal 3-tap kernel [0.125, 0.375, 0.5] on w+, phi and the SR block0 features.
 
-Presets (:meth:`EditConfig.preset`, notes in :data:`EDIT_PRESET_NOTES`): edit *files* are user-supplied (boundaries
+Presets (:meth:`EditConfig.preset`, values and notes in :data:`innout_core.settings.presets.PRESETS`): edit *files* are user-supplied (boundaries
 and mappers are not released), so presets set strengths' context, smoothing, removal and novel views; ``tiny-demo``
 adds a direction derived from the ``tiny`` generator itself (:func:`synthetic_direction`), or the direction a named
 generator ships (``tiny-face``: fitted to its training heads' parameters), so the embedded default exercises a
@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from innout_core.errors import BadInputError, CheckpointError
+from innout_core.settings.edit import (EditConfig, InterfaceGANEdit, NovelViewConfig, SmoothConfig, StyleCLIPEdit,
+                                      SyntheticDirectionConfig)
 
 __all__ = [
     "InterfaceGANEdit",
@@ -41,11 +42,11 @@ __all__ = [
     "SmoothConfig",
     "SyntheticDirectionConfig",
     "EditConfig",
-    "EDIT_PRESET_NOTES",
     "OFFICIAL_SMOOTH_KERNEL",
     "synthetic_direction",
     "save_direction",
     "load_direction",
+    "materialise_edits",
     "apply_interfacegan",
     "PixelNorm",
     "EqualLinear",
@@ -69,140 +70,8 @@ _LEVELS: dict[str, slice] = {"course": slice(0, 4), "medium": slice(4, 8), "fine
 # ---------------------------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------------------------
-class InterfaceGANEdit(BaseModel):
-    """One InterfaceGAN edit: ``w' = w + strength * d`` on the chosen style vectors."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="edit name; output key of run_edits (e.g. 'smile')")
-    path: Path = Field(description="boundary .npy of shape [512], [1,512] or [14,512] (user-supplied)")
-    strength: float = Field(2.2, description="step f along the direction (official vid_edit.py default 2.2)")
-    layers: list[int] | None = Field(None, description="style-vector indices to edit (0..13); None = all 14")
 
 
-class StyleCLIPEdit(BaseModel):
-    """One StyleCLIP latent-mapper edit: ``w' = w + strength * M(w)``."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="edit name; output key of run_edits (e.g. 'eyeglasses')")
-    path: Path = Field(description="mapper checkpoint (best_model.pt with 'state_dict', or a bare state dict)")
-    strength: float = Field(0.04, description="factor_step s (official run_test_styleclip.sh uses 0.04)")
-
-
-class NovelViewConfig(BaseModel):
-    """Camera orbit around one frame (official ``gen_3d.py``: amplitude 0.15 rad yaw and pitch)."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = Field(False, description="render the 'novel_view' output")
-    frame: int = Field(0, ge=0, description="index of the frame whose w+ and phi are shown")
-    n_frames: int = Field(60, ge=1, description="number of views along the orbit (official w_frames 60)")
-    yaw_range: float = Field(0.15, description="yaw amplitude, radians")
-    pitch_range: float = Field(0.15, description="pitch amplitude, radians")
-    pitch_offset: float = Field(-0.05, description="constant pitch offset, radians (official gen_3d.py: -0.05)")
-    sample_mult: int = Field(1, ge=1, description="multiply both depth sample counts per ray (gen_3d.py "
-                             "--sample_mult, default 2: 96 + 96 on ffhq512-128)")
-
-
-class SmoothConfig(BaseModel):
-    """Causal temporal smoothing at render time (official ``--smooth_out``; not in the paper)."""
-
-    model_config = ConfigDict(extra="forbid")
-    ws: float = Field(0.0, ge=0.0, le=1.0, description="factor for w+ (0 = off, 1 = the official 3-tap kernel)")
-    phi: float = Field(0.0, ge=0.0, le=1.0, description="factor for the per-frame OOD code phi (0 = off, 1 = official)")
-    sr: float = Field(0.0, ge=0.0, le=1.0, description="factor for SR block0 features (0 = off, 1 = official)")
-
-    @classmethod
-    def official(cls) -> "SmoothConfig":
-        """``--smooth_out=True`` as in ``run_test_styleclip.sh``: full kernel on w+, phi and SR block0."""
-        return cls(ws=1.0, phi=1.0, sr=1.0)
-
-
-class SyntheticDirectionConfig(BaseModel):
-    """A direction made from the generator itself (the ``tiny-demo`` stand-in for an InterfaceGAN boundary), or,
-    for a generator that ships one (``tiny-face``), its shipped direction (:meth:`EditConfig.materialise`).
-
-    Definition (:func:`synthetic_direction`): map ``samples`` seeded z with the frontal conditioning label
-    (psi = 1), render each one's raw image, score it by mean luminance, and take the unit-norm difference between
-    the mean w of the brighter half and of the darker half -- a class-mean ("LDA without covariance") boundary
-    normal for the attribute "brightness", which any generator renders, so the edit has a visible, measurable
-    effect. Saved as a ``[1, w_dim]`` float32 ``.npy`` like an InterfaceGAN boundary (:func:`save_direction`).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field("brighter", description="edit name; output key of run_edits")
-    samples: int = Field(64, ge=2, description="mapped samples scored to build the direction")
-    seed: int = Field(0, description="seed of the z samples and of the renders' ray samples")
-    strength: float = Field(2.2, description="step along the unit direction (the official InterfaceGAN factor)")
-    layers: list[int] | None = Field(None, description="style-vector indices to edit; None = all")
-
-
-class EditConfig(BaseModel):
-    """What `run_edits` renders. Defaults: no semantic edit, OOD removal on, no novel view, no smoothing.
-    Named presets: :meth:`preset` (``paper`` / ``official`` / ``fast`` / ``tiny-demo``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    interfacegan: list[InterfaceGANEdit] = Field(default_factory=list, description="InterfaceGAN edits")
-    styleclip: list[StyleCLIPEdit] = Field(default_factory=list, description="StyleCLIP mapper edits")
-    synthetic: SyntheticDirectionConfig | None = Field(
-        None, description="direction derived from the generator itself (tiny-demo); None = off")
-    novel_view: NovelViewConfig = Field(default_factory=NovelViewConfig, description="orbit settings")
-    remove_ood: bool = Field(True, description="render the 'remove_ood' output (OOD blend weights set to 0)")
-    removal_masks: bool = Field(True, description="with user masks, remove by the release's rule (5x5-dilated mask, "
-                                "b x 1.2, b = 0 on OOD rays); False or no masks: b = 0 on every ray (paper)")
-    smooth: SmoothConfig = Field(default_factory=SmoothConfig, description="causal smoothing factors")
-
-    @classmethod
-    def preset(cls, name: str) -> "EditConfig":
-        """Named preset (see :data:`EDIT_PRESET_NOTES`). Edit lists start empty except ``tiny-demo``'s synthetic
-        direction: user edits are added as overrides; their per-edit default strengths are the official ones
-        (InterfaceGAN 2.2, StyleCLIP 0.04)."""
-        if name == "paper":
-            return cls(novel_view=NovelViewConfig(enabled=True))
-        if name == "official":
-            return cls(novel_view=NovelViewConfig(enabled=True, sample_mult=2), smooth=SmoothConfig.official())
-        if name == "fast":
-            return cls(smooth=SmoothConfig.official())
-        if name == "tiny-demo":
-            return cls(synthetic=SyntheticDirectionConfig(),
-                       novel_view=NovelViewConfig(enabled=True, n_frames=8, yaw_range=0.3))
-        raise BadInputError(f"unknown edit preset {name!r}; choose one of {sorted(EDIT_PRESET_NOTES)}")
-
-    def materialise(self, G: nn.Module, directory: str | Path, generator: str | None = None) -> "EditConfig":
-        """Save the synthetic direction (if any) as ``<directory>/<name>.npy`` and return a config in which it is
-        an ordinary :class:`InterfaceGANEdit` (``synthetic=None``), so every branch applies the same file.
-
-        ``generator``: the name of G's config (``innout_core.eg3d.configs``; None for a checkpoint). When that
-        generator ships an edit direction (``GeneratorSpec.edit_direction``, e.g. ``tiny-face``'s
-        ``hair_lightness``, fitted to its training heads' parameters), the edit applies that direction under its
-        own name with the synthetic config's strength and layers; otherwise the brightness direction made from G.
-        """
-        from innout_core.eg3d.configs import edit_direction_file
-
-        if self.synthetic is None:
-            return self.model_copy(deep=True)
-        sd = self.synthetic
-        shipped = edit_direction_file(generator) if generator is not None else None
-        if shipped is not None:
-            name, source = shipped
-            path = save_direction(load_direction(source, n_ws=1), Path(directory) / f"{name}.npy")
-        else:
-            name = sd.name
-            path = save_direction(synthetic_direction(G, sd.samples, sd.seed), Path(directory) / f"{name}.npy")
-        edit = InterfaceGANEdit(name=name, path=path, strength=sd.strength, layers=sd.layers)
-        return self.model_copy(update={"interfacegan": [*self.interfacegan, edit], "synthetic": None}, deep=True)
-
-
-#: One sentence per preset: what it is for and which source it follows.
-EDIT_PRESET_NOTES: dict[str, str] = {
-    "paper": "Paper §4.6/§5: InterfaceGAN and StyleCLIP edits (user-supplied files, official strengths), OOD "
-    "removal by zero blend weights, novel views; no temporal smoothing (the paper has none).",
-    "official": "Release (docs/method.md §5): as paper plus --smooth_out (causal [0.125, 0.375, 0.5] on w+, phi and "
-    "SR block0), StyleCLIP step 0.04, InterfaceGAN factor 2.2, gen_3d.py orbit (60 views, 0.15 rad, pitch -0.05, "
-    "doubled depth samples), OOD removal by the release's rule where user masks exist.",
-    "fast": "Quick real runs: official smoothing and strengths, OOD removal, no novel-view video.",
-    "tiny-demo": "Embedded default: a 'brighter' direction made from the tiny generator itself (unit class-mean "
-    "difference, strength 2.2) or the generator's shipped direction (tiny-face: hair_lightness), OOD removal and "
-    "an 8-view orbit; no smoothing, so an edit differs from the reconstruction only by the edit.",
-}
 
 
 @torch.no_grad()
@@ -282,6 +151,32 @@ def load_direction(path: str | Path, w_dim: int = 512, n_ws: int = 14) -> Tensor
     if not torch.isfinite(d).all():
         raise BadInputError("InterfaceGAN direction contains NaN or infinite values", path)
     return d
+
+
+def materialise_edits(cfg: EditConfig, G: nn.Module, directory: str | Path, generator: str | None = None
+                      ) -> EditConfig:
+    """``cfg`` with its synthetic direction (if any) saved as ``<directory>/<name>.npy`` and listed as an ordinary
+    :class:`InterfaceGANEdit` (``synthetic=None``), so every branch applies the same file.
+
+    ``generator``: the name of G's config (``innout_core.eg3d.configs``; None for a checkpoint). When that
+    generator ships an edit direction (``GeneratorSpec.edit_direction``, e.g. ``tiny-face``'s ``hair_lightness``,
+    fitted to its training heads' parameters), the edit applies that direction under its own name with the
+    synthetic config's strength and layers; otherwise the brightness direction made from G.
+    """
+    from innout_core.eg3d.configs import edit_direction_file
+
+    if cfg.synthetic is None:
+        return cfg.model_copy(deep=True)
+    sd = cfg.synthetic
+    shipped = edit_direction_file(generator) if generator is not None else None
+    if shipped is not None:
+        name, source = shipped
+        path = save_direction(load_direction(source, n_ws=1), Path(directory) / f"{name}.npy")
+    else:
+        name = sd.name
+        path = save_direction(synthetic_direction(G, sd.samples, sd.seed), Path(directory) / f"{name}.npy")
+    edit = InterfaceGANEdit(name=name, path=path, strength=sd.strength, layers=sd.layers)
+    return cfg.model_copy(update={"interfacegan": [*cfg.interfacegan, edit], "synthetic": None}, deep=True)
 
 
 def apply_interfacegan(ws: Tensor, direction: Tensor, strength: float, layers: Sequence[int] | None = None) -> Tensor:

@@ -26,23 +26,22 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.errors import BadInputError
 from innout_core.losses import delta_reg_loss, l2_loss, load_lpips
 from innout_core.precision import autocast, use_amp
+from innout_core.settings.inversion import InversionConfig
 
 __all__ = [
     "ProgressFn",
     "InversionConfig",
     "InversionResult",
-    "PRESET_NOTES",
     "frontal_label",
     "lr_factor",
     "initial_latents",
@@ -56,84 +55,7 @@ __all__ = [
 ]
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
-Method = Literal["w", "w+", "pti"]
-PresetName = Literal["paper", "official", "fast", "tiny-demo"]
 
-#: One sentence per preset: what it is for and which source it follows.
-PRESET_NOTES: dict[str, str] = {
-    "paper": "Paper §5 (Table 1 baselines): 200 epochs at lr 1e-3, lambda_Delta 1e-3 on 13 squared deltas; PTI "
-    "fine-tunes G for 200 epochs at 3e-5. Gaps the paper leaves (rho, LPIPS weight, init) follow the documented "
-    "official command. DEFAULT, because the project reproduces the paper's tables.",
-    "official": "Documented official command (invert_multi_ws.py:5): 500 epochs at lr 5e-3, LPIPS-VGG 1.0, "
-    "lambda_Delta 1e-3 on 12 plain norms, rho 0.7, 500-sample LPIPS-Alex init conditioned with the release's "
-    "frontal label (focal 4.4652), a 16-frame subset pass first (invert_multi_ws.py, then invert_multi2vid.py from "
-    "its canonical latent); PTI from hyperparameters.py (lr 3e-5, locality regulariser on).",
-    "fast": "Short runs for real videos on a GPU: 50 epochs at lr 5e-3 on frame batches of 4, 64-sample init.",
-    "tiny-demo": "CPU runs with the `tiny` generator: L2 only (no LPIPS weights needed), all frames per step, "
-    "60 epochs at lr 3e-2 with the official schedule, 8-sample L2 init on every 4th frame; PTI 20 epochs at 1e-3.",
-}
-
-
-class InversionConfig(BaseModel):
-    """Settings of one inversion run. Field defaults are the ``paper`` preset (see :data:`PRESET_NOTES`): the
-    project reproduces the paper's Table 1, whose W / W+ / PTI baselines use the paper's settings; where the paper
-    is silent (rho, LPIPS weight, initialisation, schedule) the documented official values fill in."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: Method = Field("w+", description="'w' (one 512-d code per frame), 'w+' (14x512 per frame) or 'pti'")
-    steps: int = Field(200, ge=0, description="epochs: passes over all frames (official num_epochs; paper 200)")
-    batch_size: int = Field(1, ge=0, description="frames per Adam step (official 1; 0 = all frames)")
-    lr: float = Field(1e-3, gt=0, description="peak Adam learning rate for w_cano and residuals (paper 1e-3)")
-    lr_schedule: Literal["official", "constant"] = Field(
-        "official", description="'official': per-epoch warm-up then cosine decay (docs/method.md §2.4); 'constant'")
-    lr_rampup: float = Field(0.05, ge=0, le=1, description="warm-up length, fraction of epochs")
-    lr_rampdown: float = Field(0.25, ge=0, le=1, description="cosine decay length, fraction of epochs")
-    residual_weight: float = Field(0.7, ge=0, description="rho in w_t = w_cano + rho * r_t (official command 0.7)")
-    lambda_l2: float = Field(1.0, ge=0, description="weight of the pixel MSE (images in [-1,1])")
-    lambda_lpips: float = Field(1.0, ge=0, description="weight of LPIPS-VGG (spatial mean); 0 = L2 only")
-    lambda_delta: float = Field(1e-3, ge=0, description="weight of L_Delta (W+ and PTI pivots only)")
-    delta_form: Literal["paper", "official"] = Field(
-        "paper", description="'paper': 13 squared norms; 'official': 12 plain norms (range(1, 13))")
-    init_samples: int = Field(500, ge=1, description="K mapped samples scored per frame for the initialisation")
-    init_metric: Literal["lpips", "l2"] = Field("lpips", description="init score: LPIPS-AlexNet (official) or MSE")
-    init_chunk: int = Field(8, ge=1, description="renders per batch during the initial search (memory only)")
-    init_stride: int = Field(1, ge=1, description="score frames 0, s, 2s, ... in the init search (official 1 = all)")
-    cond_focal: float = Field(4.2647, gt=0, description="focal of the frontal conditioning label used to map the "
-                              "init / locality samples (4.2647 as everywhere else; the release's inversion: 4.4652)")
-    subset_frames: int = Field(0, ge=0, description="first invert this many evenly spaced frames, then all frames "
-                               "from its canonical latent with zero residuals (release: 16); 0 = off")
-    subset_steps: int | None = Field(None, ge=0, description="epochs of the subset pass; None = steps")
-    pti_steps: int = Field(200, ge=0, description="PTI generator fine-tuning epochs (paper 200)")
-    pti_lr: float = Field(3e-5, gt=0, description="PTI generator learning rate (paper 3e-5)")
-    pti_lambda_l2: float = Field(1.0, ge=0, description="PTI pixel MSE weight (hyperparameters.pt_l2_lambda)")
-    pti_lambda_lpips: float = Field(1.0, ge=0, description="PTI LPIPS-VGG weight (hyperparameters.pt_lpips_lambda)")
-    pti_locality: bool = Field(False, description="PTI's locality (ball-holder) regulariser")
-    locality_samples: int = Field(2, ge=1, description="latents sampled per step by the locality regulariser")
-    locality_alpha: float = Field(30.0, gt=0, description="distance from the pivot of the locality latents (W units)")
-    locality_psi: float = Field(0.5, ge=0, le=1, description="truncation of the locality samples")
-    locality_lambda_l2: float = Field(0.1, ge=0, description="locality MSE weight")
-    locality_lambda_lpips: float = Field(0.1, ge=0, description="locality LPIPS weight")
-    amp: Literal["off", "bf16"] = Field("off", description="bf16 autocast of the render + LPIPS in the latent and "
-                                        "PTI phases (CUDA; CPUs with native bf16); fp32 where unsupported")
-
-    @classmethod
-    def preset(cls, name: str, method: str = "w+") -> InversionConfig:
-        """Named preset (``paper`` / ``official`` / ``fast`` / ``tiny-demo``) for ``method``."""
-        values: dict[str, dict[str, Any]] = {
-            "paper": {},
-            "official": dict(steps=500, lr=5e-3, delta_form="official", pti_steps=50, pti_lambda_lpips=10.0,
-                             pti_locality=True, cond_focal=4.4652, subset_frames=16),
-            "fast": dict(steps=50, lr=5e-3, batch_size=4, init_samples=64, pti_steps=20, pti_lr=3e-4, amp="bf16"),
-            # tiny-demo lr/schedule measured by bench/ground_truth.py: lr 3e-2 with the official warm-up + cosine
-            # decay reaches a lower loss in 40 epochs than 2e-2 constant does in 100 (it overshoots early).
-            "tiny-demo": dict(steps=60, lr=3e-2, batch_size=0, lambda_lpips=0.0, init_samples=8, init_metric="l2",
-                              init_stride=4, pti_steps=20, pti_lr=1e-3, pti_lambda_lpips=0.0,
-                              locality_lambda_lpips=0.0),
-        }
-        if name not in values:
-            raise BadInputError(f"unknown inversion preset {name!r}; choose one of {sorted(values)}")
-        return cls(method=method, **values[name])
 
 
 @dataclass

@@ -22,10 +22,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from innout_core.auto_masks import AutoMaskConfig, ShareMaskConfig, auto_masks, masks_from_share, reference_latents
+from innout_core.auto_masks import auto_masks, masks_from_share, reference_latents
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.composite import render_composite
 from innout_core.errors import BadInputError, CheckpointError
@@ -42,6 +41,7 @@ from innout_core.losses import (
 )
 from innout_core.ood import OODField
 from innout_core.precision import autocast, maybe_compile, optimizer_step, use_amp
+from innout_core.settings.joint import JointConfig, LossWeights, ShareMaskConfig
 
 __all__ = [
     "LossWeights",
@@ -64,102 +64,6 @@ __all__ = [
 ]
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
-
-
-class LossWeights(BaseModel):
-    """Stage-A loss weights (0 disables a term and skips its computation)."""
-
-    model_config = ConfigDict(extra="forbid")
-    l2: float = Field(1.0, ge=0, description="RAW_L2_FULL: mean squared error of the raw composite vs the target")
-    l2_ood: float = Field(1.0, ge=0, description="RAW_L2_O: OOD-only raw render vs target inside the OOD mask")
-    lpips: float = Field(1.0, ge=0, description="RAW_LPIPS_FULL: LPIPS map mean at the neural resolution")
-    sr_l2: float = Field(1.0, ge=0, description="SR_FULL: L2 of SR(composite) vs the full-resolution frame")
-    sr_l2_ood: float = Field(0.0, ge=0, description="SR_O: masked L2 of SR(OOD-only) inside the OOD mask (release 0)")
-    blend_entropy: float = Field(1.0, ge=0, description="L_b: binary entropy of b**skew, mean over samples")
-    blend_area: float = Field(1.0, ge=0, description="blend area (max_k b_k)^2 mean over rays (D2NeRF)")
-    latent: float = Field(0.0, ge=0, description="L_w: ||w_t - w_avg|| (squared per latent_squared)")
-    delta: float = Field(0.0, ge=0, description="L_Delta: sum_i ||w_i - w_0|| over delta_count deltas")
-    depth: float = Field(0.0, ge=0, description="L_D (paper Eq. 7): L1 of composite depth vs the user's monocular "
-                         "depth, scale-and-shift aligned; used only when depth maps are given (single image)")
-
-
-class JointConfig(BaseModel):
-    """Stage A configuration. Presets: :meth:`preset` (``paper``, ``official``, ``fast``, ``tiny-demo``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(10_000, ge=0, description="optimisation steps, one frame each")
-    lr: float = Field(5e-3, gt=0, description="Adam lr of OOD tri-plane, decoder and phi")
-    lr_w: float = Field(5e-5, ge=0, description="Adam lr of the per-frame w+ (0 freezes w+)")
-    weights: LossWeights = Field(default_factory=LossWeights, description="loss weights")
-    blend_entropy_skew: float = Field(2.0, gt=0, description="entropy of b**skew; 2 = release, 1 = paper")
-    latent_squared: bool = Field(True, description="L_w squared (paper) or plain norm (release _auto script)")
-    w_avg: Literal["tracked", "samples"] = Field("tracked", description="w-bar of L_w: the generator's tracked "
-                                                 "w_avg (release w_avg.pt) or the mean of w_avg_samples mapped z (paper)")
-    w_avg_samples: int = Field(10_000, ge=1, description="z samples for w_avg='samples' (paper: 10 000)")
-    delta_count: int = Field(13, ge=1, le=13, description="deltas in L_Delta: 13 paper, 12 release (capped at num_ws - 1)")
-    delta_squared: bool = Field(True, description="L_Delta squared norms (paper) or plain (release)")
-    lpips_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone (release: vgg)")
-    reduction: Literal["mean", "sum"] = Field("mean", description="pixel L2 / blend terms: mean over elements "
-                                              "(release) or sum over pixels and samples (paper Eq. 5-6)")
-    mask_mode: Literal["none", "auto", "user"] = Field("none", description="OOD masks: none, automatic, user")
-    auto_mask: AutoMaskConfig = Field(default_factory=AutoMaskConfig, description="automatic mask settings "
-                                      "(innout_core.auto_masks.AutoMaskConfig)")
-    composite_form: Literal["official", "paper"] = Field("official", description="composite transmittance form")
-    sr_noise: Literal["const", "generator"] = Field(
-        "const", description="SR noise wherever a composite is super-resolved (stage A, stage B, every render): "
-        "'const' = the stored constant noise (the release), 'generator' = the generator's own "
-        "superresolution_noise_mode (for generators whose SR was trained without noise, e.g. tiny-face)")
-    release_sample_order: bool = Field(False, description="reproduce the release's OOD ordering defect (parity)")
-    ood_resolution: int = Field(256, ge=2, description="OOD tri-plane side, texels")
-    ood_channels: int = Field(32, ge=3, description="OOD tri-plane channels (= feature channels)")
-    phi_dim: int = Field(32, ge=1, description="per-frame code size")
-    neural_resolution: int | None = Field(None, ge=4, description="raw render side; None = the generator's")
-    clamp_raw: bool = Field(True, description="clamp raw and SR RGB to [-1,1] before losses (release)")
-    plane_cache_mb: float = Field(1024.0, ge=0, description="with lr_w = 0: cache face tri-planes up to this size, MB")
-    fused: bool = Field(True, description="fused OOD query + composite without colour midpoints (same maths, 1e-5)")
-    compute_unused: bool = Field(False, description="also run the release's zero-weight OOD-only SR (cost parity)")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision: bf16 (CUDA; CPUs with native "
-                                                 "bf16) or fp16 (CUDA only); fp32 where unsupported")
-    compile: bool = Field(False, description="torch.compile the SR and OOD query on CUDA (ignored on CPU)")
-    checkpoint_every: int = Field(2000, ge=0, description="steps between checkpoints (0 = only the final one)")
-    seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator (release value)")
-
-    @classmethod
-    def preset(cls, name: str) -> "JointConfig":
-        """Named presets.
-
-        * ``official``: the released default script (docs/method.md §3.6): user masks, no L_w / L_Delta, w+ at lr/100,
-          entropy of b², area loss, SR L2, 10 000 steps.
-        * ``paper``: paper Eq. 5–8: no masks, L2 + LPIPS + L_b (entropy of b) + L_w (squared, λ=1) + L_Delta (13
-          squared, λ=1e-3) with the paper's sums (pixel L2 summed over pixels and channels, L_b over every
-          sample), L_D (λ=0.1, single image with user depth maps), w̄ = mean of 10 000 mapped samples, paper
-          Eq. 4 transmittance, 10 000 steps at 5e-3; w+ lr 5e-4 (the paper does not give it; the mask-free release
-          script's value).
-        * ``fast``: the official losses with automatic masks and 2 000 steps (quick real runs), bf16 autocast.
-        * ``tiny-demo``: seconds on a CPU with the ``tiny`` generator; no LPIPS (weight 0, needs no weights).
-        """
-        if name == "official":
-            return cls(mask_mode="user", weights=LossWeights(), latent_squared=False, delta_count=12,
-                       delta_squared=False)
-        if name == "paper":
-            return cls(
-                lr_w=5e-4, mask_mode="none", composite_form="paper", blend_entropy_skew=1.0, reduction="sum",
-                w_avg="samples",
-                weights=LossWeights(l2=1, l2_ood=0, lpips=1, sr_l2=0, blend_entropy=1, blend_area=0, latent=1,
-                                    delta=1e-3, depth=0.1),
-            )
-        if name == "fast":
-            return cls(steps=2000, mask_mode="auto", checkpoint_every=500, ood_resolution=128, amp="bf16")
-        if name == "tiny-demo":
-            # blend regularisers at 0.05 and w+ frozen, from bench/ground_truth.py: on `tiny` the paper's weight 1
-            # collapses b to 0 within ~10 steps (the composite then equals W+); on `tiny-face` (the demo's generator)
-            # 0.3 collapses it from every start (OOD share <= 0.11 on the occluder) while 0.05 separates from the
-            # true latents (share 0.55 on / 0.01 off) and from the canonical latent (0.29 / 0.02); w+ updates
-            # (5e-4) paint the occluder into the face (share 0.06); lr_w 0 also caches the face planes. The
-            # ~1 000 steps a separation needs do not fit the demo's budget: 40 steps here, 8 in the pipeline preset
-            return cls(steps=40, mask_mode="auto", checkpoint_every=20, ood_resolution=32, ood_channels=32,
-                       lr=2e-2, lr_w=0.0, weights=LossWeights(lpips=0.0, blend_area=0.05, blend_entropy=0.05))
-        raise BadInputError(f"unknown JointConfig preset {name!r}; choose paper, official, fast or tiny-demo")
 
 
 @dataclass
@@ -201,8 +105,8 @@ def _img_res(G) -> int:
 
 
 def _num_ws(G) -> int:
-    n = getattr(getattr(G, "backbone", None), "num_ws", None)
-    return int(n) if n is not None else 14
+    """Style vectors per latent of G (``TriPlaneGenerator.num_ws``: 14 on the 512^2 EG3D)."""
+    return int(G.num_ws)
 
 
 def validate_inputs(G, frames: Tensor, cameras: Tensor, ws: Tensor | None = None, masks: Tensor | None = None) -> None:

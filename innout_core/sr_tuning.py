@@ -11,10 +11,9 @@ per step instead of a full tri-plane render. ``cached=False`` re-renders every s
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
@@ -29,49 +28,9 @@ from innout_core.joint import (
 from innout_core.losses import l2_loss, load_lpips, lpips_loss
 from innout_core.ood import OODField
 from innout_core.precision import autocast, maybe_compile, optimizer_step, use_amp
+from innout_core.settings.sr_tuning import SRTuningConfig
 
 __all__ = ["SRTuningConfig", "run_stage_b", "sr_inputs", "stage_b_fingerprint"]
-
-
-class SRTuningConfig(BaseModel):
-    """Stage B configuration. Presets: :meth:`preset`."""
-
-    model_config = ConfigDict(extra="forbid")
-    epochs: int = Field(100, ge=0, description="passes over all frames, batch_frames per step")
-    lr: float = Field(1e-3, gt=0, description="Adam lr of the SR module")
-    l2: float = Field(1.0, ge=0, description="weight of the L2 loss at full resolution")
-    lpips: float = Field(1.0, ge=0, description="weight of the LPIPS loss at full resolution")
-    lpips_net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="LPIPS backbone (release: vgg)")
-    reduction: Literal["mean", "sum"] = Field("mean", description="L2 over pixels: mean (release) or sum per frame "
-                                              "(paper Eq. 9, ||x - x^||_2^2)")
-    cached: bool = Field(True, description="render SR inputs once per frame (False = re-render every step)")
-    per_frame_seeds: bool = Field(True, description="ray samples seeded per frame (deterministic SR inputs)")
-    clamp: bool = Field(True, description="clamp the SR output to [-1,1] before the losses (release)")
-    release_render_grad: bool = Field(False, description="uncached: back-propagate through the render as the "
-                                      "release does (w+, phi require grad; results unused; cost parity only)")
-    fused: bool = Field(True, description="fused OOD query + composite in the SR-input render (same maths, 1e-5)")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision of SR + LPIPS: bf16 (CUDA; CPUs "
-                                                 "with native bf16) or fp16 (CUDA only); fp32 where unsupported")
-    compile: bool = Field(False, description="torch.compile the trained SR on CUDA (ignored on CPU)")
-    batch_frames: int = Field(1, ge=1, description="frames per step (loss = batch mean, same gradient in "
-                              "expectation; an epoch is ceil(T/batch) steps)")
-    checkpoint_every: int = Field(1000, ge=0, description="steps between checkpoints (0 = only the final one)")
-    seed: int = Field(20221026, description="seed the pipeline uses for this stage's generator")
-
-    @classmethod
-    def preset(cls, name: str) -> "SRTuningConfig":
-        """``official`` / ``paper``: 100 epochs at 1e-3, L2 + LPIPS-VGG (cached inputs, which keep the maths); the
-        release averages the L2 over pixels, the paper's Eq. 9 sums it (``reduction``); ``fast``: 20 epochs, bf16
-        autocast; ``tiny-demo``: 2 epochs, no LPIPS (needs no weights)."""
-        if name == "official":
-            return cls()
-        if name == "paper":
-            return cls(reduction="sum")
-        if name == "fast":
-            return cls(epochs=20, checkpoint_every=500, amp="bf16")
-        if name == "tiny-demo":
-            return cls(epochs=2, lpips=0.0, checkpoint_every=20)
-        raise BadInputError(f"unknown SRTuningConfig preset {name!r}; choose paper, official, fast or tiny-demo")
 
 
 def stage_b_fingerprint(stage_a: StageAResult, frames: Tensor, cameras: Tensor, cfg: SRTuningConfig) -> str:

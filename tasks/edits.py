@@ -30,7 +30,8 @@ def edits_stage(branch: Branch) -> str:
 def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
     """Write ``edits.safetensors``: ``recon`` [T,3,H,W] and ``edit.<name>`` [T',3,H,W], all in [-1,1], and for
     In-N-Out ``aux.blend_map`` [T,1,R,R] in [0,1] (the OOD share of each pixel's opacity)."""
-    from innout_core.edit import apply_interfacegan, apply_styleclip, load_direction, load_styleclip_mapper
+    from innout_core.edit import (apply_interfacegan, apply_styleclip, load_direction, load_styleclip_mapper,
+                                  materialise_edits)
     from innout_core.eg3d.configs import edit_direction_file
 
     cfg = job.config
@@ -48,7 +49,8 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
         dev = resolve_device(cfg.device)
         G = load_generator_cached(cfg, dev)
         # the preset's direction (made from G, or the generator's shipped one) as a file that every branch applies
-        edits = ecfg.materialise(G, d / "directions", generator=None if cfg.checkpoint is not None else cfg.generator)
+        named = None if cfg.checkpoint is not None else cfg.generator
+        edits = materialise_edits(ecfg, G, d / "directions", generator=named)
         from tasks.face import load_face
 
         cams = load_face(job, dev, branch.mode)["cameras"]

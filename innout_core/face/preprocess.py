@@ -13,55 +13,23 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from innout_core.errors import BadInputError
+from innout_core.settings.face import FaceConfig
 
 from .align import OUTPUT_SIZE, CropParams, align_crop, official_crop_params
 from .backends import Detection, FaceBackend
 from .given import GivenBackend
 from .landmarks import landmarks68_to_5
 from .pose import estimate_labels
-from .smoothing import SmoothingConfig, smooth_landmarks
-from .track import Switch, Tracker, TrackingConfig
+from .smoothing import smooth_landmarks
+from .track import Switch, Tracker
 
 __all__ = ["FaceConfig", "TrackResult", "PreprocessResult", "Status", "make_backend", "track_video", "fill_gaps",
            "gap_runs", "output_landmarks", "preprocess_video"]
 
 Status = Literal["ok", "predicted", "filled", "no_face"]
 log = logging.getLogger("innout.face")
-
-
-class FaceConfig(BaseModel):
-    """Face preprocessing stage: backend, tracking, gap filling, smoothing, camera source."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["insightface", "dlib", "given"] = Field(
-        "insightface", description="landmark source: insightface pack (real use), dlib (offline), given (manifest)")
-    insightface_root: Path | None = Field(
-        None, description="directory holding the insightface pack (default $INNOUT_INSIGHTFACE_ROOT or "
-                          "~/.insightface/models)")
-    insightface_pack: str = Field("buffalo_l", description="insightface model pack name")
-    det_threshold: float | None = Field(
-        None, description="minimum detection score (insightface probability, default 0.5; dlib HOG margin, "
-                          "default 0.0)")
-    det_size: int = Field(640, gt=0, description="insightface detector input size, pixels")
-    dlib_upsample: int = Field(0, ge=0, description="dlib: upsampling passes before detection (finds faces "
-                                                    "< 80 px, 4x slower each)")
-    descriptors: bool = Field(True, description="compute identity descriptors for tracking")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="target selection and following")
-    max_gap: int = Field(3, ge=0, description="longest run of frames without the face filled from neighbours "
-                                              "without a warning (frames); longer runs are filled too, warned")
-    fill: Literal["motion", "linear"] = Field(
-        "motion", description="frames without the face inside the video: along the motion on both sides (cubic "
-                              "Hermite through the neighbours' positions and velocities) or a straight line")
-    ends: Literal["hold", "trim"] = Field(
-        "hold", description="frames without a face before the first / after the last face: kept with the nearest "
-                            "face's landmarks (status no_face) or dropped from the outputs; warned either way")
-    smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig, description="temporal landmark smoothing")
-    camera: Literal["estimate", "given"] = Field(
-        "estimate", description="camera labels: fitted from landmarks, or read from the manifest (given backend)")
 
 
 def make_backend(cfg: FaceConfig, given: GivenBackend | None = None) -> FaceBackend:

@@ -6,40 +6,15 @@ low-pass whose cut-off rises with speed)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import savgol_filter
 
+from innout_core.settings.face import SmoothingConfig
+
+
 __all__ = ["SmoothingConfig", "box_smooth", "gaussian_smooth", "kalman_smooth", "savgol_smooth", "one_euro_smooth",
            "smooth_landmarks"]
-
-
-class SmoothingConfig(BaseModel):
-    """How per-frame landmarks are smoothed over time before cropping and camera estimation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: Literal["kalman", "box", "gaussian", "savgol", "one_euro", "none"] = Field(
-        "kalman", description="'kalman' = constant-velocity Kalman + RTS smoother, 'box' = official "
-                              "smooth_video_lms.py mean filter, 'gaussian' = centred Gaussian, 'savgol' = "
-                              "Savitzky-Golay, 'one_euro' = One-Euro filter")
-    accel: float = Field(0.1, gt=0, description="kalman: process noise, the acceleration's standard deviation "
-                                                 "(inter-ocular distances per frame²)")
-    noise: float = Field(0.02, gt=0, description="kalman: measurement noise, the landmarks' standard deviation "
-                                                 "per coordinate (inter-ocular distances)")
-    n_pre: int = Field(1, ge=0, description="box: frames before the current one in the window (official 1)")
-    n_next: int = Field(1, ge=0, description="box: frames after the current one in the window (official 1)")
-    sigma: float = Field(1.0, gt=0, description="gaussian: standard deviation, in frames")
-    truncate: float = Field(3.0, gt=0, description="gaussian: window half-width in standard deviations")
-    window: int = Field(11, ge=3, description="savgol: window length in frames (odd)")
-    polyorder: int = Field(3, ge=0, description="savgol: polynomial order (< window)")
-    min_cutoff: float = Field(0.05, gt=0, description="one_euro: cut-off at rest, cycles per frame")
-    beta: float = Field(30.0, ge=0, description="one_euro: cut-off increase per unit speed (cycles per frame per "
-                                                "inter-ocular distance per frame)")
-    d_cutoff: float = Field(0.3, gt=0, description="one_euro: cut-off of the speed estimate, cycles per frame")
 
 
 def box_smooth(lm: np.ndarray, n_pre: int = 1, n_next: int = 1) -> np.ndarray:

@@ -20,7 +20,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+
+from innout_core.settings.face import TrackingConfig
 
 from .backends import Detection, FaceBackend, box_iou
 from .motion import (BoxModel, ChainFlow, KeyframeFlow, extrapolate_landmarks, extrapolate_similarity, interocular,
@@ -29,61 +30,6 @@ from .motion import (BoxModel, ChainFlow, KeyframeFlow, extrapolate_landmarks, e
 __all__ = ["TrackingConfig", "TrackStep", "Tracker", "Switch", "fit_shift", "track_target"]
 
 TrackStatus = Literal["ok", "predicted", "no_face"]
-
-
-class TrackingConfig(BaseModel):
-    """How the target face is chosen and followed when a frame holds several faces or none."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    select: Literal["quality", "largest", "score", "center"] = Field(
-        "quality", description="target in the first frame with a face: the best-scored face among those whose "
-                               "landmarks fit (see max_fit_shift), largest box, best score, or nearest centre")
-    max_fit_shift: float = Field(0.06, gt=0, description="a detection's landmarks fit a face when the landmark "
-                                                         "model, run on its box nudged by 10 % (6 ways), moves them "
-                                                         "by at most this many inter-ocular distances (median)")
-    confirm_frames: int = Field(3, ge=1, description="a track is confirmed after this many detections that fit; "
-                                                     "until then a face that fits in this many consecutive "
-                                                     "frames takes the track over (the frames before are "
-                                                     "re-tracked on it)")
-    min_iou: float = Field(0.2, ge=0, le=1, description="box overlap with the predicted box to continue the "
-                                                       "track when identity is unavailable (IoU, unitless)")
-    use_identity: bool = Field(True, description="reject faces whose descriptor is not the target's identity and "
-                                                 "re-acquire the target anywhere after a loss")
-    decide_iou: float = Field(0.5, ge=0, le=1, description="a face overlapping the predicted box at least this much "
-                                                           "(IoU) is the target without comparing descriptors; "
-                                                           "one with no overlap right after a detection is not")
-    recheck_every: int = Field(15, ge=1, description="a face where the previous frame's face was rejected by its "
-                                                     "descriptor is rejected again without one, for at most this "
-                                                     "many frames (frames)")
-    predict: bool = Field(True, description="track through detector misses: the last detection's landmarks moved by "
-                                            "the face's measured image motion, kept when the landmark model run on "
-                                            "their box agrees (else the frame is filled by interpolation)")
-    history: int = Field(2, ge=1, description="frames in the constant-velocity motion model (the predicted box "
-                                              "for matching, and the image motion's starting guess)")
-    motion: Literal["similarity", "points"] = Field(
-        "similarity", description="constant-velocity model of the face's position, rotation and scale, or of each "
-                                  "landmark on its own")
-    flow: Literal["chain", "keyframe"] = Field(
-        "chain", description="image motion through a miss: corners followed frame to frame from the last "
-                             "detection and re-anchored on it, or tracked straight from the last detection")
-    anchor: bool = Field(False, description="chain: snap each corner to its straight track from the last "
-                                           "detection where the two agree (no drift)")
-    replenish: float = Field(0.6, ge=0, le=1, description="chain: take new corners from the current frame's face "
-                                                          "when fewer than this fraction of the first corners are "
-                                                          "still followed (0 = never)")
-    refine: bool = Field(False, description="predicted frames: move the tracked landmarks by the similarity that "
-                                           "best fits them to the landmark model's agreeing points")
-    max_coast: int = Field(10, ge=0, description="frames after the last face over which the box is still "
-                                                 "extrapolated for matching (frames)")
-    agree_iod: float = Field(0.1, gt=0, description="a landmark of the landmark model agrees with the motion "
-                                                    "prediction within this fraction of the inter-ocular distance")
-    max_jump: float = Field(0.5, gt=0, description="image motion refused when it moves the landmarks further than "
-                                                  "this many inter-ocular distances (mean) from the constant-"
-                                                  "velocity prediction (it followed something else)")
-    min_agree: float = Field(0.25, ge=0, le=1, description="fraction of landmarks of the landmark model that must "
-                                                           "agree with the image motion to accept a predicted "
-                                                           "frame")
 
 
 @dataclass

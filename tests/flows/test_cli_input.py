@@ -284,9 +284,9 @@ def test_truncated_video_is_rejected_before_the_run(media, tmp_path, capsys):
     assert code == 2 and f"{tmp_path / 'cut.mp4'}: frames" in err and "truncated or corrupt" in err, err
     assert elapsed < 20, elapsed
     ok = _manifest(tmp_path / "ok.yaml", [{"id": "cut", "path": "long.mp4", "frame_range": [0, 5]}])
-    from innout_core.config import load_config
+    from innout_core.config import load_config, load_manifest
     from flows.precheck import find_bad_inputs
 
-    assert find_bad_inputs(ok, tmp_path / "run", load_config(None, "tiny-demo", stages=False)) == {}
+    assert find_bad_inputs(load_manifest(ok), tmp_path / "run", load_config(None, "tiny-demo")) == {}
     cut_start = _manifest(tmp_path / "cs.yaml", [{"id": "cut", "path": "cut.mp4", "frame_range": [0, 5]}])
-    assert find_bad_inputs(cut_start, tmp_path / "run", load_config(None, "tiny-demo", stages=False)) == {}
+    assert find_bad_inputs(load_manifest(cut_start), tmp_path / "run", load_config(None, "tiny-demo")) == {}

@@ -14,7 +14,7 @@ from flows.cli import main
 from flows.lock import LOCK_NAME, lock_held, run_lock
 from flows.precheck import prepare_run
 from flows.status import failed_videos, run_status
-from innout_core.config import ManifestVideo, load_config
+from innout_core.config import ManifestVideo, load_config, load_manifest
 from innout_core.store import StageRecord, read_record, stage_dir, write_record
 from tasks.plan import planned_stages
 from tasks.stage import StageOutput, VideoJob, run_stage
@@ -24,8 +24,8 @@ from tests.flows.inprocess import isolated_cli
 def _run(tmp_path: Path) -> tuple[Path, VideoJob]:
     man = tmp_path / "m.yaml"
     man.write_text(yaml.safe_dump({"name": "m", "videos": [{"id": "v", "path": "v.mp4"}]}))
-    cfg = load_config(None, "tiny-demo", stages=False)
-    run = prepare_run(man, tmp_path / "run", cfg, resolve=False)
+    cfg = load_config(None, "tiny-demo")
+    run = prepare_run(load_manifest(man), tmp_path / "run", cfg)
     return run, VideoJob(run, "run", ManifestVideo(id="v", path=tmp_path / "v.mp4"), cfg)
 
 

@@ -18,7 +18,7 @@ def test_presets_have_descriptions_and_validate():
         cfg = PipelineConfig.from_preset(name)
         assert cfg.preset == name
     tiny = PipelineConfig.from_preset("tiny-demo")
-    assert tiny.generator == "tiny-face" and tiny.face["backend"] == "given" and tiny.modes == ["video"]
+    assert tiny.generator == "tiny-face" and tiny.face.backend == "given" and tiny.modes == ["video"]
     # the demo's budget goes to the occluder-aware variants and the baselines they are compared with
     assert tiny.innout_variants == ["no-masks", "auto-masks", "user-masks"] and tiny.methods == ["w+", "pti", "innout"]
 
@@ -32,7 +32,10 @@ def test_yaml_roundtrip_and_overrides(tmp_path):
     assert again == cfg
     # --preset on the command line wins over the file's preset, file values still apply
     other = load_config(p, preset="paper")
-    assert other.preset == "paper" and other.seed == 7 and other.joint == {"steps": 5}
+    assert other.preset == "paper" and other.seed == 7 and other.joint.steps == 5
+    # the file holds only what differs from its preset: the rest is the new preset's
+    assert other.joint.composite_form == "paper" and other.joint.mask_mode == "none" and other.video.max_frames is None
+    assert yaml.safe_load(p.read_text()) == {"preset": "fast", "seed": 7, "dask": {"workers": 3}, "joint": {"steps": 5}}
 
 
 @pytest.mark.parametrize(
@@ -103,16 +106,40 @@ def test_stage_configs_from_presets_and_variants():
     assert cfg.joint_config("w/o L_w").weights.latent == 0.0
     assert cfg.joint_config("w/o L_b").weights.l2 == 2.0
     inv = cfg.inversion_config("pti")
-    assert inv.method == "pti" and inv.steps == 40  # the pipeline preset's override of the stage preset
+    assert inv.method == "pti" and inv.steps == 40
     assert cfg.face_config().backend == "given"
     paper = PipelineConfig.from_preset("paper")
     assert paper.joint_config("no-masks").composite_form == "paper"
 
 
 def test_bad_stage_override_names_section():
-    cfg = PipelineConfig.from_preset("tiny-demo", joint={"stepz": 3})
     with pytest.raises(BadInputError, match=r"^joint\.stepz: Extra inputs are not permitted$"):
-        cfg.joint_config("no-masks")
+        PipelineConfig.from_preset("tiny-demo", joint={"stepz": 3})
+    with pytest.raises(BadInputError, match="unknown In-N-Out variant 'w/o L_x'"):
+        PipelineConfig.from_preset("tiny-demo").joint_config("w/o L_x")
+
+
+def test_one_preset_table_sets_every_stage():
+    """A preset means the same numbers in the pipeline config and in each stage model's own ``preset``; the typed
+    sections are the stage models themselves."""
+    from innout_core.edit import EditConfig
+    from innout_core.face import FaceConfig
+    from innout_core.inversion import InversionConfig
+    from innout_core.joint import JointConfig
+    from innout_core.sr_tuning import SRTuningConfig
+
+    for name in PRESETS:
+        cfg = PipelineConfig.from_preset(name)
+        assert isinstance(cfg.joint, JointConfig) and cfg.joint == JointConfig.preset(name)
+        assert cfg.inversion_config("pti") == InversionConfig.preset(name, "pti")
+        assert cfg.sr_tuning == SRTuningConfig.preset(name) and cfg.edit == EditConfig.preset(name)
+        assert cfg.face == FaceConfig.preset(name)
+    tiny = PipelineConfig.from_preset("tiny-demo")
+    assert (tiny.joint.steps, tiny.inversion.steps, tiny.sr_tuning.epochs) == (60, 40, 0)
+    assert JointConfig.preset("tiny-demo").steps == 60  # one number, wherever the preset is named
+    # values round-trip through a dump: the preset underneath does not override explicit values
+    again = PipelineConfig.model_validate(tiny.model_dump())
+    assert again == tiny and PipelineConfig.model_validate({**tiny.model_dump(), "preset": "paper"}).joint == tiny.joint
 
 
 def test_stage_sections_are_validated_when_the_config_is_loaded(tmp_path):
@@ -128,7 +155,7 @@ def test_stage_sections_are_validated_when_the_config_is_loaded(tmp_path):
                    "inversion.lr: Input should be a valid number", "joint.steps: Input should be a valid integer",
                    "joint.stepz: Extra inputs are not permitted", "sr_tuning.epochs: Input should be greater than "
                    "or equal to 0 (got -1)", "edit.colour: Extra inputs are not permitted"):
-        assert msg.count(needle) == 1, (needle, msg)  # each once, although inversion is built per method
+        assert msg.count(needle) == 1, (needle, msg)
     assert "inversion.steps" not in msg  # a good key is not reported
 
 

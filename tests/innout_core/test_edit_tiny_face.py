@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from innout_core.edit import EditConfig, SyntheticDirectionConfig, load_direction
+from innout_core.edit import EditConfig, SyntheticDirectionConfig, load_direction, materialise_edits
 from innout_core.eg3d import configs
 from innout_core.eg3d.configs import CONFIGS, build_generator, edit_direction_file
 from innout_core.errors import CheckpointError
@@ -37,14 +37,14 @@ def test_tiny_demo_edit_applies_the_generators_shipped_direction(face_G, tmp_pat
     cfg = EditConfig(synthetic=SyntheticDirectionConfig(strength=1.5, layers=[0, 1]))
     name, source = edit_direction_file("tiny-face")
     assert name == CONFIGS["tiny-face"].edit_direction and source == DIRECTIONS / f"{name}.npy"
-    mat = cfg.materialise(face_G, tmp_path / "a", generator="tiny-face")
+    mat = materialise_edits(cfg, face_G, tmp_path / "a", generator="tiny-face")
     (edit,) = mat.interfacegan
     assert mat.synthetic is None and edit.name == name and edit.strength == 1.5 and edit.layers == [0, 1]
     assert np.array_equal(np.load(edit.path), np.load(source)) and np.load(edit.path).shape == (1, 512)
     # `tiny` ships none, and a checkpoint (no name) neither: both keep the direction made from the generator
     assert edit_direction_file("tiny") is None and edit_direction_file("my-checkpoint") is None
     for gen in ("tiny", None):
-        other = cfg.materialise(face_G, tmp_path / str(gen), generator=gen).interfacegan[0]
+        other = materialise_edits(cfg, face_G, tmp_path / str(gen), generator=gen).interfacegan[0]
         assert other.name == "brighter"
         assert not np.allclose(np.load(other.path), np.load(source))
 
@@ -56,7 +56,7 @@ def test_a_named_direction_that_is_not_installed_fails_in_one_line(face_G, tmp_p
     shutil.rmtree(copy / "directions")
     monkeypatch.setattr(configs, "WEIGHTS_ROOT", tmp_path)
     with pytest.raises(CheckpointError, match="not installed") as err:
-        EditConfig(synthetic=SyntheticDirectionConfig()).materialise(face_G, tmp_path / "out", generator="tiny-face")
+        materialise_edits(EditConfig(synthetic=SyntheticDirectionConfig()), face_G, tmp_path / "out", generator="tiny-face")
     assert "\n" not in str(err.value) and "directions" in str(err.value)
 
 

@@ -29,7 +29,7 @@ def video():
 def _cfg(**kw) -> JointConfig:
     base = JointConfig.preset("tiny-demo").model_copy(
         update={"steps": 2, "neural_resolution": 16, "ood_resolution": 16, "checkpoint_every": 1,
-                "mask_mode": "user", "lr_w": 1e-3})
+                "mask_mode": "user", "lr_w": 1e-3, "sr_noise": "const"})
     base.weights.sr_l2 = 0.0
     base.weights.latent = 0.1
     base.weights.delta = 1e-3
