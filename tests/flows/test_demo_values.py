@@ -55,7 +55,8 @@ def test_differences_are_found():
     assert _differences([row], [row]) == []
     assert _differences([{**row, "psnr": 30.0 + 2 * ATOL}], [row]) == [
         "row 0 (v innout user-masks  frame 0): psnr 30.0002 != 30.0"]
-    assert _differences([{**row, "reason": "x"}], [row]) and _differences([], [row])
+    assert _differences([{**row, "reason": None}], [row]) and _differences([{**row, "method": "w+"}], [row])
+    assert _differences([], [row]) == ["0 rows, the reference has 1"]
 
 
 @pytest.mark.slow
