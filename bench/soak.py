@@ -19,8 +19,9 @@ After the schedule, `innout run` is repeated until it exits 0 (the re-runs); the
 result is compared with a clean run of the same manifest and config made in the same invocation (metrics Parquet
 values equal except wall-time seconds; every other stage output's sha256 equal), and the soak counts faults by kind,
 re-runs, lost videos, differing results, leftover processes and stale locks. A fault counts as applied only when it
-touched a file (or killed a process, or failed a write); one that found nothing to hit is carried to the next round. The clean run is made with 1 and with
-2 Dask workers: their wall times give the Dask throughput ratio on this machine (same invocation).
+touched a file (or killed a process, or failed a write); one that found nothing to hit is carried to the next
+round. The clean run is made with 1 and with 2 Dask workers: their wall times give the Dask throughput ratio on this
+machine (same invocation).
 
     python bench/soak.py                         # 10 videos x 3 frames, 2 workers, 24 faults, seed 0
     python bench/soak.py --videos 2 --faults 8   # smaller
