@@ -8,15 +8,20 @@ One seeded schedule of faults is spread over a few `innout run` commands on the 
 - ``delete_done`` / ``truncate_done`` / ``alter_done``: an output file listed by a done stage record (any stage, the
   video's ``metrics.parquet`` included) deleted, cut to a random fraction of its bytes, or one byte changed in place;
 - ``delete_pending`` / ``truncate_pending`` / ``alter_pending``: the same for a file of a stage that is not done
-  (checkpoints, progress, outputs of a stage marked to redo);
+  (checkpoints and their sha256 sidecars, progress, partial outputs). A round with such faults stops its command
+  (SIGKILL of the process group) as soon as a stage of that command has written a checkpoint and is still running
+  (polled every 50 ms), then damages files of the stages left not done before the next command resumes them; the
+  stop is the round's ``command_kill`` when it has one, else it is logged as a stop, not counted as a fault;
 - ``disk_full``: one atomic write of a stage output fails with ENOSPC (a ``sitecustomize`` on that command's
   ``PYTHONPATH`` patches ``os.replace`` once; the project's code is not changed for it).
 
 After the schedule, `innout run` is repeated until it exits 0 (the re-runs); then `innout verify` must exit 0. The
 result is compared with a clean run of the same manifest and config made in the same invocation (metrics Parquet
 values equal except wall-time seconds; every other stage output's sha256 equal), and the soak counts faults by kind,
-re-runs, lost videos, differing results, leftover processes and stale locks. The clean run is made with 1 and with
-2 Dask workers: their wall times give the Dask throughput ratio on this machine (same invocation).
+re-runs, lost videos, differing results, leftover processes and stale locks. A fault counts as applied only when it
+touched a file (or killed a process, or failed a write); one that found nothing to hit is carried to the next
+round. The clean run is made with 1 and with 2 Dask workers: their wall times give the Dask throughput ratio on this
+machine (same invocation).
 
     python bench/soak.py                         # 10 videos x 3 frames, 2 workers, 24 faults, seed 0
     python bench/soak.py --videos 2 --faults 8   # smaller
@@ -95,6 +100,8 @@ class Fault:
     round: int
     applied: bool = False
     target: str = ""
+    #: added by the soak after the schedule (a video made to run again), not one of the ``--faults`` scheduled
+    forced: bool = False
 
 
 @dataclass
@@ -107,6 +114,8 @@ class Soak:
     rng: random.Random
     faults: list[Fault] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
+    #: commands stopped mid-stage for pending-stage faults (round, the stage caught running), not counted as faults
+    stops: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------- commands
@@ -169,20 +178,57 @@ def workers_of(proc: subprocess.Popen) -> list[Any]:
     return out
 
 
-def wait_for_running_stage(run: Path, proc: subprocess.Popen, timeout: float = 600) -> bool:
-    """True once some stage record says running while the command lives (False: it ended first)."""
+def _started_since(rec: Any, since: float) -> bool:
+    """Whether a record's ``started`` time is at or after ``since`` (epoch seconds; 1 s of slack for rounding)."""
+    from datetime import datetime
+
+    try:
+        return rec.started is not None and datetime.fromisoformat(rec.started).timestamp() >= since - 1.0
+    except ValueError:
+        return False
+
+
+def wait_for_running_stage(run: Path, proc: subprocess.Popen, since: float, timeout: float = 600) -> bool:
+    """True once a stage record started by this command (at or after ``since``, epoch seconds) says running while
+    the command lives (False: it ended first). Records left running by a killed command do not count."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(r.status == "running" for r in records(run).values()):
+        if any(r.status == "running" and _started_since(r, since) for r in records(run).values()):
             return True
         time.sleep(0.2)
     return False
 
 
-def damage_file(soak: Soak, fault: Fault, run: Path, only: str = "") -> None:
-    """Apply one on-files fault to a random file of a done (or not-done) stage; leaves it unapplied when the run
-    directory has no such file yet."""
-    want_done = fault.kind.endswith("_done")
+def wait_for_checkpoint(run: Path, proc: subprocess.Popen, since: float, timeout: float = 900,
+                        poll_s: float = 0.05) -> str | None:
+    """``video/stage`` once a stage is running and has written a checkpoint file since ``since`` (epoch seconds),
+    while the command lives; None when the command ends first. Polls the checkpoint files every ``poll_s``."""
+    from innout_core.store import read_record
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for ck in run.glob("videos/*/*/ckpt/ckpt-*.pt"):
+            try:
+                fresh = ck.stat().st_mtime >= since
+            except FileNotFoundError:  # pruned meanwhile (the stage keeps its newest two)
+                continue
+            rec = read_record(ck.parent.parent) if fresh else None
+            if rec is not None and rec.status == "running":
+                return f"{ck.parent.parent.parent.name}/{ck.parent.parent.name}"
+        time.sleep(poll_s)
+    return None
+
+
+def _is_temp(p: Path) -> bool:
+    """A temp file of an atomic write left by a killed writer (``.name.xxxx.tmp...``)."""
+    return p.name.startswith(".") and ".tmp" in p.name
+
+
+def fault_candidates(run: Path, kind: str, only: str = "") -> list[Path]:
+    """Files a fault of ``kind`` may hit now: the files a done record lists (``*_done``), or every file in the
+    directory of a stage that is not done, its record and atomic-write temp files excepted (``*_pending``); files
+    a truncation or alteration could not change (empty ones) are left out for those kinds."""
+    want_done = kind.endswith("_done")
     candidates: list[Path] = []
     for d, rec in records(run).items():
         if (rec.status == "done") != want_done:
@@ -190,55 +236,83 @@ def damage_file(soak: Soak, fault: Fault, run: Path, only: str = "") -> None:
         if want_done:
             candidates += [Path(os.path.normpath(d / rel)) for rel in rec.files]
         else:
-            candidates += [p for p in d.rglob("*") if p.is_file() and p.name != "stage.json"]
-    candidates = sorted({p for p in candidates if p.is_file() and only in str(p)})
+            candidates += [p for p in d.rglob("*") if p.is_file() and p.name != "stage.json" and not _is_temp(p)]
+    out = []
+    for p in sorted(set(candidates)):
+        try:
+            size = p.stat().st_size
+        except OSError:
+            continue
+        if only in str(p) and (kind.startswith("delete") or size > 0):
+            out.append(p)
+    return out
+
+
+def damage_file(soak: Soak, fault: Fault, run: Path, only: str = "") -> None:
+    """Apply one on-files fault to a random file of a done (or not-done) stage (:func:`fault_candidates`); leaves
+    it unapplied when the run directory has no such file now. The target names what was done to it."""
+    candidates = fault_candidates(run, fault.kind, only)
     if not candidates:
         return
     target = soak.rng.choice(candidates)
     data = target.read_bytes()
     if fault.kind.startswith("delete"):
         target.unlink()
+        what = "deleted"
     elif fault.kind.startswith("truncate"):
-        target.write_bytes(data[: int(len(data) * soak.rng.uniform(0.0, 0.9))])
+        keep = int(len(data) * soak.rng.uniform(0.0, 0.9))
+        target.write_bytes(data[:keep])
+        what = f"{len(data)} -> {keep} bytes"
     else:
-        if not data:
-            return
         i = soak.rng.randrange(len(data))
         with open(target, "r+b") as fh:
             fh.seek(i)
             fh.write(bytes([data[i] ^ 0xFF]))
-    fault.applied, fault.target = True, str(target.relative_to(run))
+        what = f"byte {i} of {len(data)} flipped"
+    fault.applied, fault.target = True, f"{target.relative_to(run)} ({what})"
+
+
+PENDING = tuple(k for k in ON_FILES if k.endswith("_pending"))
+DONE = tuple(k for k in ON_FILES if k.endswith("_done"))
 
 
 def schedule(rng: random.Random, n: int) -> list[list[str]]:
     """``n`` fault kinds (shuffled passes over every kind, so the kinds' counts differ by at most one), grouped into
-    command rounds: at most
-    one command kill, one full disk and three faults per round; in-run faults from round 0 on, file faults from
-    round 1 on (round 0 starts on an empty run directory)."""
+    command rounds: at most one command kill and one full disk per round; in-run faults from round 0 on;
+    pending-stage faults one per round from round 0 on (each such round stops its command mid-stage, and the
+    stages it leaves not done are damaged after it); done-stage faults from round 1 on (round 0 starts on an empty
+    run directory), at most two per round."""
     kinds: list[str] = []
     while len(kinds) < n:
         kinds += rng.sample(KINDS, len(KINDS))
     kinds = kinds[:n]
-    in_run, on_files = [k for k in kinds if k in IN_RUN], [k for k in kinds if k in ON_FILES]
-    n_rounds = max(2, math.ceil(n / 3), in_run.count("command_kill"), in_run.count("disk_full"),
-                   1 + math.ceil(len(on_files) / 2))
+    in_run = [k for k in kinds if k in IN_RUN]
+    pending, done = [k for k in kinds if k in PENDING], [k for k in kinds if k in DONE]
+    n_rounds = max(2, math.ceil(n / 3), in_run.count("command_kill"), in_run.count("disk_full"), len(pending),
+                   1 + math.ceil(len(done) / 2))
     rounds: list[list[str]] = [[] for _ in range(n_rounds)]
     for once in ("command_kill", "disk_full"):
         for i in range(in_run.count(once)):
             rounds[i].append(once)
     for i, k in enumerate(k for k in in_run if k == "worker_kill"):
         rounds[i % n_rounds].append(k)
-    for i, k in enumerate(on_files):
+    for i, k in enumerate(pending):
+        rounds[i].append(k)
+    for i, k in enumerate(done):
         rounds[1 + i % (n_rounds - 1)].append(k)
     return rounds
 
 
 def soak_round(soak: Soak, rnd: int, faults: list[Fault], args: list[str], run: Path) -> int | None:
-    """One command with its faults: file faults before it starts, then the in-run ones while it runs (worker kills
-    first, the command kill last)."""
+    """One command with its faults: done-stage file faults before it starts, then the in-run ones while it runs
+    (worker kills first, the command kill last), then the pending-stage faults on what the command left not done.
+
+    With pending-stage faults the command is killed as soon as one of its stages has written a checkpoint and is
+    still running (that kill is the round's ``command_kill`` when it has one, else a logged stop), so that the
+    damaged files are ones the next command resumes from."""
     kinds = [f.kind for f in faults]
     for f in faults:
-        if f.kind in ON_FILES:
+        if f.kind in DONE:
             damage_file(soak, f, run)
     extra = {}
     disk = next((f for f in faults if f.kind == "disk_full"), None)
@@ -246,10 +320,10 @@ def soak_round(soak: Soak, rnd: int, faults: list[Fault], args: list[str], run: 
         marker = soak.root / f"enospc-{rnd}.fired"
         extra = {"PYTHONPATH": f"{soak.root / 'faults'}{os.pathsep}{soak.env['PYTHONPATH']}",
                  "INNOUT_SOAK_ENOSPC": f"{marker}|{run}/videos/*/*/*.safetensors"}
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), time.time()
     proc = start(soak, args, extra)
     for f in faults:
-        if f.kind == "worker_kill" and wait_for_running_stage(run, proc):
+        if f.kind == "worker_kill" and wait_for_running_stage(run, proc, since):
             time.sleep(soak.rng.uniform(0.0, 2.0))
             victims = workers_of(proc)
             if victims:
@@ -260,7 +334,16 @@ def soak_round(soak: Soak, rnd: int, faults: list[Fault], args: list[str], run: 
                 except Exception:  # noqa: BLE001 - it ended on its own meanwhile
                     pass
     kill = next((f for f in faults if f.kind == "command_kill"), None)
-    if kill is not None and wait_for_running_stage(run, proc):
+    pending = [f for f in faults if f.kind in PENDING]
+    if pending:
+        stage = wait_for_checkpoint(run, proc, since)
+        if stage is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            if kill is not None:
+                kill.applied, kill.target = True, f"command pid {proc.pid}, {stage} running with a new checkpoint"
+            else:
+                soak.stops.append({"round": rnd, "stage": stage, "seconds": round(time.perf_counter() - t0, 2)})
+    elif kill is not None and wait_for_running_stage(run, proc, since):
         time.sleep(soak.rng.uniform(0.0, 3.0))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -269,6 +352,8 @@ def soak_round(soak: Soak, rnd: int, faults: list[Fault], args: list[str], run: 
     if disk is not None:
         disk.applied = (soak.root / f"enospc-{rnd}.fired").exists()
         disk.target = "one stage output write" if disk.applied else ""
+    for f in pending:
+        damage_file(soak, f, run)
     return code
 
 
@@ -396,13 +481,14 @@ def run_soak(root: Path, videos: int = 10, frames: int = 3, workers: int = 2, fa
         plan = schedule(rng, faults)
         carry: list[Fault] = []
         for i in range(len(plan) + 4):  # up to 4 extra rounds for faults that found nothing to hit yet
-            todo = carry + [Fault(k, i) for k in (plan[i] if i < len(plan) else [])]
+            new = [Fault(k, i) for k in (plan[i] if i < len(plan) else [])]
+            soak.faults += new
+            todo = carry + new
             if not todo:
                 break
-            soak.faults += [f for f in todo if f not in carry]
             if i >= len(plan) and not any(f.kind in ON_FILES for f in todo):
                 # nothing left to redo: a fault on a done frames output makes the video run again
-                forced = Fault("truncate_done", i)
+                forced = Fault("truncate_done", i, forced=True)
                 damage_file(soak, forced, run, only="/frames/")
                 soak.faults.append(forced)
             for f in todo:
@@ -427,11 +513,14 @@ def run_soak(root: Path, videos: int = 10, frames: int = 3, workers: int = 2, fa
     left = leftovers(token)
     cmp = compare(clean, run)
     det = compare(root / "clean-1w" / "soak", clean) if 1 in timings and workers > 1 else None
-    applied = Counter(f.kind for f in soak.faults if f.applied)
+    scheduled = Counter(f.kind for f in soak.faults if not f.forced)
+    applied = Counter(f.kind for f in soak.faults if f.applied and not f.forced)
     result = {
         "videos": videos, "frames": frames, "workers": workers, "seed": seed,
-        "faults_scheduled": len(soak.faults), "faults_applied": sum(applied.values()),
-        "faults_by_kind": {k: applied.get(k, 0) for k in KINDS},
+        "faults_scheduled": sum(scheduled.values()), "faults_applied": sum(applied.values()),
+        "faults_by_kind": {k: {"scheduled": scheduled.get(k, 0), "applied": applied.get(k, 0)} for k in KINDS},
+        "forced_faults_applied": sum(f.applied for f in soak.faults if f.forced),
+        "mid_stage_stops": soak.stops,
         "faults": [vars(f) for f in soak.faults],
         "reruns_to_done": reruns if code == 0 else None, "last_exit": code, "verify_exit": verify_code,
         "videos_lost": sorted(v for v, s in status.items() if s["status"] != "done"),
@@ -449,7 +538,9 @@ def run_soak(root: Path, videos: int = 10, frames: int = 3, workers: int = 2, fa
 def print_table(r: dict[str, Any]) -> None:
     rows = [("videos x frames, workers", f"{r['videos']} x {r['frames']}, {r['workers']}"),
             ("faults applied / scheduled", f"{r['faults_applied']} / {r['faults_scheduled']}")]
-    rows += [(f"  {k}", str(v)) for k, v in r["faults_by_kind"].items()]
+    rows += [(f"  {k}", f"{v['applied']} / {v['scheduled']}") for k, v in r["faults_by_kind"].items()]
+    rows += [("  forced (after the schedule)", str(r["forced_faults_applied"])),
+             ("mid-stage stops (not faults)", str(len(r["mid_stage_stops"])))]
     rows += [("re-runs to done", str(r["reruns_to_done"])), ("verify exit", str(r["verify_exit"])),
              ("videos lost", str(len(r["videos_lost"]))), ("results differing from clean", str(r["results_differing"])),
              ("  files compared", str(r["comparison"]["files_compared"])),

@@ -6,7 +6,9 @@ stage's inputs and config, so a checkpoint from another video or another config 
 resumed. Files are written to a temporary file in the same directory and moved into place with :func:`os.replace`,
 so a kill at any moment leaves either the previous checkpoint or the new one, never half a file. Each checkpoint's
 sha256 is written beside it (``ckpt-<step>.pt.sha256``, before the checkpoint itself): a file damaged afterwards
-(truncated, altered) is skipped for the previous one instead of resuming from wrong numbers. Loading uses
+(truncated, altered) is skipped for the previous one instead of resuming from wrong numbers, and so is one whose
+sha256 is gone (deleted or emptied): ``torch.load`` checks no checksum, so an altered byte would load as another
+number. Loading uses
 ``torch.load(weights_only=True)``: no pickled code is ever executed.
 """
 
@@ -134,7 +136,10 @@ class Checkpointer:
             try:
                 data = path.read_bytes()
                 digest = _sidecar(path)
-                if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+                if digest is None:  # written before the checkpoint: gone means damaged; nothing can check the bytes
+                    errors.append(f"{path.name}: its sha256 file is missing or empty")
+                    continue
+                if hashlib.sha256(data).hexdigest() != digest:
                     errors.append(f"{path.name}: sha256 differs from the one written")
                     continue
                 payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -204,7 +209,7 @@ def _sidecar_path(ckpt: Path) -> Path:
 
 
 def _sidecar(ckpt: Path) -> str | None:
-    """The sha256 written beside a checkpoint, or None (none written: a checkpoint of an older innout)."""
+    """The sha256 written beside a checkpoint, or None (missing, empty or unreadable)."""
     try:
         return _sidecar_path(ckpt).read_text("ascii").strip() or None
     except (OSError, UnicodeDecodeError):

@@ -134,3 +134,22 @@ def test_damaged_checkpoint_is_skipped_for_the_previous_one(tmp_path):
     ck.path(1).write_bytes(ck.path(1).read_bytes()[:50])  # truncated too: none readable
     with pytest.raises(CheckpointError, match="sha256 differs"):
         ck.latest()
+
+
+@pytest.mark.parametrize("damage", ["delete", "empty"])
+def test_checkpoint_without_its_sha256_is_not_resumed(tmp_path, damage):
+    """A checkpoint whose sha256 file is gone (deleted or emptied) is skipped for the previous one: torch.load checks
+    no checksum, so one byte altered as well would resume from another number (the soak's two faults on one
+    stage's files: delete or truncate the sidecar, alter the checkpoint)."""
+    ck = Checkpointer(tmp_path, every=1, fingerprint="f")
+    for step in (1, 2):
+        ck.maybe_save(step, lambda step=step: {"x": torch.full((4,), float(step))})
+    newest = ck.path(2)
+    sidecar = newest.with_name(newest.name + ".sha256")
+    sidecar.unlink() if damage == "delete" else sidecar.write_bytes(b"")
+    data = bytearray(newest.read_bytes())
+    i = data.index(torch.full((4,), 2.0).numpy().tobytes())  # the tensor's bytes: 2.0 -> another float
+    data[i + 3] ^= 0x01
+    newest.write_bytes(bytes(data))
+    st = ck.latest()
+    assert st["step"] == 1 and torch.equal(st["x"], torch.full((4,), 1.0))
