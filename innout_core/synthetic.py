@@ -17,8 +17,6 @@ Deterministic given the config's seed.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -420,18 +418,6 @@ def make_ground_truth_video(G: nn.Module, cfg: SyntheticVideoConfig, generator: 
                             opacity=opacity, raw=torch.cat(raw), clean_raw=torch.cat(clean_raw))
 
 
-def _atomic_save(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_ground_truth_video(video: GroundTruthVideo, out_dir: str | Path, fps: float = 25) -> dict[str, Path]:
     """Write a ground-truth video (every file atomic).
 
@@ -442,6 +428,7 @@ def save_ground_truth_video(video: GroundTruthVideo, out_dir: str | Path, fps: f
     Returns:
         ``{name: path}`` for every file/folder written.
     """
+    from innout_core.io import atomic_path
     from innout_core.video import encode_video, write_frames
 
     out = Path(out_dir)
@@ -454,21 +441,14 @@ def save_ground_truth_video(video: GroundTruthVideo, out_dir: str | Path, fps: f
     write_frames(video.clean.clamp(-1, 1).cpu(), out / "clean")
     paths["frames"], paths["clean"] = out / "frames", out / "clean"
 
-    def save_npz(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, masks=video.masks.cpu().numpy().astype(np.uint8),
-                                opacity=video.opacity.cpu().numpy().astype(np.float32))
-
     for name, arr in (("cameras", video.cameras), ("ws", video.ws)):
         p = out / f"{name}.npy"
-
-        def save_npy(tmp: str, arr=arr) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, arr.detach().cpu().numpy().astype(np.float32))
-
-        _atomic_save(p, save_npy)
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr.detach().cpu().numpy().astype(np.float32))
         paths[name] = p
-    _atomic_save(out / "masks.npz", save_npz)
+    with atomic_path(out / "masks.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, masks=video.masks.cpu().numpy().astype(np.uint8),
+                            opacity=video.opacity.cpu().numpy().astype(np.float32))
     paths["masks"] = out / "masks.npz"
     return paths
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # torch and cv2 are imported where used: probing and checking
     from torch import Tensor
 
 from innout_core.errors import BadInputError, InnoutError, StageError
+from innout_core.io import atomic_path
 
 __all__ = [
     "VideoInfo",
@@ -435,14 +436,9 @@ def frame_name(index: int) -> str:
 def _atomic_imwrite(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
+    with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
             raise StageError("OpenCV could not write the PNG (disk full or bad folder?)", path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def extract_frames(
@@ -620,17 +616,14 @@ def encode_video(
         raise BadInputError(f"fps must be positive, got {fps}", out_path)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp.mp4", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    args = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=str(rate))
-        .output(str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=cfg.crf, preset=cfg.preset,
-                movflags="+faststart", r=str(rate), fps_mode="passthrough")
-        .global_args("-nostdin", "-v", "error", "-y")
-        .compile(cmd=ffmpeg_exe())
-    )
-    try:
+    with atomic_path(out) as tmp:
+        args = (
+            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=str(rate))
+            .output(str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=cfg.crf, preset=cfg.preset,
+                    movflags="+faststart", r=str(rate), fps_mode="passthrough")
+            .global_args("-nostdin", "-v", "error", "-y")
+            .compile(cmd=ffmpeg_exe())
+        )
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=err)
             assert proc.stdin is not None
@@ -644,10 +637,6 @@ def encode_video(
             if rc != 0:
                 err.seek(0)
                 raise StageError(f"ffmpeg failed to encode {t} frames {w}x{h} ({_last_line(err.read())})", out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

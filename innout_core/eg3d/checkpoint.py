@@ -14,7 +14,6 @@ neural_rendering_resolution, the state-dict key order, the format version and th
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ import torch
 from torch import Tensor
 
 from innout_core.errors import CheckpointError
+from innout_core.io import atomic_path, hash_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from innout_core.eg3d.generator import TriPlaneGenerator
@@ -442,14 +442,6 @@ def _unpickle(f: BinaryIO, path: Path) -> Any:
 # Our format: <dir>/model.safetensors + <dir>/config.json.
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _json_ready(value: Any) -> Any:
     """Tuples -> lists so that JSON round-trips compare equal to what was written."""
     if isinstance(value, dict):
@@ -520,7 +512,7 @@ def save_network(net: OfficialNetwork, out_dir: str | Path, *, source: dict | No
             "rendering_kwargs": _json_ready(net.rendering_kwargs),
             "neural_rendering_resolution": int(net.neural_rendering_resolution),
             "state_dict": [[k, net.kinds.get(k, "param")] for k in net.state_dict],
-            "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
+            "weights": {"file": WEIGHTS_FILE, "sha256": hash_file(weights)},
             "source": source or {},
         }
         (stage / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
@@ -576,7 +568,7 @@ def _read_dir(path: Path) -> OfficialNetwork:
         raise CheckpointError(f"missing or malformed field {_first_line(err)}", cfg_path) from None
     if not weights.is_file():
         raise CheckpointError("weights file is missing", weights)
-    if _sha256(weights) != expect_sha:
+    if hash_file(weights) != expect_sha:
         raise CheckpointError(f"weights do not match the sha256 in {CONFIG_FILE} (corrupt or partially written; "
                               "convert the checkpoint again)", weights)
     try:
@@ -668,7 +660,7 @@ def convert_checkpoint(pkl: str | Path, out_dir: str | Path) -> Path:
     pkl = Path(pkl)
     net = read_official_pickle(pkl)
     _generator_from_network(net, pkl)  # fails here, before writing anything, if our architecture cannot hold it
-    return save_network(net, out_dir, source={"file": pkl.name, "sha256": _sha256(pkl)})
+    return save_network(net, out_dir, source={"file": pkl.name, "sha256": hash_file(pkl)})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -891,14 +883,6 @@ def write_official_pickle(
         raise CheckpointError(f"cannot write an official pickle: {err}", path) from None
     snapshot = {"training_set_kwargs": None, "G_ema": g_ema, "augment_pipe": None}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "xb") as f:
-            _OfficialPickler(f, protocol=4).dump(snapshot)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        _OfficialPickler(f, protocol=4).dump(snapshot)
     return path
