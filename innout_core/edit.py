@@ -215,7 +215,7 @@ def synthetic_direction(G: nn.Module, samples: int = 64, seed: int = 0) -> Tenso
     Returns:
         float32 ``[1, w_dim]`` of unit L2 norm on G's device; deterministic for a given G, samples and seed.
     """
-    from innout_core.inversion import frontal_label
+    from innout_core.eg3d.camera import frontal_label
 
     if samples < 2:
         raise BadInputError(f"synthetic direction needs at least 2 samples, got {samples}")

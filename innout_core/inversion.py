@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
+from innout_core.eg3d.camera import frontal_label  # re-exported: importers of innout_core.inversion use it
 from innout_core.errors import BadInputError
 from innout_core.losses import delta_reg_loss, l2_loss, load_lpips
 from innout_core.precision import autocast, use_amp
@@ -150,20 +151,6 @@ class InversionResult:
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
-def frontal_label(G: nn.Module, n: int = 1, focal: float = 4.2647) -> Tensor:
-    """Conditioning label of the frontal camera (yaw = pitch = 0, the pickle's avg radius/pivot, focal 4.2647; the
-    release's inversion conditions with 4.4652, ``InversionConfig.cond_focal``).
-
-    Returns ``[n, 25]`` float32 on G's device (docs/method.md §2.2; focal 4.2647 per §10.7).
-    """
-    from innout_core.eg3d.camera import intrinsics_matrix, lookat_cam2world, make_label
-
-    r = G.rendering
-    cam = lookat_cam2world(0.0, 0.0, radius=r.avg_camera_radius, lookat=tuple(r.avg_camera_pivot))
-    label = make_label(cam.reshape(-1, 4, 4)[:1], intrinsics_matrix(focal))
-    return label.to(_device(G)).repeat(n, 1)
-
-
 def lr_factor(epoch: int, epochs: int, rampup: float, rampdown: float) -> float:
     """Official per-epoch schedule (docs/method.md §2.4): ``t = epoch/epochs``, ``r = min(1, (1-t)/rampdown)``,
     ``r = 1/2 - 1/2 cos(pi r)``, ``r *= min(1, t/rampup)``. Epoch 0 has factor 0 when ``rampup > 0``."""

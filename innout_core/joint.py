@@ -305,7 +305,7 @@ def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: J
 def mean_latent(G, n: int = 10_000, seed: int = 0, chunk: int = 1000) -> Tensor:
     """Paper Eq. 1's w-bar: the mean of ``G.mapping(z, frontal label, psi=1)`` over ``n`` z ~ N(0, I) drawn from a
     generator seeded with ``seed`` (chunked). Returns [num_ws, w_dim] float32 on G's device."""
-    from innout_core.inversion import frontal_label
+    from innout_core.eg3d.camera import frontal_label
 
     device = next(G.parameters()).device
     g = torch.Generator().manual_seed(seed)

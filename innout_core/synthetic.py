@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from innout_core.composite import composite_march
-from innout_core.eg3d.camera import intrinsics_matrix, lookat_cam2world, make_label
+from innout_core.eg3d.camera import frontal_label, intrinsics_matrix, lookat_cam2world, make_label
 from innout_core.errors import BadInputError
 
 __all__ = [
@@ -118,12 +118,6 @@ class GroundTruthVideo:
     def occluded(self, min_fraction: float = 0.01) -> Tensor:
         """[T] bool: frames where the occluder covers at least ``min_fraction`` of the pixels."""
         return (1 - self.masks).flatten(1).mean(dim=1) >= min_fraction
-
-
-def _frontal_label(G: nn.Module, n: int) -> Tensor:
-    r = G.rendering
-    cam = lookat_cam2world(0.0, 0.0, radius=r.avg_camera_radius, lookat=tuple(r.avg_camera_pivot))
-    return make_label(cam.reshape(-1, 4, 4)[:1], intrinsics_matrix()).repeat(n, 1)
 
 
 def occluder_field(points: Tensor, centre: Tensor, cfg: OccluderConfig, features: Tensor, angle: float = 0.0
@@ -360,7 +354,7 @@ def make_ground_truth_video(G: nn.Module, cfg: SyntheticVideoConfig, generator: 
 
     # latents: one face plus a small wobble towards a second sample
     z = torch.randn(2, G.z_dim, generator=generator, device=generator.device).to(device)
-    c_front = _frontal_label(G, 2).to(device)
+    c_front = frontal_label(G, 2).to(device)
     w2 = G.mapping(z, c_front, truncation_psi=cfg.truncation_psi)
     phase = torch.arange(T, device=device, dtype=torch.float32) * (2 * math.pi / max(T, 1))
     ws = w2[:1] + cfg.latent_motion * torch.sin(phase).view(T, 1, 1) * (w2[1:] - w2[:1])
