@@ -18,13 +18,13 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.child import reply, run_child  # noqa: E402
 from innout_core.store import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inversion_step.json"
@@ -74,12 +74,7 @@ def _child(spec: dict) -> dict:
 
 
 def _run(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"child failed: {spec}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(__file__, json.dumps(spec), what=str(spec))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(_child(json.loads(a.child))))
-        return 0
+        return reply(_child(json.loads(a.child)))
     import torch
 
     from bench.machine import machine_info

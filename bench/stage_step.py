@@ -30,13 +30,13 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.child import reply, run_child  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from innout_core.store import atomic_write_json  # noqa: E402
 
@@ -197,12 +197,7 @@ class _Stop(Exception):
 
 
 def _run(spec: dict) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"child failed: {spec['generator']} stage {spec['stage']} {spec['variant']}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(__file__, json.dumps(spec), what=f"{spec['generator']} stage {spec['stage']} {spec['variant']}")
 
 
 def variants(stage: str, cuda: bool, cpu_bf16: bool, switches: bool) -> dict[str, dict]:
@@ -285,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(_child(json.loads(a.child))))
-        return 0
+        return reply(_child(json.loads(a.child)))
     import torch
 
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
