@@ -218,14 +218,6 @@ def _lpips_seeded(net: str = "vgg", spatial: bool = True, device="cpu"):
         return _lpips_for_timing(net, spatial, device)
 
 
-def _patch_lpips() -> None:
-    import innout_core.inversion as inversion
-    import innout_core.joint as joint
-    import innout_core.sr_tuning as sr_tuning
-
-    joint.load_lpips = sr_tuning.load_lpips = inversion.load_lpips = _lpips_seeded
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # part 1: synthesis
 # ----------------------------------------------------------------------------------------------------------------
@@ -401,7 +393,6 @@ def part_agreement(part: Part, generator: str, dev) -> None:
     from innout_core.eg3d.configs import build_generator
     from innout_core.ood import OODField
 
-    _patch_lpips()
     cuda = dev.type == "cuda"
     G = build_generator(generator, seed=0).to(dev).requires_grad_(False)
     part.rec.update(generator=generator, tolerances_from={
@@ -430,7 +421,7 @@ def part_agreement(part: Part, generator: str, dev) -> None:
     def run_a(name: str, upd: dict) -> tuple[list, list]:
         with first_gradients(joint) as grads:
             res = joint.run_stage_a(G, frames, c, ws, cfg_a.model_copy(update=upd), torch.Generator(dev).manual_seed(7),
-                                    masks=masks)
+                                    masks=masks, lpips_loader=_lpips_seeded)
         runs_a[name] = (res.losses, grads[0])
         return runs_a[name]
 
@@ -467,7 +458,7 @@ def part_agreement(part: Part, generator: str, dev) -> None:
         with first_gradients(sr_tuning) as grads:
             state = sr_tuning.run_stage_b(G, sa, frames, c, cfg_b.model_copy(update={"amp": amp}),
                                           torch.Generator(dev).manual_seed(3),
-                                          progress=lambda s, n, rec: curve.append(rec))
+                                          progress=lambda s, n, rec: curve.append(rec), lpips_loader=_lpips_seeded)
         runs_b[amp] = (curve, grads[0], state)
         return runs_b[amp]
 
@@ -506,7 +497,8 @@ def inversion_agreement(G, dev, method: str) -> dict:
                              generator=torch.Generator(dev).manual_seed(11)).image
     cfg = InversionConfig.preset("tiny-demo", method).model_copy(update=dict(
         steps=3, pti_steps=2, init_samples=2, init_stride=1, lr=3e-2, lr_schedule="constant"))
-    runs = {amp: invert_video(G, frames, cams, cfg.model_copy(update={"amp": amp}), torch.Generator(dev).manual_seed(0))
+    runs = {amp: invert_video(G, frames, cams, cfg.model_copy(update={"amp": amp}), torch.Generator(dev).manual_seed(0),
+                              lpips_loader=_lpips_seeded)
             for amp in ("off", "bf16")}
     init, _ = initial_latents(G, frames, cams, cfg, torch.Generator(dev).manual_seed(0))
     moves = [(r.ws.to(dev) - init.to(dev).mean(0, keepdim=True)).flatten().double()
@@ -744,7 +736,6 @@ def part_profile(part: Part, generator: str, dev, table_path: Path, extra_a: dic
                     table=str(rel.relative_to(REPO)) if rel.is_relative_to(REPO) else str(rel))
 
     def run() -> dict:
-        _patch_lpips()
         G = build_generator(generator, seed=0).to(dev).requires_grad_(False)
         frames, c, ws, masks = stage_step._inputs(G, 2, dev)
         cfg = joint.JointConfig.preset("official").model_copy(update={"steps": 3, "checkpoint_every": 0, **ov})
@@ -756,7 +747,7 @@ def part_profile(part: Part, generator: str, dev, table_path: Path, extra_a: dic
                 prof.step()
 
             joint.run_stage_a(G, frames, c, ws, cfg, torch.Generator(dev).manual_seed(1), masks=masks,
-                              progress=progress)
+                              progress=progress, lpips_loader=_lpips_seeded)
         events = prof.key_averages()
         key = "self_device_time_total" if cuda else "self_cpu_time_total"
 

@@ -40,7 +40,6 @@ def _child(spec: dict) -> dict:
     from innout_core.eg3d.configs import build_generator
     from stage_step import _cpu_s, _inputs, _lpips_for_timing
 
-    inversion.load_lpips = _lpips_for_timing
     dev = torch.device(spec["device"])
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -53,7 +52,7 @@ def _child(spec: dict) -> dict:
     pivot = None
     if method == "pti":  # PTI steps tune G around an (untimed, 1-step) W+ pivot; the latent phase is skipped
         pivot = inversion.invert_video(G, frames, c, cfg.model_copy(update={"steps": 1}),
-                                       torch.Generator(dev).manual_seed(0))
+                                       torch.Generator(dev).manual_seed(0), lpips_loader=_lpips_for_timing)
         cfg = cfg.model_copy(update={"method": "pti", "pti_steps": spec["steps"] + 1})
     marks: list[tuple[float, float, float]] = []
 
@@ -63,7 +62,8 @@ def _child(spec: dict) -> dict:
         marks.append((time.perf_counter(), _cpu_s(), rec["loss"]))
 
     start = (time.perf_counter(), _cpu_s())
-    inversion.invert_video(G, frames, c, cfg, torch.Generator(dev).manual_seed(0), progress=progress, pivot=pivot)
+    inversion.invert_video(G, frames, c, cfg, torch.Generator(dev).manual_seed(0), progress=progress, pivot=pivot,
+                           lpips_loader=_lpips_for_timing)
     walls = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
     cpus = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
     return {"warmup_wall_s": marks[0][0] - start[0], "step_wall_s": walls, "step_cpu_s": cpus,

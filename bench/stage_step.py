@@ -131,8 +131,6 @@ def _child(spec: dict) -> dict:
     from innout_core.eg3d.configs import build_generator
     from innout_core.ood import OODField
 
-    joint.load_lpips = _lpips_for_timing
-    sr_tuning.load_lpips = _lpips_for_timing
     dev = torch.device(spec["device"])
     if dev.type == "cuda":
         torch_sync = torch.cuda.synchronize
@@ -148,7 +146,7 @@ def _child(spec: dict) -> dict:
         cfg = joint.JointConfig.preset("official").model_copy(
             update={"steps": n_steps, "checkpoint_every": 0, **spec["overrides"]})
         res = joint.run_stage_a(G, frames, c, ws, cfg, torch.Generator(dev).manual_seed(1), masks=masks,
-                                progress=_timed_progress(marks))
+                                progress=_timed_progress(marks), lpips_loader=_lpips_for_timing)
         out["losses_first_step"] = res.losses[0]
     else:
         T = spec["frames"]
@@ -169,7 +167,8 @@ def _child(spec: dict) -> dict:
                 raise _Stop
 
         try:
-            sr_tuning.run_stage_b(G, sa, frames, c, cfg, torch.Generator(dev).manual_seed(3), progress=stop_after)
+            sr_tuning.run_stage_b(G, sa, frames, c, cfg, torch.Generator(dev).manual_seed(3), progress=stop_after,
+                                  lpips_loader=_lpips_for_timing)
         except _Stop:
             pass
         out["losses_first_step"] = calls[0]

@@ -227,6 +227,7 @@ def render_composite(
     with_face_only: bool = False,
     with_ood_only: bool = True,
     fused: bool = True,
+    rendering=None,
 ) -> CompositeRender:
     """Render face + OOD composite features for N views.
 
@@ -247,11 +248,13 @@ def render_composite(
             without the OOD-only loss needs neither).
         fused: fast forms of the same maths (fused OOD query, composite without colour midpoints or the sorted
             face colour gather); equal to ``fused=False`` up to float rounding.
+        rendering: ``RenderingConfig`` for this call instead of ``G.rendering`` (more samples per ray); None = G's.
     """
     from innout_core.eg3d.rendering import ray_march
 
     R = int(resolution or G.neural_rendering_resolution)
-    out = G.render(planes, c, resolution=R, generator=generator, march=False)
+    out = G.render(planes, c, resolution=R, generator=generator, march=False,
+                   **({} if rendering is None else {"rendering": rendering}))
     s = out.samples
     n, m, S, _ = s.depths.shape
     pts = s.points().reshape(n, m * S, 3)

@@ -55,7 +55,6 @@ __all__ = [
     "apply_styleclip",
     "causal_smooth",
     "smooth_sr_block0",
-    "more_samples",
     "run_edits",
 ]
 
@@ -478,24 +477,12 @@ class _CausalBuffer:
 
 
 @contextmanager
-def more_samples(G: nn.Module, mult: int) -> Iterator[None]:
-    """Within the context, G renders with ``mult`` times its stratified and importance samples per ray
-    (``gen_3d.py --sample_mult``); restored afterwards."""
-    if mult == 1:
-        yield
-        return
-    old = G.rendering
-    G.rendering = dataclasses.replace(old, depth_resolution=old.depth_resolution * mult,
-                                      depth_resolution_importance=old.depth_resolution_importance * mult)
-    try:
-        yield
-    finally:
-        G.rendering = old
-
-
-@contextmanager
-def smooth_sr_block0(G: nn.Module, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL) -> Iterator[None]:
+def smooth_sr_block0(sr: nn.Module, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL
+                     ) -> Iterator[None]:
     """Within the context, causally smooth SR block0 features over successive frames (docs/method.md §5.5).
+
+    ``sr`` is the SR module that gets the hooks (or a generator: its ``superresolution``); they are removed on exit.
+    Pass a private copy (``joint.sr_module``) rather than a shared generator's own SR.
 
     Official code keeps running buffers of block0's conv output (before toRGB) and of its upsampled skip RGB and
     replaces each by the 3-tap weighted sum once three entries exist. Equivalent hooks here: the skip RGB entering
@@ -505,7 +492,7 @@ def smooth_sr_block0(G: nn.Module, factor: float, kernel: Sequence[float] = OFFI
     if factor == 0.0:
         yield
         return
-    block0 = G.superresolution.block0
+    block0 = getattr(sr, "superresolution", sr).block0
     img_buf, x_buf = _CausalBuffer(factor, kernel), _CausalBuffer(factor, kernel)
 
     def pre_hook(_module: nn.Module, args: tuple, kwargs: dict):
@@ -560,7 +547,7 @@ def run_edits(
         ``"remove_ood"`` and ``"novel_view"`` (T' = ``cfg.novel_view.n_frames``) when enabled.
     """
     from innout_core.eg3d.camera import orbit_labels
-    from innout_core.joint import render_composite_video
+    from innout_core.joint import render_composite_video, sr_module
 
     names = [e.name for e in cfg.interfacegan] + [e.name for e in cfg.styleclip]
     if cfg.synthetic is not None:
@@ -580,13 +567,15 @@ def run_edits(
     seed_state = generator.get_state()
 
     rem_masks = removal_masks if (cfg.removal_masks and removal_masks is not None) else None
+    # the SR every edit runs: a private copy when it is fine-tuned or hooked for smoothing (G is shared by a worker)
+    sr = sr_module(G, sr_state) if (sr_state is not None or cfg.smooth.sr > 0) else G.superresolution
 
-    def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False, frame_index: Tensor | None = None) -> Tensor:
+    def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False, frame_index: Tensor | None = None,
+               sample_mult: int = 1) -> Tensor:
         generator.set_state(seed_state)
-        # hooks survive the SR copy render_composite_video makes for sr_state (deepcopy keeps hook callables)
-        with torch.no_grad(), smooth_sr_block0(G, cfg.smooth.sr):
-            out = render_composite_video(G, sa, cams, generator, sr_state=sr_state, remove_ood=remove_ood,
-                                         ws_override=ws, frame_index=frame_index,
+        with torch.no_grad(), smooth_sr_block0(sr, cfg.smooth.sr):
+            out = render_composite_video(G, sa, cams, generator, superresolution=sr, remove_ood=remove_ood,
+                                         ws_override=ws, frame_index=frame_index, sample_mult=sample_mult,
                                          removal_masks=rem_masks if remove_ood else None)
         return out.image.clamp(-1, 1)
 
@@ -609,6 +598,5 @@ def run_edits(
             raise BadInputError(f"novel_view.frame {nv.frame} out of range for {T} frames")
         cams = orbit_labels(nv.n_frames, nv.yaw_range, nv.pitch_range, pitch_offset=nv.pitch_offset).to(cameras)
         idx = torch.full((nv.n_frames,), nv.frame, dtype=torch.long)
-        with more_samples(G, nv.sample_mult):
-            results["novel_view"] = render(base, cams, ws0[idx], frame_index=idx)
+        results["novel_view"] = render(base, cams, ws0[idx], frame_index=idx, sample_mult=nv.sample_mult)
     return results

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
 from innout_core.eg3d.camera import frontal_label  # re-exported: importers of innout_core.inversion use it
 from innout_core.errors import BadInputError
-from innout_core.losses import delta_reg_loss, l2_loss, load_lpips
+from innout_core.losses import LpipsLoader, delta_reg_loss, l2_loss, load_lpips
 from innout_core.precision import autocast, use_amp
 
 __all__ = [
@@ -239,8 +239,9 @@ def masked_photometric(synth: Tensor, target: Tensor, mask: Tensor | None,
 class _Lpips:
     """Lazily loaded LPIPS models (MissingWeightsError from innout_core.weights when the backbone is absent)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, loader: LpipsLoader | None = None) -> None:
         self.device = device
+        self.loader = loader or load_lpips
         self.models: dict[str, nn.Module] = {}
 
     def __call__(self, net: str, x: Tensor, y: Tensor) -> Tensor:
@@ -250,7 +251,7 @@ class _Lpips:
     def map(self, net: str, x: Tensor, y: Tensor) -> Tensor:
         """Spatial LPIPS map, [N,1,H,W]."""
         if net not in self.models:
-            self.models[net] = load_lpips(net, spatial=True, device=self.device)
+            self.models[net] = self.loader(net, spatial=True, device=self.device)
         return self.models[net](x, y)
 
 
@@ -320,6 +321,7 @@ def invert_video(
     progress: ProgressFn | None = None,
     pivot: InversionResult | None = None,
     masks: Tensor | None = None,
+    lpips_loader: LpipsLoader | None = None,
 ) -> InversionResult:
     """Invert all frames of a video with W, W+ or PTI, optionally on the face region only.
 
@@ -336,6 +338,7 @@ def invert_video(
             its losses and seconds are carried over), so one W+ run serves both W+ and PTI.
         masks: ``[T, 1, H, W]`` in [0, 1], 1 = face: the masked fit (official masked branch; every pixel term,
             the initial search and the subset pass count the face region only). None = every pixel.
+        lpips_loader: loads the LPIPS models (default :func:`innout_core.losses.load_lpips`).
     Returns:
         :class:`InversionResult` (ws detached, float32, on frames' device).
     """
@@ -350,7 +353,7 @@ def invert_video(
     n_ws = int(G.num_ws)
     need_lpips = cfg.lambda_lpips > 0 or cfg.init_metric == "lpips" or (
         cfg.method == "pti" and (cfg.pti_lambda_lpips > 0 or (cfg.pti_locality and cfg.locality_lambda_lpips > 0)))
-    lpips = _Lpips(device) if need_lpips else None
+    lpips = _Lpips(device, lpips_loader) if need_lpips else None
     if pivot is not None:
         if cfg.method != "pti":
             raise BadInputError(f"a pivot is only used by PTI, not by method {cfg.method!r}")

@@ -30,6 +30,7 @@ from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state,
 from innout_core.composite import render_composite
 from innout_core.errors import BadInputError, CheckpointError
 from innout_core.losses import (
+    LpipsLoader,
     blend_area_loss,
     blend_entropy_loss,
     delta_reg_loss,
@@ -382,6 +383,7 @@ def run_stage_a(
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
     w_canonical: Tensor | None = None,
+    lpips_loader: LpipsLoader | None = None,
 ) -> StageAResult:
     """Jointly optimise OOD tri-plane, decoder, phi and w+ (stage A).
 
@@ -402,6 +404,7 @@ def run_stage_a(
         w_canonical: [1,14,512] the W+ inversion's shared canonical latent: the reference of automatic masks
             (``auto_mask.reference='canonical'``, rendered at every frame's camera); without it they fall back to
             the per-frame ``ws_init`` render (logged).
+        lpips_loader: loads the LPIPS model (default :func:`innout_core.losses.load_lpips`).
     Raises:
         BadInputError: wrong shapes, mismatched counts, NaN latents, missing user masks.
         CheckpointError: a checkpoint made for other inputs/config.
@@ -448,7 +451,7 @@ def run_stage_a(
                                       align_corners=False, antialias=depth.shape[-1] > R)
         region_raw = None if use_masks is None else 1 - _resize(_resize(use_masks, _img_res(G), "nearest"), R,
                                                                   "nearest")
-        lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if w.lpips > 0 else None
+        lp = (lpips_loader or load_lpips)(cfg.lpips_net, spatial=True, device=device) if w.lpips > 0 else None
         w_avg = None
         if w.latent > 0:
             w_avg = (G.backbone.mapping.w_avg if cfg.w_avg == "tracked" else mean_latent(G, cfg.w_avg_samples)).to(
@@ -583,17 +586,22 @@ def run_stage_a(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _with_sr(G, sr_state: dict[str, Tensor] | None):
-    if sr_state is None:
-        return G
+def sr_module(G, sr_state: dict[str, Tensor] | None = None) -> torch.nn.Module:
+    """A private copy of ``G.superresolution`` with ``sr_state`` loaded (None: G's own SR weights).
+
+    Hooks or weights put on the copy never reach G, which a worker shares between tasks (only the SR is copied,
+    not G). Raises :class:`CheckpointError` when the state does not fit.
+    """
     import copy
 
-    G2 = copy.deepcopy(G)
-    try:
-        G2.superresolution.load_state_dict(sr_state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"fine-tuned SR state does not fit this generator ({str(exc).splitlines()[0]})") from None
-    return G2
+    sr = copy.deepcopy(G.superresolution)
+    if sr_state is not None:
+        try:
+            sr.load_state_dict(sr_state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"fine-tuned SR state does not fit this generator "
+                                  f"({str(exc).splitlines()[0]})") from None
+    return sr
 
 
 def render_composite_video(
@@ -608,6 +616,8 @@ def render_composite_video(
     removal_masks: Tensor | None = None,
     frame_index: Tensor | None = None,
     batch_size: int = 1,
+    superresolution: torch.nn.Module | None = None,
+    sample_mult: int = 1,
 ) -> CompositeFrames:
     """Render the composite (face + OOD) video with the stage-A fields, optionally edited latents / OOD removed.
 
@@ -622,8 +632,11 @@ def render_composite_video(
         removal_masks: [T,1,H,W] in {0,1}, 1 = face, 0 = OOD (the input-mask convention).
         frame_index: [T] int64 rows of phi per output frame (default 0..T-1).
         batch_size: frames per forward.
+        superresolution: the SR module to run (e.g. :func:`sr_module`'s copy, shared by several renders); then
+            ``sr_state`` must be None. Default: G's own SR, or a copy with ``sr_state`` loaded.
+        sample_mult: stratified and importance samples per ray times this (``gen_3d.py --sample_mult``).
     Returns:
-        :class:`CompositeFrames` (CPU float32).
+        :class:`CompositeFrames` (CPU float32). G is not changed (no attribute, weight or hook).
     """
     T = cameras.shape[0]
     ws = stage_a.ws if ws_override is None else ws_override
@@ -637,7 +650,10 @@ def render_composite_video(
     if idx.shape != (T,) or int(idx.max()) >= stage_a.phi.shape[0] or int(idx.min()) < 0:
         raise BadInputError(f"frame index must be [{T}] within 0..{stage_a.phi.shape[0] - 1}")
     device = cameras.device
-    Gr = _with_sr(G, sr_state)
+    if superresolution is not None and sr_state is not None:
+        raise BadInputError("pass the fine-tuned SR either as sr_state or loaded in superresolution, not both")
+    sr = superresolution or (G.superresolution if sr_state is None else sr_module(G, sr_state))
+    rendering = None if sample_mult == 1 else G.rendering.with_sample_mult(sample_mult)
     R = int(stage_a.neural_resolution or G.neural_rendering_resolution)
     ood = OODField.from_state(stage_a.ood_state, stage_a.phi, box_warp=G.rendering.box_warp).to(device)
     rem = None
@@ -650,15 +666,15 @@ def render_composite_video(
         for s in range(0, T, batch_size):
             sl = slice(s, s + batch_size)
             w = ws[sl].to(device)
-            planes = Gr.backbone_planes(w, noise_mode="const")
+            planes = G.backbone_planes(w, noise_mode="const")
             r = render_composite(
-                Gr, planes, cameras[sl], ood, idx[sl].to(device), generator, form=stage_a.form,
+                G, planes, cameras[sl], ood, idx[sl].to(device), generator, form=stage_a.form, rendering=rendering,
                 release_sample_order=stage_a.release_sample_order, resolution=R,
                 blend_mode="zero" if (remove_ood and rem is None) else "learned",
                 removal_mask=None if rem is None else rem[sl], blend_scale=1.2 if rem is not None else 1.0,
             )
             feat = _features_to_image(r.rgb, R)
-            img = composite_sr(Gr.superresolve, feat, w, stage_a.sr_noise)
+            img = composite_sr(sr, feat, w, stage_a.sr_noise)
             out["image"].append(img.clamp(-1, 1).cpu())
             out["raw"].append(feat[:, :3].clamp(-1, 1).cpu())
             out["blend"].append(_features_to_image(r.ood_share, R).clamp(0, 1).cpu())

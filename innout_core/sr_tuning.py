@@ -26,7 +26,7 @@ from innout_core.joint import (
     _features_to_image,
     validate_inputs,
 )
-from innout_core.losses import l2_loss, load_lpips, lpips_loss
+from innout_core.losses import LpipsLoader, l2_loss, load_lpips, lpips_loss
 from innout_core.ood import OODField
 from innout_core.precision import autocast, maybe_compile, optimizer_step, use_amp
 
@@ -117,6 +117,7 @@ def run_stage_b(
     *,
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
+    lpips_loader: LpipsLoader | None = None,
 ) -> dict[str, Tensor]:
     """Fine-tune a copy of ``G.superresolution``; G itself is not modified.
 
@@ -124,6 +125,7 @@ def run_stage_b(
         G: frozen generator. stage_a: stage-A result. frames: [T,3,H,W] in [-1,1]. cameras: [T,25].
         cfg: :class:`SRTuningConfig`. generator: random source (per-frame seed base, frame order, samples).
         checkpoint, progress: as stage A; ``progress(step, total, {"l2":..., "lpips":..., "total":...})``.
+        lpips_loader: loads the LPIPS model (default :func:`innout_core.losses.load_lpips`).
     Returns:
         the fine-tuned ``superresolution`` state dict (CPU tensors).
     """
@@ -146,7 +148,7 @@ def run_stage_b(
     release_grad = cfg.release_render_grad and not cfg.cached
     ood.requires_grad_(release_grad)
     opt = torch.optim.Adam(sr.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if cfg.lpips > 0 else None
+    lp = (lpips_loader or load_lpips)(cfg.lpips_net, spatial=True, device=device) if cfg.lpips > 0 else None
     base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     perm: Tensor | None = None
     pos, start = 0, 0
