@@ -18,12 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
-from innout_core.composite import render_composite
+from innout_core.composite import _features_to_image, render_composite
 from innout_core.errors import BadInputError, CheckpointError
 from innout_core.joint import (
     ProgressFn,
     StageAResult,
-    _features_to_image,
     validate_inputs,
 )
 from innout_core.losses import LpipsLoader, l2_loss, load_lpips, lpips_loss

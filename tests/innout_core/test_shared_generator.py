@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from innout_core.edit import EditConfig, SmoothConfig, run_edits, smooth_sr_block0
-from innout_core.joint import render_composite_video, sr_module
+from innout_core.composite import render_composite_video, sr_module
 
 
 @pytest.fixture(scope="module")
