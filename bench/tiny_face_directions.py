@@ -3,7 +3,7 @@
 The training checkpoint of ``bench/train_tiny_face.py`` holds one latent z per training identity (``latents``
 [I, 512]) for the heads ``sample_identities(I, seed)``. Each z is mapped to w with the frontal conditioning camera
 (as training maps it); every attribute of :data:`ATTRIBUTES` (a number computed from the identity's
-:class:`~innout_core.synthetic_heads.HeadParams`: smile, mouth opening, hair / skin lightness, ...) is regressed
+:class:`~innout_core.synthetic.heads.HeadParams`: smile, mouth opening, hair / skin lightness, ...) is regressed
 on w by ridge regression (closed form, ridge weight chosen by 5-fold cross-validation on the fitting split) over
 the identities outside a seeded held-out split. Held-out figures: R^2, Pearson r and the accuracy of the predicted
 attribute's side of the fitting split's median. The unit normal d = beta / |beta| is the edit direction
@@ -42,7 +42,7 @@ from innout_core.eg3d.generator import TriPlaneGenerator  # noqa: E402
 from innout_core.edit import save_direction  # noqa: E402
 from innout_core.errors import BadInputError  # noqa: E402
 from innout_core.io import atomic_path, atomic_write_json, hash_file  # noqa: E402
-from innout_core.synthetic_heads import HeadParams, frontal_camera, render_head, sample_identities  # noqa: E402
+from innout_core.synthetic.heads import HeadParams, frontal_camera, render_head, sample_identities  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RIDGE_GRID = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)

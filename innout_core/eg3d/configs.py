@@ -160,7 +160,7 @@ CONFIGS: dict[str, GeneratorSpec] = {
 }
 CONFIGS["tiny-face"] = GeneratorSpec(
     description="The tiny architecture trained (bench/train_tiny_face.py) to draw the procedural head family of "
-    "innout_core.synthetic_heads; weights shipped in the package, with edit directions fitted to the heads' "
+    "innout_core.synthetic.heads; weights shipped in the package, with edit directions fitted to the heads' "
     "parameters.",
     init_kwargs=copy.deepcopy(CONFIGS["tiny"].init_kwargs),
     neural_rendering_resolution=CONFIGS["tiny"].neural_rendering_resolution,
