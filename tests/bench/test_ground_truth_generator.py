@@ -82,8 +82,8 @@ def test_tiny_face_results_follow_the_weights_and_videos(gt, monkeypatch):
 
 
 def test_tiny_face_sweep_names_its_generator_and_videos(gt, tmp_path, monkeypatch):
-    monkeypatch.setattr(gt, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(gt, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(gt.PATHS, "results", tmp_path / "results")
+    monkeypatch.setattr(gt.PATHS, "docs", tmp_path / "docs")
     s = gt.BenchSettings(frames=2, wplus_epochs=1, quick=True, generator="tiny-face")
     plan = [(1, gt.RunSpec(video="hand", start="oracle", steps=2, masks="user")),
             (1, gt.RunSpec(video="glasses", start="wplus", steps=2, masks="user"))]
