@@ -159,7 +159,7 @@ def occluder_field(points: Tensor, centre: Tensor, cfg: OccluderConfig, features
 # two intervals, 0.175, always holds one), with the shading of a rounded relief seen from the front
 
 _PART_KINDS = ("hand", "glasses", "microphone")
-_LIGHT = (0.0, 0.5, 1.0)  # baked light direction, as synthetic_heads
+_LIGHT = (0.0, 0.5, 1.0)  # baked light direction, as synthetic.heads
 _GRAD_EPS = 2e-3  # central-difference step of the silhouette gradient, world units
 MIC_HANDLE_COLOUR = (0.07, 0.07, 0.08)
 
