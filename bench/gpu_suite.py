@@ -375,6 +375,16 @@ def loss_agreement(ref: list[dict], low: list[dict], keys: tuple[str, ...], rel:
             "loss_ok": bool(worst) and all(v <= rel for v in worst.values())}
 
 
+def sr_state_agreement(ref: dict, low: dict) -> dict:
+    """The fine-tuned SR weights of two precisions, as ``assert_close(low, ref, atol, rtol)`` judges them: the worst
+    excess of ``|low - ref|`` over ``SR_STATE_ATOL + SR_STATE_RTOL * |ref|`` (<= 0: within) and its tensor."""
+    excess = {k: float(((low[k].float() - v.float()).abs() - (SR_STATE_ATOL + SR_STATE_RTOL * v.float().abs())).max())
+              for k, v in ref.items()}
+    worst = max(excess, key=excess.get)
+    return {"sr_state_worst_excess": excess[worst], "sr_state_worst_key": worst, "sr_state_atol": SR_STATE_ATOL,
+            "sr_state_rtol": SR_STATE_RTOL, "sr_state_ok": excess[worst] <= 0}
+
+
 def _amp_label(amp: str, dev) -> dict:
     from innout_core.precision import use_amp
 
@@ -467,12 +477,8 @@ def part_agreement(part: Part, generator: str, dev) -> None:
             run_b("off")
         curve, grads, state = run_b(amp)
         ref_c, ref_g, ref_s = runs_b["off"]
-        excess = {k: float(((state[k].float() - v.float()).abs() - (SR_STATE_ATOL + SR_STATE_RTOL * v.float().abs()))
-                           .max()) for k, v in ref_s.items()}
-        worst = max(excess, key=excess.get)
         return {"stage": "B", **_amp_label(amp, dev), **loss_agreement(ref_c, curve, ("total",), LOSS_REL),
-                **grad_agreement(ref_g, grads), "sr_state_worst_excess": excess[worst], "sr_state_worst_key": worst,
-                "sr_state_atol": SR_STATE_ATOL, "sr_state_rtol": SR_STATE_RTOL, "sr_state_ok": excess[worst] <= 0}
+                **grad_agreement(ref_g, grads), **sr_state_agreement(ref_s, state)}
 
     for amp in ("bf16", "fp16"):
         part.measure(f"stage B, {amp} vs fp32", lambda amp=amp: compare_b(amp))
