@@ -333,24 +333,18 @@ def side_by_side(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def first_gradients(module) -> Iterator[list[list]]:
-    """Wrap ``module.optimizer_step`` so the gradients of the first step (after backward; unscaled by the fp16
-    scaler) are kept: yields a list that holds one list of CPU float32 tensors once a step ran."""
-    orig = module.optimizer_step
+def first_gradients() -> tuple[list[list], Callable]:
+    """A store and the ``on_step`` callback (of ``run_stage_a`` / ``run_stage_b``) that keeps the gradients of the
+    first step (after backward; unscaled by the fp16 scaler): the store holds one list of CPU float32 tensors once
+    a step ran."""
     store: list[list] = []
 
-    def step(total, opt, scaler) -> None:
-        orig(total, opt, scaler)
+    def on_step(opt) -> None:
         if not store:
             store.append([None if p.grad is None else p.grad.detach().float().cpu().clone()
                           for g in opt.param_groups for p in g["params"]])
 
-    module.optimizer_step = step
-    try:
-        yield store
-    finally:
-        module.optimizer_step = orig
+    return store, on_step
 
 
 def grad_agreement(ref: list, low: list) -> dict:
@@ -429,9 +423,9 @@ def part_agreement(part: Part, generator: str, dev) -> None:
     runs_a: dict[str, tuple[list, list]] = {}
 
     def run_a(name: str, upd: dict) -> tuple[list, list]:
-        with first_gradients(joint) as grads:
-            res = joint.run_stage_a(G, frames, c, ws, cfg_a.model_copy(update=upd), torch.Generator(dev).manual_seed(7),
-                                    masks=masks, lpips_loader=_lpips_seeded)
+        grads, on_step = first_gradients()
+        res = joint.run_stage_a(G, frames, c, ws, cfg_a.model_copy(update=upd), torch.Generator(dev).manual_seed(7),
+                                masks=masks, lpips_loader=_lpips_seeded, on_step=on_step)
         runs_a[name] = (res.losses, grads[0])
         return runs_a[name]
 
@@ -465,10 +459,10 @@ def part_agreement(part: Part, generator: str, dev) -> None:
 
     def run_b(amp: str) -> tuple[list, list, dict]:
         curve: list[dict] = []
-        with first_gradients(sr_tuning) as grads:
-            state = sr_tuning.run_stage_b(G, sa, frames, c, cfg_b.model_copy(update={"amp": amp}),
-                                          torch.Generator(dev).manual_seed(3),
-                                          progress=lambda s, n, rec: curve.append(rec), lpips_loader=_lpips_seeded)
+        grads, on_step = first_gradients()
+        state = sr_tuning.run_stage_b(G, sa, frames, c, cfg_b.model_copy(update={"amp": amp}),
+                                      torch.Generator(dev).manual_seed(3), progress=lambda s, n, rec: curve.append(rec),
+                                      lpips_loader=_lpips_seeded, on_step=on_step)
         runs_b[amp] = (curve, grads[0], state)
         return runs_b[amp]
 

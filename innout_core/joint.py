@@ -339,6 +339,7 @@ def run_stage_a(
     progress: ProgressFn | None = None,
     w_canonical: Tensor | None = None,
     lpips_loader: LpipsLoader | None = None,
+    on_step: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> StageAResult:
     """Jointly optimise OOD tri-plane, decoder, phi and w+ (stage A).
 
@@ -360,6 +361,7 @@ def run_stage_a(
             (``auto_mask.reference='canonical'``, rendered at every frame's camera); without it they fall back to
             the per-frame ``ws_init`` render (logged).
         lpips_loader: loads the LPIPS model (default :func:`innout_core.losses.load_lpips`).
+        on_step: called with the optimiser after each step (its parameters' ``.grad``: that step's gradients).
     Raises:
         BadInputError: wrong shapes, mismatched counts, NaN latents, missing user masks.
         CheckpointError: a checkpoint made for other inputs/config.
@@ -509,6 +511,8 @@ def run_stage_a(
             total = sum(getattr(w, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             optimizer_step(total, opt, scaler)
+            if on_step is not None:
+                on_step(opt)
             rec = {k: float(v.detach()) for k, v in terms.items()}
             rec["total"] = float(total.detach())
             rec["frame"] = float(t)

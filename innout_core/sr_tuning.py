@@ -11,6 +11,7 @@ per step instead of a full tri-plane render. ``cached=False`` re-renders every s
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -117,6 +118,7 @@ def run_stage_b(
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
     lpips_loader: LpipsLoader | None = None,
+    on_step: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> dict[str, Tensor]:
     """Fine-tune a copy of ``G.superresolution``; G itself is not modified.
 
@@ -125,6 +127,7 @@ def run_stage_b(
         cfg: :class:`SRTuningConfig`. generator: random source (per-frame seed base, frame order, samples).
         checkpoint, progress: as stage A; ``progress(step, total, {"l2":..., "lpips":..., "total":...})``.
         lpips_loader: loads the LPIPS model (default :func:`innout_core.losses.load_lpips`).
+        on_step: called with the optimiser after each step (its parameters' ``.grad``: that step's gradients).
     Returns:
         the fine-tuned ``superresolution`` state dict (CPU tensors).
     """
@@ -205,6 +208,8 @@ def run_stage_b(
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total) and total.requires_grad:
             optimizer_step(total, opt, scaler)
+            if on_step is not None:
+                on_step(opt)
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
         rec["frame"] = float(t)
