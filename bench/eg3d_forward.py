@@ -78,14 +78,14 @@ def time_synthesis(g, repeats: int, *, batch: int = 1, amp: str = "off", compile
     per-block calls would exceed dynamo's recompile limit)."""
     import torch
 
+    from innout_core.eg3d.camera import CANONICAL_FRONTAL_LABEL
     from innout_core.eg3d.generator import features_to_image
     from innout_core.precision import autocast, use_amp
 
     dev = next(g.parameters()).device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     dtype = use_amp(amp, dev)
-    c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]],
-                     device=dev).repeat(batch, 1)
+    c = torch.tensor([CANONICAL_FRONTAL_LABEL], dtype=torch.float32, device=dev).repeat(batch, 1)
     z = torch.randn(batch, g.z_dim, generator=torch.Generator().manual_seed(0)).to(dev)
     r = g.neural_rendering_resolution
     backbone, render, superresolve = g.backbone_planes, g.render, g.superresolve

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench.child import reply, run_child  # noqa: E402
-from innout_core.eg3d.camera import split_label  # noqa: E402
+from innout_core.eg3d.camera import CANONICAL_FRONTAL_LABEL, split_label  # noqa: E402
 from innout_core.eg3d.configs import build_generator  # noqa: E402
 from innout_core.eg3d.generator import TriPlaneGenerator, features_to_image  # noqa: E402
 from innout_core.eg3d.rendering import sample_rays  # noqa: E402
@@ -48,7 +48,7 @@ from innout_core.store import atomic_write_json  # noqa: E402
 from rendering import official_render  # noqa: E402  (bench/rendering.py: official ImportanceRenderer port)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eg3d_official_port.json"
-FRONT_CAMERA = [1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]
+FRONT_CAMERA = list(CANONICAL_FRONTAL_LABEL)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,10 @@ weights ``w = wO + wI``; depth ``sum(w zmid)/sum(w)``, NaN -> inf, clamped to th
 OOD removal (paper §5.4, "blending weights of the OOD objects set to 0") removes the OOD field from a ray: b = 0
 *and* its density leaves the transmittance (``ood_keep = 0``), so a removed ray is exactly the face field alone in
 both forms (in the official form b = 0 already does this; Eq. 4 would otherwise still attenuate by sigma_O).
+
+:func:`render_composite_video` renders a whole video with the stage-A fields (edited latents, OOD removed, more
+samples per ray) and super-resolves it as the release does (:func:`composite_sr`); a fine-tuned SR runs as a separate
+module (:func:`sr_module`), so the generator, which a worker shares between tasks, is never changed.
 """
 
 from __future__ import annotations
