@@ -40,6 +40,7 @@ from innout_core.errors import BadInputError, StageError
 from innout_core.io import atomic_path
 from innout_core.video_probe import (  # re-exported: the video API has always offered them
     VideoInfo,
+    _imread_rgb,
     _last_line,
     ffmpeg_exe,
     ffprobe_exe,
@@ -258,17 +259,6 @@ def list_frames(folder: str | Path) -> list[tuple[int, Path]]:
 
 
 # ------------------------------------------------------------------------------------------------ frames <-> tensors
-
-
-def _imread_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    if not path.is_file():
-        raise BadInputError("image not found", path)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise BadInputError("cannot be decoded as an image (corrupt or unsupported format)", path)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_frames(paths: Sequence[str | Path]) -> Tensor:

@@ -104,6 +104,18 @@ def frame_images(folder: str | Path) -> list[Path]:
                    and p.suffix.lower() in IMAGE_SUFFIXES), key=key)
 
 
+def _imread_rgb(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB ``[H, W, 3]`` (OpenCV, imported on use); BadInputError naming the file otherwise."""
+    import cv2
+
+    if not path.is_file():
+        raise BadInputError("image not found", path)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise BadInputError("cannot be decoded as an image (corrupt or unsupported format)", path)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 def _probe_frames_dir(path: Path) -> VideoInfo:
     """A frames directory as a video: frame count, size of its first image (decoded), 25 frames/s."""
     if not os.access(path, os.R_OK | os.X_OK):
