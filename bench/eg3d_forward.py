@@ -18,17 +18,18 @@ Official baseline on this machine class (2-vCPU AMD EPYC, CPU fp32, ffhq512-128,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from innout_core.store import atomic_write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.child import reply, run_child  # noqa: E402
+from innout_core.store import atomic_write_json  # noqa: E402
 
 OFFICIAL = {"ffhq512-128": {"seconds": 7.0, "backbone": 1.0, "renderer": 2.9, "sr": 2.9, "peak_rss_gb": 1.68}}
 RESULTS = Path(__file__).resolve().parent / "results" / "eg3d_forward.json"
@@ -77,14 +78,14 @@ def time_synthesis(g, repeats: int, *, batch: int = 1, amp: str = "off", compile
     per-block calls would exceed dynamo's recompile limit)."""
     import torch
 
+    from innout_core.eg3d.camera import CANONICAL_FRONTAL_LABEL
     from innout_core.eg3d.generator import features_to_image
     from innout_core.precision import autocast, use_amp
 
     dev = next(g.parameters()).device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     dtype = use_amp(amp, dev)
-    c = torch.tensor([[1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]],
-                     device=dev).repeat(batch, 1)
+    c = torch.tensor([CANONICAL_FRONTAL_LABEL], dtype=torch.float32, device=dev).repeat(batch, 1)
     z = torch.randn(batch, g.z_dim, generator=torch.Generator().manual_seed(0)).to(dev)
     r = g.neural_rendering_resolution
     backbone, render, superresolve = g.backbone_planes, g.render, g.superresolve
@@ -194,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         name, _, variant = args.child.partition(":")
         fn = _child_official if variant == "official" else _child
-        print(json.dumps(fn(name, args.repeats, args.threads)))
-        return 0
+        return reply(fn(name, args.repeats, args.threads))
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = []
     children = []
@@ -204,13 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in OFFICIAL and not args.no_official:
             children.append(f"{name}:official")
     for child in children:
-        cmd = [sys.executable, __file__, "--child", child, "--repeats", str(args.repeats), "--threads",
-               str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            print(proc.stderr, file=sys.stderr)
-            return 1
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results.append(run_child(__file__, child, "--repeats", str(args.repeats), "--threads", str(args.threads)))
     print(f"{'config':<14}{'variant':<21}{'s/img':>8}{'cpu s':>8}{'mapping':>9}{'backbone':>10}{'renderer':>10}"
           f"{'SR':>8}{'peak GB':>9}{'official s':>12}{'speed-up':>10}")
     same_run = {r["config"]: r for r in results if r["variant"] == "official-equivalent"}

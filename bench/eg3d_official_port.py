@@ -21,13 +21,11 @@ Writes ``bench/results/eg3d_official_port.json`` (atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +39,8 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from innout_core.eg3d.camera import split_label  # noqa: E402
+from bench.child import reply, run_child  # noqa: E402
+from innout_core.eg3d.camera import CANONICAL_FRONTAL_LABEL, split_label  # noqa: E402
 from innout_core.eg3d.configs import build_generator  # noqa: E402
 from innout_core.eg3d.generator import TriPlaneGenerator, features_to_image  # noqa: E402
 from innout_core.eg3d.rendering import sample_rays  # noqa: E402
@@ -49,7 +48,7 @@ from innout_core.store import atomic_write_json  # noqa: E402
 from rendering import official_render  # noqa: E402  (bench/rendering.py: official ImportanceRenderer port)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eg3d_official_port.json"
-FRONT_CAMERA = [1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]
+FRONT_CAMERA = list(CANONICAL_FRONTAL_LABEL)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,18 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(args.child, args.config, args.threads)))
-        return 0
+        return reply(_child(args.child, args.config, args.threads))
     load_start = os.getloadavg()
     rss = {}
     if not args.no_rss:
         for v in VARIANTS:
-            cmd = [sys.executable, __file__, "--child", v, "--config", args.config, "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                print(proc.stderr, file=sys.stderr)
-                return 1
-            rss[v] = json.loads(proc.stdout.strip().splitlines()[-1])
+            rss[v] = run_child(__file__, v, "--config", args.config, "--threads", str(args.threads))
     g, ws, c = _setup(args.config, args.threads)
     runs: dict[str, list] = {v: [] for v in VARIANTS}
     outs: dict[str, dict[str, Tensor]] = {}

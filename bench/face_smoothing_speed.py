@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import machine_info  # noqa: E402
 from innout_core.face.smoothing import SmoothingConfig, smooth_landmarks  # noqa: E402
-from innout_core.face.testclips import Motion, motion, nme  # noqa: E402
+from innout_core.synthetic.testclips import Motion, motion, nme  # noqa: E402
 from innout_core.store import atomic_write_json  # noqa: E402
 
 SMOOTHERS = {

@@ -2,7 +2,7 @@
 with known truth, for several face-stage settings measured in the same run (the defaults, the settings before
 issue 21, and one switch at a time).
 
-Clips (``innout_core.face.testclips``): scikit-image's astronaut moved by a known smooth affine motion in a 640x480
+Clips (``innout_core.synthetic.testclips``): scikit-image's astronaut moved by a known smooth affine motion in a 640x480
 frame with per-frame sensor noise (detector jitter); true landmarks = dlib's predictor on the unoccluded photograph
 mapped by the motion. Two row sets:
 
@@ -40,7 +40,7 @@ from bench.machine import machine_info  # noqa: E402
 from innout_core.face.backends import FaceBackend  # noqa: E402
 from innout_core.face.dlib_backend import DlibBackend  # noqa: E402
 from innout_core.face.preprocess import FaceConfig, output_landmarks, preprocess_video, track_video  # noqa: E402
-from innout_core.face.testclips import (  # noqa: E402
+from innout_core.synthetic.testclips import (  # noqa: E402
     OCCLUDERS, Clip, Event, FalseDetections, Motion, astronaut, make_clip, nme, write_rotated_mp4)
 from innout_core.store import atomic_write_json  # noqa: E402
 

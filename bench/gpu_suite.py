@@ -218,14 +218,6 @@ def _lpips_seeded(net: str = "vgg", spatial: bool = True, device="cpu"):
         return _lpips_for_timing(net, spatial, device)
 
 
-def _patch_lpips() -> None:
-    import innout_core.inversion as inversion
-    import innout_core.joint as joint
-    import innout_core.sr_tuning as sr_tuning
-
-    joint.load_lpips = sr_tuning.load_lpips = inversion.load_lpips = _lpips_seeded
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # part 1: synthesis
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,24 +333,18 @@ def side_by_side(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def first_gradients(module) -> Iterator[list[list]]:
-    """Wrap ``module.optimizer_step`` so the gradients of the first step (after backward; unscaled by the fp16
-    scaler) are kept: yields a list that holds one list of CPU float32 tensors once a step ran."""
-    orig = module.optimizer_step
+def first_gradients() -> tuple[list[list], Callable]:
+    """A store and the ``on_step`` callback (of ``run_stage_a`` / ``run_stage_b``) that keeps the gradients of the
+    first step (after backward; unscaled by the fp16 scaler): the store holds one list of CPU float32 tensors once
+    a step ran."""
     store: list[list] = []
 
-    def step(total, opt, scaler) -> None:
-        orig(total, opt, scaler)
+    def on_step(opt) -> None:
         if not store:
             store.append([None if p.grad is None else p.grad.detach().float().cpu().clone()
                           for g in opt.param_groups for p in g["params"]])
 
-    module.optimizer_step = step
-    try:
-        yield store
-    finally:
-        module.optimizer_step = orig
+    return store, on_step
 
 
 def grad_agreement(ref: list, low: list) -> dict:
@@ -383,6 +369,16 @@ def loss_agreement(ref: list[dict], low: list[dict], keys: tuple[str, ...], rel:
             "loss_ok": bool(worst) and all(v <= rel for v in worst.values())}
 
 
+def sr_state_agreement(ref: dict, low: dict) -> dict:
+    """The fine-tuned SR weights of two precisions, as ``assert_close(low, ref, atol, rtol)`` judges them: the worst
+    excess of ``|low - ref|`` over ``SR_STATE_ATOL + SR_STATE_RTOL * |ref|`` (<= 0: within) and its tensor."""
+    excess = {k: float(((low[k].float() - v.float()).abs() - (SR_STATE_ATOL + SR_STATE_RTOL * v.float().abs())).max())
+              for k, v in ref.items()}
+    worst = max(excess, key=excess.get)
+    return {"sr_state_worst_excess": excess[worst], "sr_state_worst_key": worst, "sr_state_atol": SR_STATE_ATOL,
+            "sr_state_rtol": SR_STATE_RTOL, "sr_state_ok": excess[worst] <= 0}
+
+
 def _amp_label(amp: str, dev) -> dict:
     from innout_core.precision import use_amp
 
@@ -401,7 +397,6 @@ def part_agreement(part: Part, generator: str, dev) -> None:
     from innout_core.eg3d.configs import build_generator
     from innout_core.ood import OODField
 
-    _patch_lpips()
     cuda = dev.type == "cuda"
     G = build_generator(generator, seed=0).to(dev).requires_grad_(False)
     part.rec.update(generator=generator, tolerances_from={
@@ -428,9 +423,9 @@ def part_agreement(part: Part, generator: str, dev) -> None:
     runs_a: dict[str, tuple[list, list]] = {}
 
     def run_a(name: str, upd: dict) -> tuple[list, list]:
-        with first_gradients(joint) as grads:
-            res = joint.run_stage_a(G, frames, c, ws, cfg_a.model_copy(update=upd), torch.Generator(dev).manual_seed(7),
-                                    masks=masks)
+        grads, on_step = first_gradients()
+        res = joint.run_stage_a(G, frames, c, ws, cfg_a.model_copy(update=upd), torch.Generator(dev).manual_seed(7),
+                                masks=masks, lpips_loader=_lpips_seeded, on_step=on_step)
         runs_a[name] = (res.losses, grads[0])
         return runs_a[name]
 
@@ -464,10 +459,10 @@ def part_agreement(part: Part, generator: str, dev) -> None:
 
     def run_b(amp: str) -> tuple[list, list, dict]:
         curve: list[dict] = []
-        with first_gradients(sr_tuning) as grads:
-            state = sr_tuning.run_stage_b(G, sa, frames, c, cfg_b.model_copy(update={"amp": amp}),
-                                          torch.Generator(dev).manual_seed(3),
-                                          progress=lambda s, n, rec: curve.append(rec))
+        grads, on_step = first_gradients()
+        state = sr_tuning.run_stage_b(G, sa, frames, c, cfg_b.model_copy(update={"amp": amp}),
+                                      torch.Generator(dev).manual_seed(3), progress=lambda s, n, rec: curve.append(rec),
+                                      lpips_loader=_lpips_seeded, on_step=on_step)
         runs_b[amp] = (curve, grads[0], state)
         return runs_b[amp]
 
@@ -476,12 +471,8 @@ def part_agreement(part: Part, generator: str, dev) -> None:
             run_b("off")
         curve, grads, state = run_b(amp)
         ref_c, ref_g, ref_s = runs_b["off"]
-        excess = {k: float(((state[k].float() - v.float()).abs() - (SR_STATE_ATOL + SR_STATE_RTOL * v.float().abs()))
-                           .max()) for k, v in ref_s.items()}
-        worst = max(excess, key=excess.get)
         return {"stage": "B", **_amp_label(amp, dev), **loss_agreement(ref_c, curve, ("total",), LOSS_REL),
-                **grad_agreement(ref_g, grads), "sr_state_worst_excess": excess[worst], "sr_state_worst_key": worst,
-                "sr_state_atol": SR_STATE_ATOL, "sr_state_rtol": SR_STATE_RTOL, "sr_state_ok": excess[worst] <= 0}
+                **grad_agreement(ref_g, grads), **sr_state_agreement(ref_s, state)}
 
     for amp in ("bf16", "fp16"):
         part.measure(f"stage B, {amp} vs fp32", lambda amp=amp: compare_b(amp))
@@ -506,7 +497,8 @@ def inversion_agreement(G, dev, method: str) -> dict:
                              generator=torch.Generator(dev).manual_seed(11)).image
     cfg = InversionConfig.preset("tiny-demo", method).model_copy(update=dict(
         steps=3, pti_steps=2, init_samples=2, init_stride=1, lr=3e-2, lr_schedule="constant"))
-    runs = {amp: invert_video(G, frames, cams, cfg.model_copy(update={"amp": amp}), torch.Generator(dev).manual_seed(0))
+    runs = {amp: invert_video(G, frames, cams, cfg.model_copy(update={"amp": amp}), torch.Generator(dev).manual_seed(0),
+                              lpips_loader=_lpips_seeded)
             for amp in ("off", "bf16")}
     init, _ = initial_latents(G, frames, cams, cfg, torch.Generator(dev).manual_seed(0))
     moves = [(r.ws.to(dev) - init.to(dev).mean(0, keepdim=True)).flatten().double()
@@ -745,7 +737,6 @@ def part_profile(part: Part, generator: str, dev, table_path: Path, extra_a: dic
                     table=str(rel.relative_to(REPO)) if rel.is_relative_to(REPO) else str(rel))
 
     def run() -> dict:
-        _patch_lpips()
         G = build_generator(generator, seed=0).to(dev).requires_grad_(False)
         frames, c, ws, masks = stage_step._inputs(G, 2, dev)
         cfg = joint.JointConfig.preset("official").model_copy(update={"steps": 3, "checkpoint_every": 0, **ov})
@@ -757,7 +748,7 @@ def part_profile(part: Part, generator: str, dev, table_path: Path, extra_a: dic
                 prof.step()
 
             joint.run_stage_a(G, frames, c, ws, cfg, torch.Generator(dev).manual_seed(1), masks=masks,
-                              progress=progress)
+                              progress=progress, lpips_loader=_lpips_seeded)
         events = prof.key_averages()
         key = "self_device_time_total" if cuda else "self_cpu_time_total"
 

@@ -18,13 +18,13 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.child import reply, run_child  # noqa: E402
 from innout_core.store import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inversion_step.json"
@@ -40,7 +40,6 @@ def _child(spec: dict) -> dict:
     from innout_core.eg3d.configs import build_generator
     from stage_step import _cpu_s, _inputs, _lpips_for_timing
 
-    inversion.load_lpips = _lpips_for_timing
     dev = torch.device(spec["device"])
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -53,7 +52,7 @@ def _child(spec: dict) -> dict:
     pivot = None
     if method == "pti":  # PTI steps tune G around an (untimed, 1-step) W+ pivot; the latent phase is skipped
         pivot = inversion.invert_video(G, frames, c, cfg.model_copy(update={"steps": 1}),
-                                       torch.Generator(dev).manual_seed(0))
+                                       torch.Generator(dev).manual_seed(0), lpips_loader=_lpips_for_timing)
         cfg = cfg.model_copy(update={"method": "pti", "pti_steps": spec["steps"] + 1})
     marks: list[tuple[float, float, float]] = []
 
@@ -63,7 +62,8 @@ def _child(spec: dict) -> dict:
         marks.append((time.perf_counter(), _cpu_s(), rec["loss"]))
 
     start = (time.perf_counter(), _cpu_s())
-    inversion.invert_video(G, frames, c, cfg, torch.Generator(dev).manual_seed(0), progress=progress, pivot=pivot)
+    inversion.invert_video(G, frames, c, cfg, torch.Generator(dev).manual_seed(0), progress=progress, pivot=pivot,
+                           lpips_loader=_lpips_for_timing)
     walls = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
     cpus = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
     return {"warmup_wall_s": marks[0][0] - start[0], "step_wall_s": walls, "step_cpu_s": cpus,
@@ -74,12 +74,7 @@ def _child(spec: dict) -> dict:
 
 
 def _run(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"child failed: {spec}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(__file__, json.dumps(spec), what=str(spec))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(_child(json.loads(a.child))))
-        return 0
+        return reply(_child(json.loads(a.child)))
     import torch
 
     from bench.machine import machine_info

@@ -30,13 +30,13 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.child import reply, run_child  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from innout_core.store import atomic_write_json  # noqa: E402
 
@@ -131,8 +131,6 @@ def _child(spec: dict) -> dict:
     from innout_core.eg3d.configs import build_generator
     from innout_core.ood import OODField
 
-    joint.load_lpips = _lpips_for_timing
-    sr_tuning.load_lpips = _lpips_for_timing
     dev = torch.device(spec["device"])
     if dev.type == "cuda":
         torch_sync = torch.cuda.synchronize
@@ -148,7 +146,7 @@ def _child(spec: dict) -> dict:
         cfg = joint.JointConfig.preset("official").model_copy(
             update={"steps": n_steps, "checkpoint_every": 0, **spec["overrides"]})
         res = joint.run_stage_a(G, frames, c, ws, cfg, torch.Generator(dev).manual_seed(1), masks=masks,
-                                progress=_timed_progress(marks))
+                                progress=_timed_progress(marks), lpips_loader=_lpips_for_timing)
         out["losses_first_step"] = res.losses[0]
     else:
         T = spec["frames"]
@@ -169,7 +167,8 @@ def _child(spec: dict) -> dict:
                 raise _Stop
 
         try:
-            sr_tuning.run_stage_b(G, sa, frames, c, cfg, torch.Generator(dev).manual_seed(3), progress=stop_after)
+            sr_tuning.run_stage_b(G, sa, frames, c, cfg, torch.Generator(dev).manual_seed(3), progress=stop_after,
+                                  lpips_loader=_lpips_for_timing)
         except _Stop:
             pass
         out["losses_first_step"] = calls[0]
@@ -197,12 +196,7 @@ class _Stop(Exception):
 
 
 def _run(spec: dict) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"child failed: {spec['generator']} stage {spec['stage']} {spec['variant']}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(__file__, json.dumps(spec), what=f"{spec['generator']} stage {spec['stage']} {spec['variant']}")
 
 
 def variants(stage: str, cuda: bool, cpu_bf16: bool, switches: bool) -> dict[str, dict]:
@@ -285,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(_child(json.loads(a.child))))
-        return 0
+        return reply(_child(json.loads(a.child)))
     import torch
 
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

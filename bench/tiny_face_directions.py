@@ -3,7 +3,7 @@
 The training checkpoint of ``bench/train_tiny_face.py`` holds one latent z per training identity (``latents``
 [I, 512]) for the heads ``sample_identities(I, seed)``. Each z is mapped to w with the frontal conditioning camera
 (as training maps it); every attribute of :data:`ATTRIBUTES` (a number computed from the identity's
-:class:`~innout_core.synthetic_heads.HeadParams`: smile, mouth opening, hair / skin lightness, ...) is regressed
+:class:`~innout_core.synthetic.heads.HeadParams`: smile, mouth opening, hair / skin lightness, ...) is regressed
 on w by ridge regression (closed form, ridge weight chosen by 5-fold cross-validation on the fitting split) over
 the identities outside a seeded held-out split. Held-out figures: R^2, Pearson r and the accuracy of the predicted
 attribute's side of the fitting split's median. The unit normal d = beta / |beta| is the edit direction
@@ -25,8 +25,6 @@ the checkpoint step and the weights' sha256. The held-out identities' indices an
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -43,8 +41,8 @@ from innout_core.eg3d.configs import build_generator, weights_dir  # noqa: E402
 from innout_core.eg3d.generator import TriPlaneGenerator  # noqa: E402
 from innout_core.edit import save_direction  # noqa: E402
 from innout_core.errors import BadInputError  # noqa: E402
-from innout_core.store import atomic_path, atomic_write_json  # noqa: E402
-from innout_core.synthetic_heads import HeadParams, frontal_camera, render_head, sample_identities  # noqa: E402
+from innout_core.io import atomic_path, atomic_write_json, hash_file  # noqa: E402
+from innout_core.synthetic.heads import HeadParams, frontal_camera, render_head, sample_identities  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RIDGE_GRID = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
@@ -197,10 +195,6 @@ def random_direction(seed: int, dim: int = 512) -> torch.Tensor:
 # Script
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_training(checkpoint: Path, generator: str) -> tuple[TriPlaneGenerator, torch.Tensor, dict]:
     """The named generator, the checkpoint's latents z [I, 512] and its settings; the checkpoint's mapping network
     must be the generator's (else w would not be the shipped generator's w)."""
@@ -287,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if rec["shipped"]:
             save_direction(d, path)
             rec["file"] = path.name
-            rec["sha256"] = _sha256(path)
+            rec["sha256"] = hash_file(path)
         elif path.is_file():
             path.unlink()  # an earlier fit shipped it; this one does not support it
         records[name] = rec
@@ -299,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "script": "bench/tiny_face_directions.py",
         "generator": a.generator,
-        "weights_sha256": _sha256(shipped_w),
+        "weights_sha256": hash_file(shipped_w),
         "checkpoint_step": info["step"],
         "identities": {"n": n, "seed": seed_ids, "heldout": [int(i) for i in test],
                        "render_check": [int(i) for i in check], "split_seed": a.seed},

@@ -36,7 +36,7 @@ from innout_core.eg3d.configs import build_generator, weights_dir  # noqa: E402
 from innout_core.inversion import InversionConfig, invert_video, render_inversion  # noqa: E402
 from innout_core.metrics import psnr  # noqa: E402
 from innout_core.store import atomic_path, atomic_write_json  # noqa: E402
-from innout_core.synthetic_heads import frontal_camera, head_cameras, render_head, sample_identities  # noqa: E402
+from innout_core.synthetic.heads import frontal_camera, head_cameras, render_head, sample_identities  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATORS = ("tiny-face", "tiny")

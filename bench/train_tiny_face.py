@@ -1,11 +1,11 @@
 """Train ``tiny-face``: the ``tiny`` EG3D architecture fitted to the procedural head family, without a GAN.
 
-Data: ``n_identities`` heads from :func:`innout_core.synthetic_heads.sample_identities` (seed ``seed``), each
+Data: ``n_identities`` heads from :func:`innout_core.synthetic.heads.sample_identities` (seed ``seed``), each
 rendered from ``views_per_identity`` EG3D cameras (view 0 frontal, the others yaw ~ U[-25, 25] deg, pitch ~
 U[-12, 12] deg, radius 2.7) at ``image_resolution``^2 with the project's volume renderer. The views are rendered
 once and cached, one ``.npz`` per identity (uint8 images, float32 cameras) under
 ``<work>/views-<dataset hash>/``, so an interrupted render resumes where it stopped; the hash covers the dataset
-settings and the source of ``synthetic_heads.py``.
+settings and the source of ``synthetic/heads.py``.
 
 Model: an auto-decoder. Every identity owns a learnable latent **z** (512-d, initialised N(0, I) from the seed)
 that goes through the mapping network (conditioned on the frontal camera, as ``innout_core.synthetic`` maps its
@@ -59,7 +59,7 @@ from innout_core.eg3d.configs import build_generator  # noqa: E402
 from innout_core.eg3d.generator import TriPlaneGenerator  # noqa: E402
 from innout_core.errors import BadInputError  # noqa: E402
 from innout_core.store import atomic_path, atomic_write_json  # noqa: E402
-from innout_core.synthetic_heads import (  # noqa: E402
+from innout_core.synthetic.heads import (  # noqa: E402
     frontal_camera,
     head_cameras,
     head_field,
@@ -100,7 +100,7 @@ class TrainConfig(BaseModel):
 
     def dataset_key(self) -> str:
         """Hash of what the cached views depend on: dataset settings + a probe of the head family's behaviour
-        (the field of the first identities at fixed points, rounded), so editing ``synthetic_heads.py`` without
+        (the field of the first identities at fixed points, rounded), so editing ``synthetic/heads.py`` without
         changing what it renders keeps the cache and the checkpoint valid."""
         keys = ("seed", "n_identities", "views_per_identity", "image_resolution", "render_coarse", "render_fine")
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True).encode() + _family_probe(self.seed)
@@ -281,7 +281,7 @@ def load_checkpoint(cfg: TrainConfig, work: Path) -> TrainState | None:
     saved = {k: v for k, v in blob["config"].items() if k not in RESUMABLE_FIELDS}
     now = {k: v for k, v in cfg.model_dump().items() if k not in RESUMABLE_FIELDS}
     if saved != now or blob["dataset_key"] != cfg.dataset_key():
-        diff = sorted(k for k in now if saved.get(k) != now[k]) or ["dataset (synthetic_heads.py changed)"]
+        diff = sorted(k for k in now if saved.get(k) != now[k]) or ["dataset (synthetic/heads.py changed)"]
         raise BadInputError(f"checkpoint was made with other settings ({', '.join(diff)}); use another --work "
                             "folder or delete it", path)
     state = new_state(cfg)
@@ -332,7 +332,7 @@ def train(cfg: TrainConfig, work: str | Path, progress: bool = True, views: View
 
 #: The code a trained generator depends on (``dirty`` in the provenance: one of these differs from HEAD). The shipped
 #: weights folder is excluded: the export itself rewrites it.
-PROVENANCE_PATHS = ("bench/train_tiny_face.py", "innout_core/synthetic_heads.py", "innout_core/eg3d",
+PROVENANCE_PATHS = ("bench/train_tiny_face.py", "innout_core/synthetic/heads.py", "innout_core/eg3d",
                     ":(exclude)innout_core/eg3d/weights")
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import torch
 from torch import Tensor
 
 from innout_core.errors import CheckpointError
+from innout_core.io import atomic_write_bytes
 
 __all__ = ["Checkpointer", "rng_state", "set_rng_state", "make_fingerprint"]
 
@@ -180,18 +179,8 @@ class Checkpointer:
         buf = io.BytesIO()
         torch.save(payload, buf)
         data = buf.getvalue()
-        _write_atomic(_sidecar_path(target), hashlib.sha256(data).hexdigest().encode())
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(_sidecar_path(target), hashlib.sha256(data).hexdigest().encode())
+        atomic_write_bytes(target, data)
         for old in self.steps()[: -self.keep]:
             self.path(old).unlink(missing_ok=True)
             _sidecar_path(self.path(old)).unlink(missing_ok=True)
@@ -214,17 +203,3 @@ def _sidecar(ckpt: Path) -> str | None:
         return _sidecar_path(ckpt).read_text("ascii").strip() or None
     except (OSError, UnicodeDecodeError):
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -13,21 +13,38 @@ weights ``w = wO + wI``; depth ``sum(w zmid)/sum(w)``, NaN -> inf, clamped to th
 OOD removal (paper §5.4, "blending weights of the OOD objects set to 0") removes the OOD field from a ray: b = 0
 *and* its density leaves the transmittance (``ood_keep = 0``), so a removed ray is exactly the face field alone in
 both forms (in the official form b = 0 already does this; Eq. 4 would otherwise still attenuate by sigma_O).
+
+:func:`render_composite_video` renders a whole video with the stage-A fields (edited latents, OOD removed, more
+samples per ray) and super-resolves it as the release does (:func:`composite_sr`); a fine-tuned SR runs as a separate
+module (:func:`sr_module`), so the generator, which a worker shares between tasks, is never changed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from innout_core.errors import BadInputError
 from innout_core.eg3d.rendering import weighted_sum
+from innout_core.errors import BadInputError, CheckpointError
+from innout_core.ood import OODField
 
-__all__ = ["CompositeMarch", "composite_march", "CompositeRender", "render_composite", "release_order_ood"]
+__all__ = [
+    "COMPOSITE_SR_NOISE",
+    "CompositeFrames",
+    "CompositeMarch",
+    "CompositeRender",
+    "composite_march",
+    "composite_sr",
+    "release_order_ood",
+    "render_composite",
+    "render_composite_video",
+    "sr_module",
+]
 
 CompositeForm = Literal["official", "paper"]
 
@@ -227,6 +244,7 @@ def render_composite(
     with_face_only: bool = False,
     with_ood_only: bool = True,
     fused: bool = True,
+    rendering=None,
 ) -> CompositeRender:
     """Render face + OOD composite features for N views.
 
@@ -247,11 +265,13 @@ def render_composite(
             without the OOD-only loss needs neither).
         fused: fast forms of the same maths (fused OOD query, composite without colour midpoints or the sorted
             face colour gather); equal to ``fused=False`` up to float rounding.
+        rendering: ``RenderingConfig`` for this call instead of ``G.rendering`` (more samples per ray); None = G's.
     """
     from innout_core.eg3d.rendering import ray_march
 
     R = int(resolution or G.neural_rendering_resolution)
-    out = G.render(planes, c, resolution=R, generator=generator, march=False)
+    out = G.render(planes, c, resolution=R, generator=generator, march=False,
+                   **({} if rendering is None else {"rendering": rendering}))
     s = out.samples
     n, m, S, _ = s.depths.shape
     pts = s.points().reshape(n, m * S, 3)
@@ -297,4 +317,167 @@ def render_composite(
         blend=blend,
         is_coarse=is_coarse,
         resolution=R,
+    )
+
+# ----------------------------------------------------------------------------------------------------------------
+# composite frames: feature images, the release's SR call, a composite video
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompositeFrames:
+    """A rendered composite video."""
+
+    image: Tensor  # [T,3,H,W] SR composite in [-1,1]
+    image_raw: Tensor  # [T,3,R,R] raw composite RGB in [-1,1]
+    blend_map: Tensor  # [T,1,R,R] OOD share of each pixel's composite opacity, [0,1]
+    ood_opacity: Tensor  # [T,1,R,R] opacity of the OOD-only render, [0,1]
+    depth: Tensor  # [T,1,R,R] composite depth, world units
+
+
+def _features_to_image(x: Tensor, R: int) -> Tensor:
+    """[N,R*R,C] -> [N,C,R,R] (ray m = row*R + col)."""
+    return x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], R, R)
+
+
+def _resize(x: Tensor, R: int, mode: str) -> Tensor:
+    if x.shape[-1] == R:
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=(R, R), mode="nearest")
+    return F.interpolate(x, size=(R, R), mode="bilinear", align_corners=False, antialias=False)
+
+
+#: SR noise wherever the composite or the OOD-only image is super-resolved: the release uses the stored constant
+#: noise there (``triplanes_split.py:248-253``), whatever the pickle's ``superresolution_noise_mode`` says.
+COMPOSITE_SR_NOISE = "const"
+
+
+def composite_sr(superresolve: Callable[..., Tensor], feat: Tensor, ws: Tensor,
+                 noise_mode: str = COMPOSITE_SR_NOISE) -> Tensor:
+    """SR of a composite (or OOD-only) feature image as the release runs it: the raw RGB it is fed is clamped to
+    [-1, 1]; the noise is the constant one unless ``noise_mode`` says otherwise (:func:`sr_noise_mode`).
+
+    Args:
+        superresolve: ``G.superresolve`` (or a compiled / fine-tuned copy). feat: [N,C,R,R] features (first 3 = raw
+            RGB, about [-1,1]). ws: [N,num_ws,w_dim]. noise_mode: 'const' | 'none' | 'random'.
+    Returns:
+        [N,3,H,W], not clamped.
+    """
+    return superresolve(feat[:, :3].clamp(-1, 1), feat, ws, noise_mode=noise_mode)
+
+
+def _morph(x: Tensor, k: int, op: str) -> Tensor:
+    """Binary dilation/erosion with a k x k square ([N,1,H,W] float in {0,1})."""
+    if k <= 1:
+        return x
+    pad = k // 2
+    if op == "dilate":
+        return F.max_pool2d(x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
+    return 1 - F.max_pool2d(1 - x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rendering a composite video
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def sr_module(G, sr_state: dict[str, Tensor] | None = None) -> torch.nn.Module:
+    """A private copy of ``G.superresolution`` with ``sr_state`` loaded (None: G's own SR weights).
+
+    Hooks or weights put on the copy never reach G, which a worker shares between tasks (only the SR is copied,
+    not G). Raises :class:`CheckpointError` when the state does not fit.
+    """
+    import copy
+
+    sr = copy.deepcopy(G.superresolution)
+    if sr_state is not None:
+        try:
+            sr.load_state_dict(sr_state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"fine-tuned SR state does not fit this generator "
+                                  f"({str(exc).splitlines()[0]})") from None
+    return sr
+
+
+def render_composite_video(
+    G,
+    stage_a: Any,
+    cameras: Tensor,
+    generator: torch.Generator | None,
+    *,
+    sr_state: dict[str, Tensor] | None = None,
+    remove_ood: bool = False,
+    ws_override: Tensor | None = None,
+    removal_masks: Tensor | None = None,
+    frame_index: Tensor | None = None,
+    batch_size: int = 1,
+    superresolution: torch.nn.Module | None = None,
+    sample_mult: int = 1,
+) -> CompositeFrames:
+    """Render the composite (face + OOD) video with the stage-A fields, optionally edited latents / OOD removed.
+
+    Args:
+        G: frozen generator. stage_a: ``joint.StageAResult``. cameras: [T,25].
+        generator: RNG for the ray samples (pass a freshly seeded one for reproducible renders).
+        sr_state: fine-tuned SR state dict from stage B (``None`` = G's own SR).
+        remove_ood: remove the OOD content. Without ``removal_masks`` every blend weight is set to 0 (paper: the
+            face field alone); with them, the release's rule: b *= 1.2 everywhere, b = 0 on rays inside the
+            5x5-dilated OOD region of the mask.
+        ws_override: [T,14,512] latents to render instead of ``stage_a.ws`` (edits).
+        removal_masks: [T,1,H,W] in {0,1}, 1 = face, 0 = OOD (the input-mask convention).
+        frame_index: [T] int64 rows of phi per output frame (default 0..T-1).
+        batch_size: frames per forward.
+        superresolution: the SR module to run (e.g. :func:`sr_module`'s copy, shared by several renders); then
+            ``sr_state`` must be None. Default: G's own SR, or a copy with ``sr_state`` loaded.
+        sample_mult: stratified and importance samples per ray times this (``gen_3d.py --sample_mult``).
+    Returns:
+        :class:`CompositeFrames` (CPU float32). G is not changed (no attribute, weight or hook).
+    """
+    T = cameras.shape[0]
+    ws = stage_a.ws if ws_override is None else ws_override
+    if cameras.ndim != 2 or cameras.shape[1] != 25 or not torch.isfinite(cameras).all():
+        raise BadInputError(f"cameras must be finite [T,25], got {tuple(cameras.shape)}")
+    if ws.ndim != 3 or ws.shape[0] != T:
+        raise BadInputError(f"latents [{ws.shape[0]},...] do not match {T} cameras")
+    if not torch.isfinite(ws).all():
+        raise BadInputError("latents contain NaN/inf")
+    idx = torch.arange(T) if frame_index is None else frame_index.long().cpu()
+    if idx.shape != (T,) or int(idx.max()) >= stage_a.phi.shape[0] or int(idx.min()) < 0:
+        raise BadInputError(f"frame index must be [{T}] within 0..{stage_a.phi.shape[0] - 1}")
+    device = cameras.device
+    if superresolution is not None and sr_state is not None:
+        raise BadInputError("pass the fine-tuned SR either as sr_state or loaded in superresolution, not both")
+    sr = superresolution or (G.superresolution if sr_state is None else sr_module(G, sr_state))
+    rendering = None if sample_mult == 1 else G.rendering.with_sample_mult(sample_mult)
+    R = int(stage_a.neural_resolution or G.neural_rendering_resolution)
+    ood = OODField.from_state(stage_a.ood_state, stage_a.phi, box_warp=G.rendering.box_warp).to(device)
+    rem = None
+    if remove_ood and removal_masks is not None:
+        H = int(G.init_kwargs["img_resolution"])
+        if removal_masks.shape != (T, 1, H, H):
+            raise BadInputError(f"removal masks must be [{T},1,{H},{H}]")
+        rem = _morph(_resize(1 - removal_masks.float(), R, "nearest"), 5, "dilate").to(device)
+    out: dict[str, list[Tensor]] = {k: [] for k in ("image", "raw", "blend", "opacity", "depth")}
+    with torch.no_grad():
+        for s in range(0, T, batch_size):
+            sl = slice(s, s + batch_size)
+            w = ws[sl].to(device)
+            planes = G.backbone_planes(w, noise_mode="const")
+            r = render_composite(
+                G, planes, cameras[sl], ood, idx[sl].to(device), generator, form=stage_a.form, rendering=rendering,
+                release_sample_order=stage_a.release_sample_order, resolution=R,
+                blend_mode="zero" if (remove_ood and rem is None) else "learned",
+                removal_mask=None if rem is None else rem[sl], blend_scale=1.2 if rem is not None else 1.0,
+            )
+            feat = _features_to_image(r.rgb, R)
+            img = composite_sr(sr, feat, w, stage_a.sr_noise)
+            out["image"].append(img.clamp(-1, 1).cpu())
+            out["raw"].append(feat[:, :3].clamp(-1, 1).cpu())
+            out["blend"].append(_features_to_image(r.ood_share, R).clamp(0, 1).cpu())
+            out["opacity"].append(_features_to_image(r.ood_acc, R).clamp(0, 1).cpu())
+            out["depth"].append(_features_to_image(r.depth, R).cpu())
+    return CompositeFrames(
+        image=torch.cat(out["image"]), image_raw=torch.cat(out["raw"]), blend_map=torch.cat(out["blend"]),
+        ood_opacity=torch.cat(out["opacity"]), depth=torch.cat(out["depth"]),
     )

@@ -1,5 +1,5 @@
 """Editing after reconstruction: InterfaceGAN directions, StyleCLIP latent mappers, OOD removal, novel views and
-causal temporal smoothing, all rendered through the composite renderer (`joint.render_composite_video`).
+causal temporal smoothing, all rendered through the composite renderer (`composite.render_composite_video`).
 
 Official behaviour followed (docs/method.md §5):
 
@@ -21,19 +21,25 @@ semantic edit without any download.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from innout_core.errors import BadInputError, CheckpointError
+from innout_core.errors import BadInputError
 from innout_core.settings.edit import (EditConfig, InterfaceGANEdit, NovelViewConfig, SmoothConfig, StyleCLIPEdit,
                                       SyntheticDirectionConfig)
+from innout_core.smoothing import OFFICIAL_SMOOTH_KERNEL, causal_smooth, smooth_sr_block0  # noqa: F401
+from innout_core.styleclip import (  # noqa: F401  (re-exported: edit is where they have always been imported)
+    EqualLinear,
+    Mapper,
+    PixelNorm,
+    StyleCLIPMapper,
+    apply_styleclip,
+    load_styleclip_mapper,
+)
 
 __all__ = [
     "InterfaceGANEdit",
@@ -56,15 +62,8 @@ __all__ = [
     "apply_styleclip",
     "causal_smooth",
     "smooth_sr_block0",
-    "more_samples",
     "run_edits",
 ]
-
-#: Causal weights for frames (t-2, t-1, t): [0.25, 0.75, 1] normalised (``test_outdomain.py:123-125``).
-OFFICIAL_SMOOTH_KERNEL: tuple[float, float, float] = (0.125, 0.375, 0.5)
-
-#: StyleCLIP LevelsMapper level boundaries over the 14 EG3D style vectors (``latent_mappers.py:60-62``).
-_LEVELS: dict[str, slice] = {"course": slice(0, 4), "medium": slice(4, 8), "fine": slice(8, None)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -84,7 +83,7 @@ def synthetic_direction(G: nn.Module, samples: int = 64, seed: int = 0) -> Tenso
     Returns:
         float32 ``[1, w_dim]`` of unit L2 norm on G's device; deterministic for a given G, samples and seed.
     """
-    from innout_core.inversion import frontal_label
+    from innout_core.eg3d.camera import frontal_label
 
     if samples < 2:
         raise BadInputError(f"synthetic direction needs at least 2 samples, got {samples}")
@@ -210,222 +209,6 @@ def apply_interfacegan(ws: Tensor, direction: Tensor, strength: float, layers: S
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# StyleCLIP latent mapper (official architecture, state-dict names of LevelsMapper)
-# ---------------------------------------------------------------------------------------------------------------
-class PixelNorm(nn.Module):
-    """StyleGAN2 (rosinality) PixelNorm: ``x * rsqrt(mean(x^2, dim=1) + 1e-8)``.
-
-    Faithful to the official code: for the mapper's ``[N, k, 512]`` input, dim 1 is the *style-vector* axis (the
-    k vectors of one level are normalised jointly per channel), not the channel axis.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
-
-
-class EqualLinear(nn.Module):
-    """rosinality EqualLinear with ``activation='fused_lrelu'``: ``lrelu(x W^T * scale + b * lr_mul, 0.2) * sqrt 2``.
-
-    ``weight`` ``[out, in]`` stored as ``N(0,1) / lr_mul``; ``scale = lr_mul / sqrt(in)``. For 3-D inputs the bias is
-    added on the last axis (StyleCLIP's ``fused_leaky_relu`` CPU path).
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, lr_mul: float = 0.01, bias_init: float = 0.0) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
-        self.scale = lr_mul / math.sqrt(in_dim)
-        self.lr_mul = lr_mul
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.linear(x, self.weight * self.scale)
-        return F.leaky_relu(out + self.bias * self.lr_mul, negative_slope=0.2) * math.sqrt(2.0)
-
-
-class Mapper(nn.Module):
-    """PixelNorm + 4 x EqualLinear(512, 512, lr_mul 0.01, fused lrelu), as ``latent_mappers.Mapper``."""
-
-    def __init__(self, w_dim: int = 512, n_layers: int = 4) -> None:
-        super().__init__()
-        self.mapping = nn.Sequential(PixelNorm(), *[EqualLinear(w_dim, w_dim, lr_mul=0.01) for _ in range(n_layers)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mapping(x)
-
-
-class StyleCLIPMapper(nn.Module):
-    """The official ``LevelsMapper``: per-level mappers for style vectors 0-3, 4-7 and 8-13; a disabled level
-    outputs zeros. State-dict keys match the official checkpoint after stripping ``mapper.`` (e.g.
-    ``course_mapping.mapping.1.weight`` -- "course" is the official spelling).
-
-    Forward: ``[N, 14, 512]`` -> ``[N, 14, 512]`` residual ``M(w)``.
-    """
-
-    def __init__(self, coarse: bool = True, medium: bool = True, fine: bool = True, w_dim: int = 512) -> None:
-        super().__init__()
-        self.w_dim = w_dim
-        self.levels = {"course": coarse, "medium": medium, "fine": fine}
-        for name, on in self.levels.items():
-            if on:
-                self.add_module(f"{name}_mapping", Mapper(w_dim))
-
-    def forward(self, ws: Tensor) -> Tensor:
-        outs = []
-        for name, sl in _LEVELS.items():
-            part = ws[:, sl, :]
-            outs.append(getattr(self, f"{name}_mapping")(part) if self.levels[name] else torch.zeros_like(part))
-        return torch.cat(outs, dim=1)
-
-
-def load_styleclip_mapper(path: str | Path) -> StyleCLIPMapper:
-    """Load a StyleCLIP mapper checkpoint (official ``best_model.pt``: ``{'state_dict': {'mapper.*': ...}, 'opts':
-    ...}``, or a bare state dict with or without the ``mapper.`` prefix). Which levels exist is read from the keys
-    (the official script's run-twice ``--no_fine_mapper`` dance is not needed). Loaded with ``weights_only=True``.
-
-    Raises:
-        CheckpointError: unreadable/unsafe file, no mapper keys, or wrong shapes.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("StyleCLIP mapper checkpoint not found; pass the mapper's best_model.pt", path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"cannot read StyleCLIP mapper checkpoint safely ({type(exc).__name__})", path) from exc
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict):
-        raise CheckpointError("StyleCLIP mapper checkpoint holds no state dict", path)
-    if any(k.startswith("mapper.") for k in sd):
-        sd = {k[len("mapper."):]: v for k, v in sd.items() if k.startswith("mapper.")}
-    levels = {name: any(k.startswith(f"{name}_mapping.") for k in sd) for name in _LEVELS}
-    if not any(levels.values()):
-        raise CheckpointError("no StyleCLIP mapper weights (expected keys like 'mapper.course_mapping.*')", path)
-    w_key = next(k for k in sd if k.endswith("mapping.1.weight"))
-    w_dim = int(sd[w_key].shape[1])
-    mapper = StyleCLIPMapper(coarse=levels["course"], medium=levels["medium"], fine=levels["fine"], w_dim=w_dim)
-    try:
-        mapper.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        msg = str(exc).replace("\n", " ")
-        raise CheckpointError(f"StyleCLIP mapper does not match the official architecture: {msg[:300]}", path) from exc
-    return mapper.eval().requires_grad_(False)
-
-
-@torch.no_grad()
-def apply_styleclip(ws: Tensor, mapper: StyleCLIPMapper, strength: float) -> Tensor:
-    """``w' = w + strength * M(w)`` (``inference_eg3d.py:111-120``). ws ``[T, 14, 512]`` -> ``[T, 14, 512]``."""
-    if ws.ndim != 3 or ws.shape[1] < 9 or ws.shape[2] != mapper.w_dim:
-        raise BadInputError(f"StyleCLIP mapper needs ws [T, 14, {mapper.w_dim}], got {list(ws.shape)}")
-    mapper = mapper.to(ws.device)
-    return ws + float(strength) * mapper(ws.float()).to(ws.dtype)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Causal smoothing
-# ---------------------------------------------------------------------------------------------------------------
-def causal_smooth(x: Tensor, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL) -> Tensor:
-    """Causal temporal smoothing along dim 0 (official ``--smooth_out``, docs/method.md §5.5).
-
-    ``y_t = (1 - factor) * x_t + factor * sum_j kernel[j] * x_{t-K+1+j}`` for ``t >= K-1``, where the sum uses the
-    *unsmoothed* inputs; the first ``K-1`` frames are returned as is. ``factor = 1`` is the official kernel,
-    ``factor = 0`` the identity.
-
-    Args:
-        x: ``[T, ...]`` any float tensor (w+ ``[T,14,512]``, phi ``[T,32]``, features ``[T,C,H,W]``).
-        factor: in [0, 1].
-        kernel: weights for frames (t-K+1, ..., t), summing to 1.
-    Returns:
-        Tensor of the same shape and dtype.
-    """
-    if not 0.0 <= factor <= 1.0:
-        raise BadInputError(f"smoothing factor must be in [0, 1], got {factor}")
-    k = torch.as_tensor(list(kernel), dtype=x.dtype, device=x.device)
-    K = k.numel()
-    T = x.shape[0]
-    if factor == 0.0 or T < K:
-        return x.clone()
-    stacked = torch.stack([x[j : T - K + 1 + j] for j in range(K)], dim=0)  # [K, T-K+1, ...]
-    smoothed = torch.tensordot(k, stacked, dims=([0], [0]))
-    out = x.clone()
-    out[K - 1 :] = (1.0 - factor) * x[K - 1 :] + factor * smoothed
-    return out
-
-
-class _CausalBuffer:
-    """Running causal smoother for frames that arrive one batch at a time (in frame order)."""
-
-    def __init__(self, factor: float, kernel: Sequence[float]) -> None:
-        self.factor = factor
-        self.kernel = list(kernel)
-        self.history: list[Tensor] = []
-
-    def __call__(self, x: Tensor) -> Tensor:
-        out = []
-        K = len(self.kernel)
-        for i in range(x.shape[0]):
-            cur = x[i]
-            self.history = (self.history + [cur.detach()])[-K:]
-            if len(self.history) == K:
-                sm = sum(w * h for w, h in zip(self.kernel, self.history))
-                cur = (1.0 - self.factor) * cur + self.factor * sm
-            out.append(cur)
-        return torch.stack(out, dim=0)
-
-
-@contextmanager
-def more_samples(G: nn.Module, mult: int) -> Iterator[None]:
-    """Within the context, G renders with ``mult`` times its stratified and importance samples per ray
-    (``gen_3d.py --sample_mult``); restored afterwards."""
-    if mult == 1:
-        yield
-        return
-    old = G.rendering
-    G.rendering = dataclasses.replace(old, depth_resolution=old.depth_resolution * mult,
-                                      depth_resolution_importance=old.depth_resolution_importance * mult)
-    try:
-        yield
-    finally:
-        G.rendering = old
-
-
-@contextmanager
-def smooth_sr_block0(G: nn.Module, factor: float, kernel: Sequence[float] = OFFICIAL_SMOOTH_KERNEL) -> Iterator[None]:
-    """Within the context, causally smooth SR block0 features over successive frames (docs/method.md §5.5).
-
-    Official code keeps running buffers of block0's conv output (before toRGB) and of its upsampled skip RGB and
-    replaces each by the 3-tap weighted sum once three entries exist. Equivalent hooks here: the skip RGB entering
-    block0 (upsampling is linear and identical per frame, so smoothing before or after it is the same) and the output
-    of ``block0.conv1`` (the conv output that feeds toRGB and block1). Frames must be rendered in order.
-    """
-    if factor == 0.0:
-        yield
-        return
-    block0 = G.superresolution.block0
-    img_buf, x_buf = _CausalBuffer(factor, kernel), _CausalBuffer(factor, kernel)
-
-    def pre_hook(_module: nn.Module, args: tuple, kwargs: dict):
-        args = list(args)
-        if len(args) >= 2 and args[1] is not None:
-            args[1] = img_buf(args[1])
-        elif kwargs.get("img") is not None:
-            kwargs["img"] = img_buf(kwargs["img"])
-        return tuple(args), kwargs
-
-    def conv_hook(_module: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
-        return x_buf(out)
-
-    handles = [
-        block0.register_forward_pre_hook(pre_hook, with_kwargs=True),
-        block0.conv1.register_forward_hook(conv_hook),
-    ]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Rendering edits through the composite renderer
 # ---------------------------------------------------------------------------------------------------------------
 def run_edits(
@@ -455,7 +238,7 @@ def run_edits(
         ``"remove_ood"`` and ``"novel_view"`` (T' = ``cfg.novel_view.n_frames``) when enabled.
     """
     from innout_core.eg3d.camera import orbit_labels
-    from innout_core.joint import render_composite_video
+    from innout_core.composite import render_composite_video, sr_module
 
     names = [e.name for e in cfg.interfacegan] + [e.name for e in cfg.styleclip]
     if cfg.synthetic is not None:
@@ -475,13 +258,15 @@ def run_edits(
     seed_state = generator.get_state()
 
     rem_masks = removal_masks if (cfg.removal_masks and removal_masks is not None) else None
+    # the SR every edit runs: a private copy when it is fine-tuned or hooked for smoothing (G is shared by a worker)
+    sr = sr_module(G, sr_state) if (sr_state is not None or cfg.smooth.sr > 0) else G.superresolution
 
-    def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False, frame_index: Tensor | None = None) -> Tensor:
+    def render(sa, cams: Tensor, ws: Tensor, remove_ood: bool = False, frame_index: Tensor | None = None,
+               sample_mult: int = 1) -> Tensor:
         generator.set_state(seed_state)
-        # hooks survive the SR copy render_composite_video makes for sr_state (deepcopy keeps hook callables)
-        with torch.no_grad(), smooth_sr_block0(G, cfg.smooth.sr):
-            out = render_composite_video(G, sa, cams, generator, sr_state=sr_state, remove_ood=remove_ood,
-                                         ws_override=ws, frame_index=frame_index,
+        with torch.no_grad(), smooth_sr_block0(sr, cfg.smooth.sr):
+            out = render_composite_video(G, sa, cams, generator, superresolution=sr, remove_ood=remove_ood,
+                                         ws_override=ws, frame_index=frame_index, sample_mult=sample_mult,
                                          removal_masks=rem_masks if remove_ood else None)
         return out.image.clamp(-1, 1)
 
@@ -504,6 +289,5 @@ def run_edits(
             raise BadInputError(f"novel_view.frame {nv.frame} out of range for {T} frames")
         cams = orbit_labels(nv.n_frames, nv.yaw_range, nv.pitch_range, pitch_offset=nv.pitch_offset).to(cameras)
         idx = torch.full((nv.n_frames,), nv.frame, dtype=torch.long)
-        with more_samples(G, nv.sample_mult):
-            results["novel_view"] = render(base, cams, ws0[idx], frame_index=idx)
+        results["novel_view"] = render(base, cams, ws0[idx], frame_index=idx, sample_mult=nv.sample_mult)
     return results

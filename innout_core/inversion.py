@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
+from innout_core.eg3d.camera import frontal_label  # re-exported: importers of innout_core.inversion use it
 from innout_core.errors import BadInputError
-from innout_core.losses import delta_reg_loss, l2_loss, load_lpips
+from innout_core.losses import LpipsLoader, delta_reg_loss, l2_loss, load_lpips
 from innout_core.precision import autocast, use_amp
 from innout_core.settings.inversion import InversionConfig
 
@@ -72,20 +73,6 @@ class InversionResult:
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
-def frontal_label(G: nn.Module, n: int = 1, focal: float = 4.2647) -> Tensor:
-    """Conditioning label of the frontal camera (yaw = pitch = 0, the pickle's avg radius/pivot, focal 4.2647; the
-    release's inversion conditions with 4.4652, ``InversionConfig.cond_focal``).
-
-    Returns ``[n, 25]`` float32 on G's device (docs/method.md §2.2; focal 4.2647 per §10.7).
-    """
-    from innout_core.eg3d.camera import intrinsics_matrix, lookat_cam2world, make_label
-
-    r = G.rendering
-    cam = lookat_cam2world(0.0, 0.0, radius=r.avg_camera_radius, lookat=tuple(r.avg_camera_pivot))
-    label = make_label(cam.reshape(-1, 4, 4)[:1], intrinsics_matrix(focal))
-    return label.to(_device(G)).repeat(n, 1)
-
-
 def lr_factor(epoch: int, epochs: int, rampup: float, rampdown: float) -> float:
     """Official per-epoch schedule (docs/method.md §2.4): ``t = epoch/epochs``, ``r = min(1, (1-t)/rampdown)``,
     ``r = 1/2 - 1/2 cos(pi r)``, ``r *= min(1, t/rampup)``. Epoch 0 has factor 0 when ``rampup > 0``."""
@@ -174,8 +161,9 @@ def masked_photometric(synth: Tensor, target: Tensor, mask: Tensor | None,
 class _Lpips:
     """Lazily loaded LPIPS models (MissingWeightsError from innout_core.weights when the backbone is absent)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, loader: LpipsLoader | None = None) -> None:
         self.device = device
+        self.loader = loader or load_lpips
         self.models: dict[str, nn.Module] = {}
 
     def __call__(self, net: str, x: Tensor, y: Tensor) -> Tensor:
@@ -185,7 +173,7 @@ class _Lpips:
     def map(self, net: str, x: Tensor, y: Tensor) -> Tensor:
         """Spatial LPIPS map, [N,1,H,W]."""
         if net not in self.models:
-            self.models[net] = load_lpips(net, spatial=True, device=self.device)
+            self.models[net] = self.loader(net, spatial=True, device=self.device)
         return self.models[net](x, y)
 
 
@@ -255,6 +243,7 @@ def invert_video(
     progress: ProgressFn | None = None,
     pivot: InversionResult | None = None,
     masks: Tensor | None = None,
+    lpips_loader: LpipsLoader | None = None,
 ) -> InversionResult:
     """Invert all frames of a video with W, W+ or PTI, optionally on the face region only.
 
@@ -271,6 +260,7 @@ def invert_video(
             its losses and seconds are carried over), so one W+ run serves both W+ and PTI.
         masks: ``[T, 1, H, W]`` in [0, 1], 1 = face: the masked fit (official masked branch; every pixel term,
             the initial search and the subset pass count the face region only). None = every pixel.
+        lpips_loader: loads the LPIPS models (default :func:`innout_core.losses.load_lpips`).
     Returns:
         :class:`InversionResult` (ws detached, float32, on frames' device).
     """
@@ -285,7 +275,7 @@ def invert_video(
     n_ws = int(G.num_ws)
     need_lpips = cfg.lambda_lpips > 0 or cfg.init_metric == "lpips" or (
         cfg.method == "pti" and (cfg.pti_lambda_lpips > 0 or (cfg.pti_locality and cfg.locality_lambda_lpips > 0)))
-    lpips = _Lpips(device) if need_lpips else None
+    lpips = _Lpips(device, lpips_loader) if need_lpips else None
     if pivot is not None:
         if cfg.method != "pti":
             raise BadInputError(f"a pivot is only used by PTI, not by method {cfg.method!r}")

@@ -26,9 +26,18 @@ from torch import Tensor
 
 from innout_core.auto_masks import auto_masks, masks_from_share, reference_latents
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
-from innout_core.composite import render_composite
+from innout_core.composite import (  # render_composite_video and CompositeFrames: re-exported from here
+    COMPOSITE_SR_NOISE,
+    CompositeFrames,
+    _features_to_image,
+    _resize,
+    composite_sr,
+    render_composite,
+    render_composite_video,
+)
 from innout_core.errors import BadInputError, CheckpointError
 from innout_core.losses import (
+    LpipsLoader,
     blend_area_loss,
     blend_entropy_loss,
     delta_reg_loss,
@@ -82,17 +91,6 @@ class StageAResult:
     depth_used: bool = False  # L_D was optimised (depth maps given and weight > 0)
     release_sample_order: bool = False
     neural_resolution: int | None = None
-
-
-@dataclass
-class CompositeFrames:
-    """A rendered composite video."""
-
-    image: Tensor  # [T,3,H,W] SR composite in [-1,1]
-    image_raw: Tensor  # [T,3,R,R] raw composite RGB in [-1,1]
-    blend_map: Tensor  # [T,1,R,R] OOD share of each pixel's composite opacity, [0,1]
-    ood_opacity: Tensor  # [T,1,R,R] opacity of the OOD-only render, [0,1]
-    depth: Tensor  # [T,1,R,R] composite depth, world units
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,38 +147,6 @@ def _frozen(G):
             p.requires_grad_(f)
 
 
-def _features_to_image(x: Tensor, R: int) -> Tensor:
-    """[N,R*R,C] -> [N,C,R,R] (ray m = row*R + col)."""
-    return x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], R, R)
-
-
-def _resize(x: Tensor, R: int, mode: str) -> Tensor:
-    if x.shape[-1] == R:
-        return x
-    if mode == "nearest":
-        return F.interpolate(x, size=(R, R), mode="nearest")
-    return F.interpolate(x, size=(R, R), mode="bilinear", align_corners=False, antialias=False)
-
-
-#: SR noise wherever the composite or the OOD-only image is super-resolved: the release uses the stored constant
-#: noise there (``triplanes_split.py:248-253``), whatever the pickle's ``superresolution_noise_mode`` says.
-COMPOSITE_SR_NOISE = "const"
-
-
-def composite_sr(superresolve: Callable[..., Tensor], feat: Tensor, ws: Tensor,
-                 noise_mode: str = COMPOSITE_SR_NOISE) -> Tensor:
-    """SR of a composite (or OOD-only) feature image as the release runs it: the raw RGB it is fed is clamped to
-    [-1, 1]; the noise is the constant one unless ``noise_mode`` says otherwise (:func:`sr_noise_mode`).
-
-    Args:
-        superresolve: ``G.superresolve`` (or a compiled / fine-tuned copy). feat: [N,C,R,R] features (first 3 = raw
-            RGB, about [-1,1]). ws: [N,num_ws,w_dim]. noise_mode: 'const' | 'none' | 'random'.
-    Returns:
-        [N,3,H,W], not clamped.
-    """
-    return superresolve(feat[:, :3].clamp(-1, 1), feat, ws, noise_mode=noise_mode)
-
-
 def sr_noise_mode(G, setting: str) -> str:
     """The SR noise mode of composite renders for ``JointConfig.sr_noise``: 'const' (the release), or for
     'generator' the generator's ``rendering.superresolution_noise_mode`` (what its SR was trained and is rendered
@@ -209,7 +175,7 @@ def stage_a_fingerprint(frames: Tensor, cameras: Tensor, ws_init: Tensor, cfg: J
 def mean_latent(G, n: int = 10_000, seed: int = 0, chunk: int = 1000) -> Tensor:
     """Paper Eq. 1's w-bar: the mean of ``G.mapping(z, frontal label, psi=1)`` over ``n`` z ~ N(0, I) drawn from a
     generator seeded with ``seed`` (chunked). Returns [num_ws, w_dim] float32 on G's device."""
-    from innout_core.inversion import frontal_label
+    from innout_core.eg3d.camera import frontal_label
 
     device = next(G.parameters()).device
     g = torch.Generator().manual_seed(seed)
@@ -220,16 +186,6 @@ def mean_latent(G, n: int = 10_000, seed: int = 0, chunk: int = 1000) -> Tensor:
         part = G.mapping(z, frontal_label(G, k), truncation_psi=1.0).double().sum(dim=0)
         total = part if total is None else total + part
     return (total / n).float()
-
-
-def _morph(x: Tensor, k: int, op: str) -> Tensor:
-    """Binary dilation/erosion with a k x k square ([N,1,H,W] float in {0,1})."""
-    if k <= 1:
-        return x
-    pad = k // 2
-    if op == "dilate":
-        return F.max_pool2d(x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
-    return 1 - F.max_pool2d(1 - x, k, stride=1, padding=pad)[..., : x.shape[-2], : x.shape[-1]]
 
 
 def first_pass_share(G, frames: Tensor, cameras: Tensor, joint_cfg: "JointConfig", ws: Tensor, seed: int,
@@ -286,6 +242,8 @@ def run_stage_a(
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
     w_canonical: Tensor | None = None,
+    lpips_loader: LpipsLoader | None = None,
+    on_step: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> StageAResult:
     """Jointly optimise OOD tri-plane, decoder, phi and w+ (stage A).
 
@@ -306,6 +264,8 @@ def run_stage_a(
         w_canonical: [1,14,512] the W+ inversion's shared canonical latent: the reference of automatic masks
             (``auto_mask.reference='canonical'``, rendered at every frame's camera); without it they fall back to
             the per-frame ``ws_init`` render (logged).
+        lpips_loader: loads the LPIPS model (default :func:`innout_core.losses.load_lpips`).
+        on_step: called with the optimiser after each step (its parameters' ``.grad``: that step's gradients).
     Raises:
         BadInputError: wrong shapes, mismatched counts, NaN latents, missing user masks.
         CheckpointError: a checkpoint made for other inputs/config.
@@ -352,7 +312,7 @@ def run_stage_a(
                                       align_corners=False, antialias=depth.shape[-1] > R)
         region_raw = None if use_masks is None else 1 - _resize(_resize(use_masks, _img_res(G), "nearest"), R,
                                                                   "nearest")
-        lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if w.lpips > 0 else None
+        lp = (lpips_loader or load_lpips)(cfg.lpips_net, spatial=True, device=device) if w.lpips > 0 else None
         w_avg = None
         if w.latent > 0:
             w_avg = (G.backbone.mapping.w_avg if cfg.w_avg == "tracked" else mean_latent(G, cfg.w_avg_samples)).to(
@@ -455,6 +415,8 @@ def run_stage_a(
             total = sum(getattr(w, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             optimizer_step(total, opt, scaler)
+            if on_step is not None:
+                on_step(opt)
             rec = {k: float(v.detach()) for k, v in terms.items()}
             rec["total"] = float(total.detach())
             rec["frame"] = float(t)
@@ -479,96 +441,4 @@ def run_stage_a(
         depth_used=use_depth,
         release_sample_order=cfg.release_sample_order,
         neural_resolution=R,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# rendering a composite video
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _with_sr(G, sr_state: dict[str, Tensor] | None):
-    if sr_state is None:
-        return G
-    import copy
-
-    G2 = copy.deepcopy(G)
-    try:
-        G2.superresolution.load_state_dict(sr_state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"fine-tuned SR state does not fit this generator ({str(exc).splitlines()[0]})") from None
-    return G2
-
-
-def render_composite_video(
-    G,
-    stage_a: StageAResult,
-    cameras: Tensor,
-    generator: torch.Generator | None,
-    *,
-    sr_state: dict[str, Tensor] | None = None,
-    remove_ood: bool = False,
-    ws_override: Tensor | None = None,
-    removal_masks: Tensor | None = None,
-    frame_index: Tensor | None = None,
-    batch_size: int = 1,
-) -> CompositeFrames:
-    """Render the composite (face + OOD) video with the stage-A fields, optionally edited latents / OOD removed.
-
-    Args:
-        G: frozen generator. stage_a: :class:`StageAResult`. cameras: [T,25].
-        generator: RNG for the ray samples (pass a freshly seeded one for reproducible renders).
-        sr_state: fine-tuned SR state dict from stage B (``None`` = G's own SR).
-        remove_ood: remove the OOD content. Without ``removal_masks`` every blend weight is set to 0 (paper: the
-            face field alone); with them, the release's rule: b *= 1.2 everywhere, b = 0 on rays inside the
-            5x5-dilated OOD region of the mask.
-        ws_override: [T,14,512] latents to render instead of ``stage_a.ws`` (edits).
-        removal_masks: [T,1,H,W] in {0,1}, 1 = face, 0 = OOD (the input-mask convention).
-        frame_index: [T] int64 rows of phi per output frame (default 0..T-1).
-        batch_size: frames per forward.
-    Returns:
-        :class:`CompositeFrames` (CPU float32).
-    """
-    T = cameras.shape[0]
-    ws = stage_a.ws if ws_override is None else ws_override
-    if cameras.ndim != 2 or cameras.shape[1] != 25 or not torch.isfinite(cameras).all():
-        raise BadInputError(f"cameras must be finite [T,25], got {tuple(cameras.shape)}")
-    if ws.ndim != 3 or ws.shape[0] != T:
-        raise BadInputError(f"latents [{ws.shape[0]},...] do not match {T} cameras")
-    if not torch.isfinite(ws).all():
-        raise BadInputError("latents contain NaN/inf")
-    idx = torch.arange(T) if frame_index is None else frame_index.long().cpu()
-    if idx.shape != (T,) or int(idx.max()) >= stage_a.phi.shape[0] or int(idx.min()) < 0:
-        raise BadInputError(f"frame index must be [{T}] within 0..{stage_a.phi.shape[0] - 1}")
-    device = cameras.device
-    Gr = _with_sr(G, sr_state)
-    R = int(stage_a.neural_resolution or G.neural_rendering_resolution)
-    ood = OODField.from_state(stage_a.ood_state, stage_a.phi, box_warp=G.rendering.box_warp).to(device)
-    rem = None
-    if remove_ood and removal_masks is not None:
-        if removal_masks.shape != (T, 1, _img_res(G), _img_res(G)):
-            raise BadInputError(f"removal masks must be [{T},1,{_img_res(G)},{_img_res(G)}]")
-        rem = _morph(_resize(1 - removal_masks.float(), R, "nearest"), 5, "dilate").to(device)
-    out: dict[str, list[Tensor]] = {k: [] for k in ("image", "raw", "blend", "opacity", "depth")}
-    with torch.no_grad():
-        for s in range(0, T, batch_size):
-            sl = slice(s, s + batch_size)
-            w = ws[sl].to(device)
-            planes = Gr.backbone_planes(w, noise_mode="const")
-            r = render_composite(
-                Gr, planes, cameras[sl], ood, idx[sl].to(device), generator, form=stage_a.form,
-                release_sample_order=stage_a.release_sample_order, resolution=R,
-                blend_mode="zero" if (remove_ood and rem is None) else "learned",
-                removal_mask=None if rem is None else rem[sl], blend_scale=1.2 if rem is not None else 1.0,
-            )
-            feat = _features_to_image(r.rgb, R)
-            img = composite_sr(Gr.superresolve, feat, w, stage_a.sr_noise)
-            out["image"].append(img.clamp(-1, 1).cpu())
-            out["raw"].append(feat[:, :3].clamp(-1, 1).cpu())
-            out["blend"].append(_features_to_image(r.ood_share, R).clamp(0, 1).cpu())
-            out["opacity"].append(_features_to_image(r.ood_acc, R).clamp(0, 1).cpu())
-            out["depth"].append(_features_to_image(r.depth, R).cpu())
-    return CompositeFrames(
-        image=torch.cat(out["image"]), image_raw=torch.cat(out["raw"]), blend_map=torch.cat(out["blend"]),
-        ood_opacity=torch.cat(out["opacity"]), depth=torch.cat(out["depth"]),
     )

@@ -10,6 +10,7 @@ frame. See docs/method.md §3.6–3.7 and paper §4.1–4.4.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 import torch
@@ -28,10 +29,14 @@ __all__ = [
     "align_depth",
     "depth_loss",
     "load_lpips",
+    "LpipsLoader",
 ]
 
 
 Reduction = Literal["mean", "sum"]
+#: ``(net, spatial, device) -> frozen LPIPS model``, as :func:`load_lpips`; the stages take one as an argument so a
+#: benchmark can pass a stand-in (a random trunk of the same cost) without patching this module
+LpipsLoader = Callable[..., torch.nn.Module]
 
 
 def _reduce(x: Tensor, reduction: Reduction) -> Tensor:

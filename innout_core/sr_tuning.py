@@ -11,21 +11,21 @@ per step instead of a full tri-plane render. ``cached=False`` re-renders every s
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from innout_core.checkpointing import Checkpointer, make_fingerprint, rng_state, set_rng_state
-from innout_core.composite import render_composite
+from innout_core.composite import _features_to_image, render_composite
 from innout_core.errors import BadInputError, CheckpointError
 from innout_core.joint import (
     ProgressFn,
     StageAResult,
-    _features_to_image,
     validate_inputs,
 )
-from innout_core.losses import l2_loss, load_lpips, lpips_loss
+from innout_core.losses import LpipsLoader, l2_loss, load_lpips, lpips_loss
 from innout_core.ood import OODField
 from innout_core.precision import autocast, maybe_compile, optimizer_step, use_amp
 from innout_core.settings.sr_tuning import SRTuningConfig
@@ -76,6 +76,8 @@ def run_stage_b(
     *,
     checkpoint: Checkpointer | None = None,
     progress: ProgressFn | None = None,
+    lpips_loader: LpipsLoader | None = None,
+    on_step: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> dict[str, Tensor]:
     """Fine-tune a copy of ``G.superresolution``; G itself is not modified.
 
@@ -83,6 +85,8 @@ def run_stage_b(
         G: frozen generator. stage_a: stage-A result. frames: [T,3,H,W] in [-1,1]. cameras: [T,25].
         cfg: :class:`SRTuningConfig`. generator: random source (per-frame seed base, frame order, samples).
         checkpoint, progress: as stage A; ``progress(step, total, {"l2":..., "lpips":..., "total":...})``.
+        lpips_loader: loads the LPIPS model (default :func:`innout_core.losses.load_lpips`).
+        on_step: called with the optimiser after each step (its parameters' ``.grad``: that step's gradients).
     Returns:
         the fine-tuned ``superresolution`` state dict (CPU tensors).
     """
@@ -105,7 +109,7 @@ def run_stage_b(
     release_grad = cfg.release_render_grad and not cfg.cached
     ood.requires_grad_(release_grad)
     opt = torch.optim.Adam(sr.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    lp = load_lpips(cfg.lpips_net, spatial=True, device=device) if cfg.lpips > 0 else None
+    lp = (lpips_loader or load_lpips)(cfg.lpips_net, spatial=True, device=device) if cfg.lpips > 0 else None
     base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     perm: Tensor | None = None
     pos, start = 0, 0
@@ -163,6 +167,8 @@ def run_stage_b(
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total) and total.requires_grad:
             optimizer_step(total, opt, scaler)
+            if on_step is not None:
+                on_step(opt)
         rec = {k: float(v.detach()) for k, v in terms.items()}
         rec["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
         rec["frame"] = float(t)

@@ -14,14 +14,12 @@ leaves the previous state and never a half-written file under its final name.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import secrets
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -31,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from innout_core.errors import BadInputError, InnoutError
+from innout_core.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, hash_file, is_temp
 
 __all__ = [
     "CHEAP_HASH_BYTES",
@@ -106,77 +105,8 @@ def video_ids(run_dir: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-# --------------------------------------------------------------------------------------------------- atomic writes
-
-
-def _new_temp_file(final: Path) -> Path:
-    """Create an empty, unique temp file beside ``final`` with the mode any new file gets (0666 minus the umask).
-
-    Not ``tempfile.mkstemp``: its 0600 would survive the rename, so run outputs would be private to their writer.
-    """
-    for _ in range(100):
-        tmp = final.parent / f".{final.stem}.{secrets.token_hex(4)}.tmp{final.suffix}"
-        try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-    raise InnoutError("could not create a temporary file beside it", path=final)
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temp path in the same directory as ``final``; on success ``os.replace`` it onto ``final``.
-
-    On an exception the temp file is removed and ``final`` keeps its previous content (or stays absent). The temp
-    name keeps the suffix of ``final`` so libraries that dispatch on it (ffmpeg, pyarrow) still work.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _new_temp_file(final)
-    try:
-        yield tmp_path
-        if not tmp_path.exists():
-            raise InnoutError("nothing was written to the temporary file", path=final)
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``path``."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically; returns ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented, key-sorted JSON atomically; returns ``path``."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-# --------------------------------------------------------------------------------------------------------- hashes
-
-
-def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file's bytes (raises BadInputError naming the file when it cannot be read)."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    except OSError as err:
-        raise BadInputError(f"cannot read file ({err.strerror or err})", path=path) from err
-    return h.hexdigest()
-
+# ------------------------------------------------------------------------------------ atomic writes and hashes
+# (they live in innout_core.io; re-exported here, where the run's writers have always imported them)
 
 def hash_json(obj: Any) -> str:
     """sha256 hex digest of the canonical (key-sorted, compact) JSON of ``obj``."""
@@ -295,17 +225,12 @@ def is_done(directory: str | Path, input_hash: str, config_hash: str) -> bool:
 CHEAP_HASH_BYTES = 4 << 20
 
 
-def _is_temp(path: Path) -> bool:
-    """A temp file of :func:`atomic_path` (left behind only by a killed writer)."""
-    return path.name.startswith(".") and ".tmp" in path.name
-
-
 def _output_files(directory: Path, outputs: dict[str, str]) -> list[tuple[str, list[Path]]]:
     """(output name, its files in name order) for each output, outputs in name order."""
     out = []
     for name in sorted(outputs):
         p = directory / outputs[name]
-        files = sorted(q for q in p.rglob("*") if q.is_file() and not _is_temp(q)) if p.is_dir() else [p]
+        files = sorted(q for q in p.rglob("*") if q.is_file() and not is_temp(q)) if p.is_dir() else [p]
         out.append((name, files))
     return out
 
@@ -391,7 +316,7 @@ def verify_outputs(directory: str | Path, rec: StageRecord, mode: VerifyMode = "
         root = directory / rel
         if root.is_dir():
             extra = sorted(Path(os.path.relpath(q, directory)).as_posix() for q in root.rglob("*") if q.is_file())
-            extra = [e for e in extra if e not in rec.files and not _is_temp(Path(e))]
+            extra = [e for e in extra if e not in rec.files and not is_temp(Path(e))]
             if extra:
                 return OutputProblem(directory / extra[0], "file in a stage output the stage did not write")
     return None

@@ -1,6 +1,6 @@
 """Stages ``edits-<key>``: the reconstruction and every configured edit of one result branch.
 
-In-N-Out branches render through the composite renderer with the stage-B SR (``joint.render_composite_video``,
+In-N-Out branches render through the composite renderer with the stage-B SR (``composite.render_composite_video``,
 ``edit.run_edits``: semantic edits, OOD removal, novel views). Baselines (W / W+ / PTI) apply the same InterfaceGAN
 and StyleCLIP edits to their latents and render with ``inversion.render_inversion`` (their reconstruction is the
 inversion stage's render). Every edit is rendered with the same ray-sample seed as its reconstruction, so an edit
@@ -57,7 +57,7 @@ def run_edits_stage(job: VideoJob, branch: Branch) -> StageRecord:
         out: dict[str, torch.Tensor] = {}
         if branch.method == "innout":
             from innout_core.edit import run_edits
-            from innout_core.joint import render_composite_video
+            from innout_core.composite import render_composite_video
             from tasks.innout import load_sr_state, load_stage_a
 
             sa = load_stage_a(job, branch.variant, branch.mode, dev)

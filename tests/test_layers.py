@@ -6,13 +6,17 @@ directories and sits beside ``tasks`` (flows call it). Every import counts, also
 
 from __future__ import annotations
 
-import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
+#: tools/layers_diagram.py: the import reader (shared with these checks) and the README diagram
+LD = load_script(ROOT / "tools" / "layers_diagram.py", "tools_layers_diagram")
+imports_of, _module_name = LD.imports_of, LD.module_name
 PACKAGES = ("innout_core", "tasks", "flows", "reports")
 #: package -> top-level modules it must never import
 FORBIDDEN = {
@@ -20,30 +24,6 @@ FORBIDDEN = {
     "tasks": ("flows", "reports"),
     "reports": ("flows", "tasks"),
 }
-
-
-def _module_name(root: Path, path: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imports_of(root: Path, path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import statement in ``path`` (relative imports resolved)."""
-    tree = ast.parse(path.read_text("utf-8"), filename=str(path))
-    package = _module_name(root, path).split(".")
-    if path.name != "__init__.py":
-        package = package[:-1]
-    out: list[tuple[int, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            mod = ".".join(base + ([node.module] if node.module else []))
-            # `from pkg import name` may import the submodule pkg.name: count both candidates
-            out.append((node.lineno, mod))
-            out += [(node.lineno, f"{mod}.{a.name}") for a in node.names if a.name != "*"]
-    return out
 
 
 def layer_violations(root: Path) -> list[str]:
@@ -81,6 +61,19 @@ def test_imports_point_down_the_layers():
 @pytest.mark.parametrize("package", ["reports", "tasks", "flows", "innout_core"])
 def test_no_import_cycles(package):
     assert module_cycle(ROOT, package) == []
+
+
+def test_readme_layers_block_is_the_scripts_output():
+    """README.md's layout section holds tools/layers_diagram.py's current output (it cannot go stale)."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert LD.readme_block(readme) == LD.diagram(ROOT), "refresh it: python tools/layers_diagram.py --write"
+
+
+def test_diagram_levels_follow_the_imports():
+    """A module sits one level above the highest package module it imports; a cycle is refused."""
+    assert LD.levels({"a": set(), "b": {"a"}, "c": {"a", "b"}, "d": set()}) == {"a": 0, "b": 1, "c": 2, "d": 0}
+    with pytest.raises(ValueError, match="cycle"):
+        LD.levels({"a": {"b"}, "b": {"a"}})
 
 
 def test_checker_finds_violations_and_cycles(tmp_path):

@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "CANONICAL_FRONTAL_LABEL",
     "FOCAL_FFHQ",
+    "frontal_label",
     "intrinsics_matrix",
     "lookat_cam2world",
     "make_label",
@@ -24,6 +26,11 @@ __all__ = [
 
 FOCAL_FFHQ = 4.2647
 """Normalised focal length of the FFHQ preprocessing (2985.29 / 700), fx = fy."""
+
+CANONICAL_FRONTAL_LABEL = (1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
+                           FOCAL_FFHQ, 0, 0.5, 0, FOCAL_FFHQ, 0.5, 0, 0, 1)
+"""The frontal label as printed (yaw = pitch = 0, radius 2.7, pivot (0, 0, 0.2)): :func:`frontal_label` without the
+~1e-16 rounding terms of the LookAt construction. The tiny generators' ``w_avg`` is mapped with this exact label."""
 
 _V_EPS = 1e-5  # LookAtPoseSampler clamps the polar angle v to [1e-5, pi - 1e-5]
 
@@ -71,6 +78,28 @@ def intrinsics_matrix(focal: float = FOCAL_FFHQ, cx: float = 0.5, cy: float = 0.
     if not focal > 0:
         raise ValueError(f"intrinsics_matrix: focal must be > 0, got {focal}")
     return torch.tensor([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
+
+
+def frontal_label(G: torch.nn.Module | None = None, n: int = 1, focal: float = FOCAL_FFHQ, *, radius: float = 2.7,
+                  lookat: tuple[float, float, float] = (0.0, 0.0, 0.2)) -> Tensor:
+    """Label of the frontal camera (yaw = pitch = 0) for conditioning the mapping network (docs/method.md §2.2).
+
+    Args:
+        G: a generator; when given, its ``rendering.avg_camera_radius`` / ``avg_camera_pivot`` replace ``radius`` /
+            ``lookat`` and the label is put on G's device.
+        n: rows (the same label repeated).
+        focal: normalised focal (FFHQ's 4.2647, §10.7; the release's inversion conditions with 4.4652).
+        radius, lookat: the LookAt sphere radius and pivot (world units) when ``G`` is None.
+    Returns:
+        ``[n, 25]`` float32 (CPU when ``G`` is None).
+    """
+    if G is not None:
+        r = G.rendering
+        radius, lookat = r.avg_camera_radius, tuple(r.avg_camera_pivot)
+    label = make_label(lookat_cam2world(0.0, 0.0, radius=radius, lookat=lookat), intrinsics_matrix(focal))
+    if G is not None:
+        label = label.to(next(G.parameters()).device)
+    return label.repeat(n, 1)
 
 
 def make_label(cam2world: Tensor, intrinsics: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from innout_core.eg3d.camera import CANONICAL_FRONTAL_LABEL
 from innout_core.eg3d.generator import TriPlaneGenerator, generator_from_kwargs
 
 __all__ = [
@@ -159,7 +160,7 @@ CONFIGS: dict[str, GeneratorSpec] = {
 }
 CONFIGS["tiny-face"] = GeneratorSpec(
     description="The tiny architecture trained (bench/train_tiny_face.py) to draw the procedural head family of "
-    "innout_core.synthetic_heads; weights shipped in the package, with edit directions fitted to the heads' "
+    "innout_core.synthetic.heads; weights shipped in the package, with edit directions fitted to the heads' "
     "parameters.",
     init_kwargs=copy.deepcopy(CONFIGS["tiny"].init_kwargs),
     neural_rendering_resolution=CONFIGS["tiny"].neural_rendering_resolution,
@@ -249,9 +250,8 @@ def _load_shipped(name: str, spec: GeneratorSpec) -> TriPlaneGenerator:
 
 
 def _frontal_label() -> torch.Tensor:
-    """Canonical frontal camera label [1, 25] (yaw = pitch = 0, radius 2.7, pivot (0,0,0.2), f = 4.2647)."""
-    c = [1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]
-    return torch.tensor([c], dtype=torch.float32)
+    """Canonical frontal camera label [1, 25] float32 (:data:`~innout_core.eg3d.camera.CANONICAL_FRONTAL_LABEL`)."""
+    return torch.tensor([CANONICAL_FRONTAL_LABEL], dtype=torch.float32)
 
 
 @torch.no_grad()

@@ -194,11 +194,13 @@ class TriPlaneGenerator(nn.Module):
         generator: torch.Generator | None = None,
         march: bool = True,
         draws: tuple[Tensor, Tensor] | None = None,
+        rendering: RenderingConfig | None = None,
     ) -> RenderOutput:
         """Volume-render planes [N, 96, P, P] (or [N, 3, 32, P, P]) from cameras c [N, 25] at R x R rays.
 
         R = ``resolution`` or ``self.neural_rendering_resolution``. Draws two uniform tensors from ``generator``
-        (or uses ``draws``); see :func:`innout_core.eg3d.rendering.render_planes`.
+        (or uses ``draws``); see :func:`innout_core.eg3d.rendering.render_planes`. ``rendering`` replaces
+        ``self.rendering`` for this call only (e.g. :meth:`RenderingConfig.with_sample_mult`); G is not changed.
         """
         n = planes.shape[0]
         if planes.ndim == 4:
@@ -208,7 +210,7 @@ class TriPlaneGenerator(nn.Module):
         r = int(resolution or self.neural_rendering_resolution)
         cam2world, intrinsics = split_label(c.to(torch.float32))
         origins, directions = sample_rays(cam2world, intrinsics, r)
-        return render_planes(planes, self.decode, origins, directions, self.rendering, generator,
+        return render_planes(planes, self.decode, origins, directions, rendering or self.rendering, generator,
                              march=march, draws=draws)
 
     def superresolve(

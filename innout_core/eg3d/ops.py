@@ -8,6 +8,7 @@ device, with fast paths for the cases EG3D uses (separable 4-tap FIR, 2x up-conv
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -65,18 +66,24 @@ def _separable_taps(f: Tensor) -> tuple[Tensor, Tensor] | None:
     return None
 
 
-_STANDARD_CACHE: dict[tuple[int, int, str], bool] = {}
+#: id(tensor) -> (weak reference to that tensor, its ``_version`` when checked, the answer)
+_STANDARD_CACHE: dict[int, tuple[weakref.ref, int, bool]] = {}
 
 
 def _is_standard_filter(f: Tensor) -> bool:
-    """True when f is exactly ``setup_filter([1,3,3,1])`` (cached per storage and version: no device sync)."""
-    key = (f.data_ptr(), f._version, str(f.device))
-    hit = _STANDARD_CACHE.get(key)
-    if hit is None:
-        hit = f.shape == (4, 4) and torch.equal(f.detach().float().cpu(), setup_filter([1, 3, 3, 1]))
-        if len(_STANDARD_CACHE) > 4096:
-            _STANDARD_CACHE.clear()
-        _STANDARD_CACHE[key] = hit
+    """True when f is exactly ``setup_filter([1,3,3,1])``.
+
+    Cached per tensor object and in-place version, so the check (a device sync) runs once per filter buffer. An
+    entry answers only for the very object it was computed for (its weak reference must still point to ``f``): a
+    new tensor at a reused id or storage address is checked afresh.
+    """
+    entry = _STANDARD_CACHE.get(id(f))
+    if entry is not None and entry[0]() is f and entry[1] == f._version:
+        return entry[2]
+    hit = f.shape == (4, 4) and torch.equal(f.detach().float().cpu(), setup_filter([1, 3, 3, 1]))
+    if len(_STANDARD_CACHE) > 4096:
+        _STANDARD_CACHE.clear()
+    _STANDARD_CACHE[id(f)] = (weakref.ref(f), f._version, hit)
     return hit
 
 

@@ -13,7 +13,7 @@ Randomness: exactly the official draws, in the official order and shapes (docs/e
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -97,6 +97,16 @@ class RenderingConfig:
                              f"{self.depth_resolution_importance}")
         if not self.box_warp > 0:
             raise ValueError(f"rendering: box_warp must be > 0, got {self.box_warp}")
+
+    def with_sample_mult(self, mult: int) -> RenderingConfig:
+        """This config with ``mult`` times the stratified and importance samples per ray (``gen_3d.py
+        --sample_mult``); a new object, ``self`` is unchanged."""
+        if mult < 1:
+            raise ValueError(f"rendering: sample_mult must be >= 1, got {mult}")
+        if mult == 1:
+            return self
+        return replace(self, depth_resolution=self.depth_resolution * mult,
+                       depth_resolution_importance=self.depth_resolution_importance * mult)
 
     @classmethod
     def _field_names(cls) -> list[str]:

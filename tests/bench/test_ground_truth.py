@@ -76,8 +76,8 @@ def test_removal_of_a_zero_opacity_occluder_equals_the_render(gt, video):
 
 
 def test_quick_sweep_resumes_and_merges(gt, tmp_path, monkeypatch):
-    monkeypatch.setattr(gt, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(gt, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(gt.PATHS, "results", tmp_path / "results")
+    monkeypatch.setattr(gt.PATHS, "docs", tmp_path / "docs")
     s = gt.BenchSettings(frames=2, wplus_epochs=2, quick=True)
     plan = [(1, gt.RunSpec(video="box", start="oracle", steps=3, masks="user")),
             (1, gt.RunSpec(video="box", start="canonical", steps=3, masks="auto-residual", lr_w=5e-5)),

@@ -48,7 +48,7 @@ def test_psnr_is_that_of_the_latent_render() -> None:
     """The evaluation's figure for one view equals a PSNR computed here from the same fit, by hand."""
     from innout_core.eg3d.configs import build_generator
     from innout_core.inversion import invert_video, render_inversion
-    from innout_core.synthetic_heads import sample_identities
+    from innout_core.synthetic.heads import sample_identities
 
     p = sample_identities(1, 1000)[0]
     d = {"index": 0, **te.identity_views(p, 0, 2, 1, 1000)}

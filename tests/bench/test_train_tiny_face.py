@@ -12,7 +12,7 @@ import torch
 
 from innout_core.eg3d.checkpoint import load_generator
 from innout_core.errors import BadInputError
-from innout_core.synthetic_heads import frontal_camera
+from innout_core.synthetic.heads import frontal_camera
 from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,7 +158,7 @@ def test_provenance_dirty_flag_follows_the_training_code_only(tmp_path: Path) ->
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
-    files = ["bench/train_tiny_face.py", "innout_core/synthetic_heads.py", "innout_core/eg3d/configs.py",
+    files = ["bench/train_tiny_face.py", "innout_core/synthetic/heads.py", "innout_core/eg3d/configs.py",
              "innout_core/eg3d/weights/tiny-face/model.safetensors", "innout_core/other.py"]
     for f in files:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ import torch
 import yaml
 
 from flows.demo import build_demo_dataset, demo_generator
-from innout_core.config import PRESETS
 from innout_core.eg3d.configs import build_generator
 from innout_core.synthetic import HELD_OUT_SEED, benchmark_videos, make_ground_truth_video
 
@@ -50,5 +49,12 @@ def test_tiny_demo_videos_as_before(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "data" / "gt01-sphere" / "ws.npy"), truth.ws.numpy())
 
 
-def test_default_generator_is_the_demo_presets():
-    assert demo_generator() == PRESETS["tiny-demo"].values["generator"]
+def test_default_demo_renders_the_shipped_tiny_face_suite(tmp_path):
+    """Without a generator named, the demo is the documented one (README: the shipped `tiny-face` generator on
+    held-out heads): its first video is the tiny-face suite's hand, the same files as naming tiny-face."""
+    assert demo_generator() == "tiny-face"
+    default = _manifest(build_demo_dataset(tmp_path / "default", n_videos=1, n_frames=2))
+    named = _manifest(build_demo_dataset(tmp_path / "named", n_videos=1, n_frames=2, generator="tiny-face"))
+    assert [v["id"] for v in default["videos"]] == ["gt00-hand"] and default == named
+    np.testing.assert_array_equal(np.load(tmp_path / "default" / "data" / "gt00-hand" / "ws.npy"),
+                                  np.load(tmp_path / "named" / "data" / "gt00-hand" / "ws.npy"))

@@ -20,7 +20,7 @@ import yaml
 
 from flows.lock import LOCK_NAME, RunLockedError, holder, run_lock
 from flows.server import GUARD
-from innout_core.synthetic_heads import frontal_camera
+from innout_core.synthetic.heads import frontal_camera
 from tests.flows.inprocess import isolated_cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,6 @@ from innout_core.edit import (
     SmoothConfig,
     StyleCLIPMapper,
     SyntheticDirectionConfig,
-    _CausalBuffer,
     _raw_luminance,
     apply_interfacegan,
     apply_styleclip,
@@ -26,6 +25,7 @@ from innout_core.edit import (
     synthetic_direction,
 )
 from innout_core.errors import BadInputError, CheckpointError
+from innout_core.smoothing import _CausalBuffer
 from innout_core.inversion import frontal_label
 
 

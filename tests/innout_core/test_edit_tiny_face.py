@@ -17,7 +17,7 @@ from innout_core.edit import EditConfig, SyntheticDirectionConfig, load_directio
 from innout_core.eg3d import configs
 from innout_core.eg3d.configs import CONFIGS, build_generator, edit_direction_file
 from innout_core.errors import CheckpointError
-from innout_core.synthetic_heads import frontal_camera, sample_identities
+from innout_core.synthetic.heads import frontal_camera, sample_identities
 from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]

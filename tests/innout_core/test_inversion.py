@@ -158,6 +158,10 @@ def test_bad_inputs(G, target):
         invert_video(G, frames, cams[:1], _cfg("w"), torch.Generator())
 
 
+#: bf16 vs fp32 inversion: losses (relative) and the cosine of the two latent moves; bench/gpu_suite.py restates them
+BF16_LOSS_REL, BF16_MOVE_COS = 1e-1, 0.97
+
+
 @pytest.mark.parametrize("method", ["w+", "pti"])
 def test_bf16_autocast_within_tolerance(G, target, method):
     from innout_core.precision import cpu_has_native_bf16
@@ -171,10 +175,10 @@ def test_bf16_autocast_within_tolerance(G, target, method):
     # Adam at lr 3e-2 turns bf16's small gradient differences into sign-level step differences on near-zero
     # entries, so single latents may differ by a step; the losses (measured <= 4.5 %) and the direction of the
     # whole latent update (measured cosine 0.994) must agree.
-    assert runs["bf16"].losses == pytest.approx(runs["off"].losses, rel=1e-1)
+    assert runs["bf16"].losses == pytest.approx(runs["off"].losses, rel=BF16_LOSS_REL)
     init, _ = initial_latents(G, frames, cams, _cfg(method), torch.Generator().manual_seed(0))
     moves = [(r.ws - init.mean(0, keepdim=True)).flatten() for r in (runs["off"], runs["bf16"])]
-    assert torch.nn.functional.cosine_similarity(*moves, dim=0) > 0.97
+    assert torch.nn.functional.cosine_similarity(*moves, dim=0) > BF16_MOVE_COS
     assert InversionConfig.preset("fast").amp == "bf16" and InversionConfig().amp == "off"
 
 

@@ -118,6 +118,23 @@ def test_generator_flags_restored(video) -> None:
     assert all(p.grad is None for p in G.parameters())
 
 
+def test_on_step_sees_each_steps_gradients(video) -> None:
+    """``on_step`` (how a benchmark reads gradients without patching the module) runs once per optimiser step,
+    with the optimiser whose parameters hold that step's gradients; the run's numbers do not change."""
+    G, frames, c, ws, masks = video
+    cfg = _cfg(steps=2, mask_mode="none", checkpoint_every=0)
+    seen: list[list[torch.Tensor]] = []
+
+    def on_step(opt: torch.optim.Optimizer) -> None:
+        seen.append([p.grad.detach().clone() for g in opt.param_groups for p in g["params"] if p.grad is not None])
+
+    res = run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), on_step=on_step)
+    plain = run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))
+    assert len(seen) == 2 and all(len(g) > 0 for g in seen)
+    assert any(not torch.equal(a, b) for a, b in zip(*seen))  # two steps, two sets of gradients
+    assert res.losses == plain.losses and torch.equal(res.ws, plain.ws)
+
+
 @pytest.fixture(scope="module")
 def gt_video():
     """A ground-truth video (``bar`` of the suite, 3 frames: the tiny generator with a 3D occluder, true masks) and

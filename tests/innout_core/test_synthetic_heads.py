@@ -9,7 +9,7 @@ import torch
 
 from innout_core.eg3d.camera import intrinsics_matrix, lookat_cam2world, make_label
 from innout_core.eg3d.configs import _frontal_label
-from innout_core.synthetic_heads import (
+from innout_core.synthetic.heads import (
     PART_NAMES,
     HeadParams,
     frontal_camera,
@@ -153,7 +153,7 @@ def test_density_is_finite_non_negative_and_localised(ident: HeadParams) -> None
     inside = ~outside
     assert torch.allclose(f.parts[inside].sum(-1), torch.ones(int(inside.sum())), atol=1e-5)
     # the bounding box is only a shortcut: the dense field agrees with it at the box's faces
-    from innout_core.synthetic_heads import _head_field_dense
+    from innout_core.synthetic.heads import _head_field_dense
 
     face_pts = torch.stack([torch.full((50,), x1), torch.linspace(y0, y1, 50), torch.linspace(z0, z1, 50)], -1)
     assert float(torch.nn.functional.softplus(_head_field_dense(face_pts, ident).sigma - 1).max()) < 1e-3

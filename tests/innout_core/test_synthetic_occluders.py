@@ -13,7 +13,6 @@ from innout_core.eg3d.configs import build_generator
 from innout_core.errors import BadInputError
 from innout_core.synthetic import (
     HELD_OUT_SEED,
-    MIC_HANDLE_COLOUR,
     OccluderConfig,
     benchmark_videos,
     ground_truth_suite,
@@ -22,6 +21,7 @@ from innout_core.synthetic import (
     suite_names,
     suite_preview,
 )
+from innout_core.synthetic.videos import MIC_HANDLE_COLOUR
 
 #: The `tiny` suite at 3 frames, seed 0, rendered by the code before the new kinds existed (commit 16aefa0):
 #: (mean of the frames, mean |frames|, sum of the occluder opacity, occluder pixels of the masks).

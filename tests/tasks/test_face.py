@@ -15,7 +15,7 @@ from innout_core.config import ManifestVideo, PipelineConfig
 from innout_core.errors import StageError
 from innout_core.face.dlib_backend import DlibBackend
 from innout_core.face.motion import interocular
-from innout_core.face.testclips import Event, astronaut, make_clip, write_rotated_mp4
+from innout_core.synthetic.testclips import Event, astronaut, make_clip, write_rotated_mp4
 from innout_core.store import read_record
 from tasks.common import VideoJob, load_tensors
 from tasks.face import output_resolution, run_face

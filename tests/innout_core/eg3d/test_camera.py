@@ -31,6 +31,26 @@ def test_canonical_frontal_label():
     assert torch.allclose(c[0], expect, atol=2e-7)  # docs/eg3d.md §12 (to float32 rounding of the tilt to the pivot)
 
 
+def test_frontal_label_one_function_for_every_caller():
+    """frontal_label: the printed canonical label; a generator's avg radius / pivot and device; focal; n rows."""
+    c = cam.frontal_label()
+    assert c.shape == (1, 25) and c.dtype == torch.float32
+    assert torch.allclose(c[0], torch.tensor(cam.CANONICAL_FRONTAL_LABEL, dtype=torch.float32), atol=2e-7)
+
+    class _Rendering:
+        avg_camera_radius, avg_camera_pivot = 3.1, [0.0, 0.05, 0.1]
+
+    G = torch.nn.Linear(1, 1)  # any module with parameters and a ``rendering``
+    G.rendering = _Rendering()
+    c = cam.frontal_label(G, 3, focal=4.4652)
+    assert c.shape == (3, 25) and torch.equal(c[0], c[2]) and c.device == G.weight.device
+    assert float(c[0, 16]) == pytest.approx(4.4652) and float(c[0, 20]) == pytest.approx(4.4652)
+    assert torch.equal(c[:1], cam.frontal_label(radius=3.1, lookat=(0.0, 0.05, 0.1), focal=4.4652))
+    assert float(torch.linalg.vector_norm(c[0, [3, 7, 11]])) == pytest.approx(3.1, rel=1e-6)  # on the sphere
+    from innout_core import inversion
+    assert inversion.frontal_label is cam.frontal_label  # the old import path still works
+
+
 def test_cam2world_is_opencv_rotation_looking_at_pivot():
     yaw = torch.tensor([0.3, -0.7, 1.0])
     pitch = torch.tensor([-0.2, 0.4, 0.0])

@@ -158,3 +158,23 @@ def test_bias_act_formula_and_clamp():
     xg = x.clone().requires_grad_(True)
     bias_act(xg, b, act="lrelu", clamp=256).sum().backward()  # out-of-place path keeps autograd intact
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+def test_standard_filter_cache_answers_only_for_its_own_tensor():
+    """The [1,3,3,1] check is cached per tensor object and version: a new tensor at a reused address (same data
+    pointer, same version, other values) and an in-place change are both checked afresh."""
+    from innout_core.eg3d import ops
+
+    buf = ops.setup_filter([1, 3, 3, 1]).numpy().copy()
+    f1 = torch.from_numpy(buf)
+    assert ops._is_standard_filter(f1) and ops._is_standard_filter(f1)  # second answer from the cache
+    ptr, version = f1.data_ptr(), f1._version
+    del f1
+    buf[:] = 1 / 16  # written behind torch's back: a box filter now sits at the same address
+    f2 = torch.from_numpy(buf)
+    assert (f2.data_ptr(), f2._version) == (ptr, version)  # what the old (address, version) key saw
+    assert not ops._is_standard_filter(f2)
+    f3 = ops.setup_filter([1, 3, 3, 1]).clone()
+    assert ops._is_standard_filter(f3)
+    f3.mul_(2)  # in place: a new version of the same tensor
+    assert not ops._is_standard_filter(f3)

@@ -8,7 +8,7 @@ import pytest
 from innout_core.face.landmarks import landmarks68_to_5
 from innout_core.face.smoothing import (SmoothingConfig, box_smooth, gaussian_smooth, kalman_smooth, savgol_smooth,
                                         smooth_landmarks)
-from innout_core.face.testclips import Motion, motion, nme
+from innout_core.synthetic.testclips import Motion, motion, nme
 
 
 def test_68_to_5_rule_by_hand():

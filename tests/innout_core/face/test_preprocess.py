@@ -16,7 +16,7 @@ from innout_core.face.backends import Detection, FaceBackend
 from innout_core.face.dlib_backend import DlibBackend
 from innout_core.face.given import GivenBackend
 from innout_core.face.preprocess import FaceConfig, fill_gaps, preprocess_video, track_video
-from innout_core.face.testclips import second_face_image
+from innout_core.synthetic.testclips import second_face_image
 from innout_core.face.track import TrackingConfig, track_target
 
 T, W, H = 12, 320, 256

@@ -11,7 +11,7 @@ from innout_core.face.backends import Detection, FaceBackend
 from innout_core.face.dlib_backend import DlibBackend
 from innout_core.face.motion import (BoxModel, ChainFlow, KeyframeFlow, extrapolate_landmarks, extrapolate_similarity,
                                      interocular, similarity_fit)
-from innout_core.face.testclips import FalseDetections, astronaut
+from innout_core.synthetic.testclips import FalseDetections, astronaut
 from innout_core.face.track import Tracker, TrackingConfig, fit_shift
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from innout_core.face.dlib_backend import DlibBackend
 from innout_core.face.preprocess import FaceConfig, preprocess_video, track_video
-from innout_core.face.testclips import Event, FalseDetections, Motion, astronaut, make_clip, nme
+from innout_core.synthetic.testclips import Event, FalseDetections, Motion, astronaut, make_clip, nme
 
 N = 30
 OCC = (8, 12)  # frames 8..19 covered

@@ -17,8 +17,6 @@ Deterministic given the config's seed.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from innout_core.composite import composite_march
-from innout_core.eg3d.camera import intrinsics_matrix, lookat_cam2world, make_label
+from innout_core.eg3d.camera import frontal_label, intrinsics_matrix, lookat_cam2world, make_label
 from innout_core.errors import BadInputError
 
 __all__ = [
@@ -122,12 +120,6 @@ class GroundTruthVideo:
         return (1 - self.masks).flatten(1).mean(dim=1) >= min_fraction
 
 
-def _frontal_label(G: nn.Module, n: int) -> Tensor:
-    r = G.rendering
-    cam = lookat_cam2world(0.0, 0.0, radius=r.avg_camera_radius, lookat=tuple(r.avg_camera_pivot))
-    return make_label(cam.reshape(-1, 4, 4)[:1], intrinsics_matrix()).repeat(n, 1)
-
-
 def occluder_field(points: Tensor, centre: Tensor, cfg: OccluderConfig, features: Tensor, angle: float = 0.0
                    ) -> tuple[Tensor, Tensor, Tensor]:
     """The occluder's fields at world points.
@@ -167,7 +159,7 @@ def occluder_field(points: Tensor, centre: Tensor, cfg: OccluderConfig, features
 # two intervals, 0.175, always holds one), with the shading of a rounded relief seen from the front
 
 _PART_KINDS = ("hand", "glasses", "microphone")
-_LIGHT = (0.0, 0.5, 1.0)  # baked light direction, as synthetic_heads
+_LIGHT = (0.0, 0.5, 1.0)  # baked light direction, as synthetic.heads
 _GRAD_EPS = 2e-3  # central-difference step of the silhouette gradient, world units
 MIC_HANDLE_COLOUR = (0.07, 0.07, 0.08)
 
@@ -362,7 +354,7 @@ def make_ground_truth_video(G: nn.Module, cfg: SyntheticVideoConfig, generator: 
 
     # latents: one face plus a small wobble towards a second sample
     z = torch.randn(2, G.z_dim, generator=generator, device=generator.device).to(device)
-    c_front = _frontal_label(G, 2).to(device)
+    c_front = frontal_label(G, 2).to(device)
     w2 = G.mapping(z, c_front, truncation_psi=cfg.truncation_psi)
     phase = torch.arange(T, device=device, dtype=torch.float32) * (2 * math.pi / max(T, 1))
     ws = w2[:1] + cfg.latent_motion * torch.sin(phase).view(T, 1, 1) * (w2[1:] - w2[:1])
@@ -420,18 +412,6 @@ def make_ground_truth_video(G: nn.Module, cfg: SyntheticVideoConfig, generator: 
                             opacity=opacity, raw=torch.cat(raw), clean_raw=torch.cat(clean_raw))
 
 
-def _atomic_save(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_ground_truth_video(video: GroundTruthVideo, out_dir: str | Path, fps: float = 25) -> dict[str, Path]:
     """Write a ground-truth video (every file atomic).
 
@@ -442,6 +422,7 @@ def save_ground_truth_video(video: GroundTruthVideo, out_dir: str | Path, fps: f
     Returns:
         ``{name: path}`` for every file/folder written.
     """
+    from innout_core.io import atomic_path
     from innout_core.video import encode_video, write_frames
 
     out = Path(out_dir)
@@ -454,21 +435,14 @@ def save_ground_truth_video(video: GroundTruthVideo, out_dir: str | Path, fps: f
     write_frames(video.clean.clamp(-1, 1).cpu(), out / "clean")
     paths["frames"], paths["clean"] = out / "frames", out / "clean"
 
-    def save_npz(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, masks=video.masks.cpu().numpy().astype(np.uint8),
-                                opacity=video.opacity.cpu().numpy().astype(np.float32))
-
     for name, arr in (("cameras", video.cameras), ("ws", video.ws)):
         p = out / f"{name}.npy"
-
-        def save_npy(tmp: str, arr=arr) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, arr.detach().cpu().numpy().astype(np.float32))
-
-        _atomic_save(p, save_npy)
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr.detach().cpu().numpy().astype(np.float32))
         paths[name] = p
-    _atomic_save(out / "masks.npz", save_npz)
+    with atomic_path(out / "masks.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, masks=video.masks.cpu().numpy().astype(np.uint8),
+                            opacity=video.opacity.cpu().numpy().astype(np.float32))
     paths["masks"] = out / "masks.npz"
     return paths
 

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from innout_core.eg3d.camera import FOCAL_FFHQ, intrinsics_matrix, lookat_cam2world, make_label, split_label
+from innout_core.eg3d.camera import (FOCAL_FFHQ, frontal_label, intrinsics_matrix, lookat_cam2world, make_label,
+                                     split_label)
 from innout_core.eg3d.rendering import march_weights, ray_march, sample_importance, sample_rays, sample_stratified
 
 __all__ = [
@@ -446,7 +447,7 @@ def _head_field_dense(points: Tensor, p: HeadParams) -> HeadField:
 
 def frontal_camera(radius: float = 2.7, lookat: tuple[float, float, float] = (0.0, 0.0, 0.2)) -> Tensor:
     """The canonical frontal EG3D label (yaw = pitch = 0, FFHQ focal): [1, 25] float32."""
-    return make_label(lookat_cam2world(0.0, 0.0, radius=radius, lookat=lookat), intrinsics_matrix(FOCAL_FFHQ))
+    return frontal_label(radius=radius, lookat=lookat)
 
 
 def head_cameras(n: int, generator: torch.Generator, yaw_range: float = math.radians(25),

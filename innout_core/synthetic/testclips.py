@@ -19,8 +19,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .backends import Detection, FaceBackend
-from .motion import interocular
+from innout_core.face.backends import Detection, FaceBackend
+from innout_core.face.motion import interocular
 
 __all__ = ["Clip", "Event", "FACE_CENTRE", "FalseDetections", "Motion", "astronaut", "second_face_image", "motion",
            "make_clip", "nme", "write_rotated_mp4"]
