@@ -35,6 +35,8 @@ from innout_core.ood import OODField
 
 __all__ = [
     "COMPOSITE_SR_NOISE",
+    "RELEASE_REMOVAL_BLEND_SCALE",
+    "RELEASE_REMOVAL_DILATION",
     "CompositeFrames",
     "CompositeMarch",
     "CompositeRender",
@@ -400,6 +402,12 @@ def sr_module(G, sr_state: dict[str, Tensor] | None = None) -> torch.nn.Module:
     return sr
 
 
+#: The release's removal rule with user masks (``test_outdomain.py``): the OOD region of the mask dilated by a
+#: square of this side (pixels at the neural resolution), and every blend weight multiplied by this factor.
+RELEASE_REMOVAL_DILATION = 5
+RELEASE_REMOVAL_BLEND_SCALE = 1.2
+
+
 def render_composite_video(
     G,
     stage_a: Any,
@@ -414,6 +422,8 @@ def render_composite_video(
     batch_size: int = 1,
     superresolution: torch.nn.Module | None = None,
     sample_mult: int = 1,
+    removal_dilation: int = RELEASE_REMOVAL_DILATION,
+    removal_blend_scale: float = RELEASE_REMOVAL_BLEND_SCALE,
 ) -> CompositeFrames:
     """Render the composite (face + OOD) video with the stage-A fields, optionally edited latents / OOD removed.
 
@@ -422,8 +432,8 @@ def render_composite_video(
         generator: RNG for the ray samples (pass a freshly seeded one for reproducible renders).
         sr_state: fine-tuned SR state dict from stage B (``None`` = G's own SR).
         remove_ood: remove the OOD content. Without ``removal_masks`` every blend weight is set to 0 (paper: the
-            face field alone); with them, the release's rule: b *= 1.2 everywhere, b = 0 on rays inside the
-            5x5-dilated OOD region of the mask.
+            face field alone); with them, the release's rule: b *= ``removal_blend_scale`` (1.2) everywhere,
+            b = 0 on rays inside the OOD region of the mask dilated by a ``removal_dilation`` square (5 x 5).
         ws_override: [T,14,512] latents to render instead of ``stage_a.ws`` (edits).
         removal_masks: [T,1,H,W] in {0,1}, 1 = face, 0 = OOD (the input-mask convention).
         frame_index: [T] int64 rows of phi per output frame (default 0..T-1).
@@ -457,7 +467,7 @@ def render_composite_video(
         H = int(G.init_kwargs["img_resolution"])
         if removal_masks.shape != (T, 1, H, H):
             raise BadInputError(f"removal masks must be [{T},1,{H},{H}]")
-        rem = _morph(_resize(1 - removal_masks.float(), R, "nearest"), 5, "dilate").to(device)
+        rem = _morph(_resize(1 - removal_masks.float(), R, "nearest"), removal_dilation, "dilate").to(device)
     out: dict[str, list[Tensor]] = {k: [] for k in ("image", "raw", "blend", "opacity", "depth")}
     with torch.no_grad():
         for s in range(0, T, batch_size):
@@ -468,7 +478,7 @@ def render_composite_video(
                 G, planes, cameras[sl], ood, idx[sl].to(device), generator, form=stage_a.form, rendering=rendering,
                 release_sample_order=stage_a.release_sample_order, resolution=R,
                 blend_mode="zero" if (remove_ood and rem is None) else "learned",
-                removal_mask=None if rem is None else rem[sl], blend_scale=1.2 if rem is not None else 1.0,
+                removal_mask=None if rem is None else rem[sl], blend_scale=removal_blend_scale if rem is not None else 1.0,
             )
             feat = _features_to_image(r.rgb, R)
             img = composite_sr(sr, feat, w, stage_a.sr_noise)

@@ -267,7 +267,9 @@ def run_edits(
         with torch.no_grad(), smooth_sr_block0(sr, cfg.smooth.sr):
             out = render_composite_video(G, sa, cams, generator, superresolution=sr, remove_ood=remove_ood,
                                          ws_override=ws, frame_index=frame_index, sample_mult=sample_mult,
-                                         removal_masks=rem_masks if remove_ood else None)
+                                         removal_masks=rem_masks if remove_ood else None,
+                                         removal_dilation=cfg.removal_dilation,
+                                         removal_blend_scale=cfg.removal_blend_scale)
         return out.image.clamp(-1, 1)
 
     results: dict[str, Tensor] = {}

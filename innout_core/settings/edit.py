@@ -89,6 +89,11 @@ class EditConfig(StageSettings):
         None, description="direction derived from the generator itself (tiny-demo); None = off")
     novel_view: NovelViewConfig = Field(default_factory=NovelViewConfig, description="orbit settings")
     remove_ood: bool = Field(True, description="render the 'remove_ood' output (OOD blend weights set to 0)")
-    removal_masks: bool = Field(True, description="with user masks, remove by the release's rule (5x5-dilated mask, "
-                                "b x 1.2, b = 0 on OOD rays); False or no masks: b = 0 on every ray (paper)")
+    removal_masks: bool = Field(True, description="with user masks, remove by the release's rule (the mask's OOD "
+                                "region dilated, b x removal_blend_scale, b = 0 on OOD rays); False or no masks: "
+                                "b = 0 on every ray (paper)")
+    removal_dilation: int = Field(5, ge=1, description="release removal rule: side of the square dilating the mask's "
+                                  "OOD region, pixels at the neural resolution (release 5)")
+    removal_blend_scale: float = Field(1.2, gt=0, description="release removal rule: factor on every blend weight "
+                                       "(release 1.2)")
     smooth: SmoothConfig = Field(default_factory=SmoothConfig, description="causal smoothing factors")

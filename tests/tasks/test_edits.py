@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -76,6 +78,15 @@ def test_user_masks_branch_removes_by_the_release_rule(job) -> None:
     paper = render_composite_video(G, sa, c, gen(), remove_ood=True).image.clamp(-1, 1)
     torch.testing.assert_close(out["remove_ood"], release, atol=0, rtol=0)
     assert (release - paper).abs().max() > 1e-2
+    # the rule's constants are the edit config's named fields (release: 5 x 5 dilation, b x 1.2)
+    loose = render_composite_video(G, sa, c, gen(), remove_ood=True, removal_masks=masks, removal_dilation=1,
+                                   removal_blend_scale=1.0).image.clamp(-1, 1)
+    assert (loose - release).abs().max() > 1e-3
+    edit = job.config.edit.model_copy(update={"removal_dilation": 1, "removal_blend_scale": 1.0})
+    custom = dataclasses.replace(job, config=job.config.model_copy(update={"edit": edit}))
+    run_edits_stage(custom, _branch("user-masks"))  # a changed rule redoes the stage
+    torch.testing.assert_close(load_edits(custom, _branch("user-masks"))["remove_ood"], loose, atol=0, rtol=0)
+    run_edits_stage(job, _branch("user-masks"))
     # like with like: an edit of strength 0 is the reconstruction, bitwise
     torch.testing.assert_close(out["zero"], out["recon"], atol=0, rtol=0)
     # without user masks the paper's rule: b = 0 on every ray
