@@ -599,18 +599,16 @@ def _probed_video(job):
 
 def _demo_child(spec: dict) -> dict:
     """In its own process: build the demo dataset, write the run config (``deployments/dask-gpus.yaml`` with the
-    tiny-demo preset and ``spec['overrides']``), run ``flows.cli.execute`` with the probed video task; on CPU the
+    tiny-demo preset and ``spec['overrides']``), run ``flows.cli.execute`` with the probed video function; on CPU the
     cluster is a ``distributed.LocalCluster`` whose worker has ``resources={'GPU': 1}`` (no CUDA for
     ``LocalCUDACluster``) so the same annotation path runs."""
     import yaml
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
     from prefect_dask import DaskTaskRunner
 
-    import flows.dataset as dataset
     from flows.cli import execute
-    from innout_core.config import load_config, load_manifest
+    from flows.dataset import dask_task_runner
     from flows.demo import build_demo_dataset
+    from innout_core.config import DaskSettings, load_config, load_manifest
 
     run = Path(spec["run_dir"])
     probes = run / "probes"
@@ -621,17 +619,14 @@ def _demo_child(spec: dict) -> dict:
     cfg.update({"preset": "tiny-demo", **spec["overrides"]})
     cfg_path = run / "gpu_suite_config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    dataset.video_task = task(_probed_video, name="video", task_run_name="video[{job.video.id}]",
-                              cache_policy=NO_CACHE, persist_result=False, retries=0)
-    if not spec["cuda"]:
-        def local_gpu_runner(settings):
-            return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
-                "n_workers": 1, "threads_per_worker": 1, "processes": True, "resources": {"GPU": 1},
-                "dashboard_address": ":0", "silence_logs": 40})
-
-        dataset.dask_task_runner = local_gpu_runner
-    runner = dataset.dask_task_runner(dataset.DaskSettings(cluster="cuda"))
-    code = execute(load_manifest(manifest), load_config(cfg_path), run / "run")
+    if spec["cuda"]:
+        runner = dask_task_runner(DaskSettings(cluster="cuda"))
+    else:  # the same GPU-resource annotation path on a CPU worker that offers one GPU slot
+        runner = DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+            "n_workers": 1, "threads_per_worker": 1, "processes": True, "resources": {"GPU": 1},
+            "dashboard_address": ":0", "silence_logs": 40})
+    code = execute(load_manifest(manifest), load_config(cfg_path), run / "run", task_runner=runner,
+                   video_fn=_probed_video)
     return {"exit_code": code, "config": cfg, "cluster_class": runner.cluster_class if isinstance(
         runner.cluster_class, str) else getattr(runner.cluster_class, "__name__", str(runner.cluster_class)),
             "cluster_kwargs": {k: v for k, v in (runner.cluster_kwargs or {}).items() if k != "memory_limit"}}

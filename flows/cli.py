@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import click
 import typer
@@ -52,7 +52,7 @@ def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progre
 
 
 def execute(man: Manifest, cfg: PipelineConfig, run_dir: Path, only: list[str] | None = None,
-            bad: dict[str, BadInputError] | None = None) -> int:
+            bad: dict[str, BadInputError] | None = None, *, task_runner: Any = None, video_fn: Any = None) -> int:
     """Run the dataset flow for the parsed manifest ``man`` with config ``cfg`` into ``run_dir`` (starting a local
     Prefect server when needed); print the summary; return the exit code (:func:`exit_code`). The caller holds the
     run directory's lock and may pass what :func:`flows.precheck.find_bad_inputs` found (``bad``) when it checked
@@ -62,7 +62,7 @@ def execute(man: Manifest, cfg: PipelineConfig, run_dir: Path, only: list[str] |
     config section (by the caller, which parsed them), every selected video (all bad ones reported at once, each in
     one line; the last selected frames are decoded) and the outputs of finished stages (a damaged one is redone
     with everything downstream). When every video is bad input the answer comes without importing PyTorch,
-    Prefect or Dask.
+    Prefect or Dask. ``task_runner`` / ``video_fn``: see :func:`flows.dataset.dataset_flow` (harnesses only).
     """
     from flows.precheck import PreparedRun, check_outputs, find_bad_inputs, prepare_run, record_bad_inputs
     from tasks.plan import planned_stages
@@ -100,7 +100,8 @@ def execute(man: Manifest, cfg: PipelineConfig, run_dir: Path, only: list[str] |
 
         with RunProgress(run_dir, plan, console=console, enabled=not _STATE["quiet"]):
             dataset_flow(str(man.file), str(run_dir), only=todo, rejected=rejected,
-                         prepared=PreparedRun(manifest=man, config=cfg), return_state=True)
+                         prepared=PreparedRun(manifest=man, config=cfg), task_runner=task_runner,
+                         video_fn=video_fn, return_state=True)
     code = print_status(run_dir, selected)
     if any(run_dir.glob("videos/*/metrics.parquet")):  # tables + report for whatever finished
         from flows.tables import make_tables
