@@ -27,6 +27,7 @@ from innout_core.edit import (
 from innout_core.errors import BadInputError, CheckpointError
 from innout_core.smoothing import _CausalBuffer
 from innout_core.inversion import frontal_label
+from tests.innout_core.tiny_video import known_face_stage_a
 
 
 # -- InterfaceGAN ----------------------------------------------------------------------------------------------
@@ -234,19 +235,7 @@ def tiny_G():
 @pytest.fixture(scope="module")
 def stage_a(tiny_G):
     """A 2-step stage-A result on 2 frames of a known face (neural resolution 16)."""
-    from innout_core.eg3d.camera import orbit_labels
-    from innout_core.joint import JointConfig, run_stage_a
-
-    G = tiny_G
-    c = orbit_labels(2, 0.2, 0.1)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)), c, truncation_psi=0.7)
-        frames = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(1)).image.clamp(-1, 1)
-    cfg = JointConfig.preset("tiny-demo").model_copy(
-        update={"steps": 2, "neural_resolution": 16, "ood_resolution": 8, "mask_mode": "none", "checkpoint_every": 0,
-                "sr_noise": "const"})
-    sa = run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(2))
-    return sa, c
+    return known_face_stage_a(tiny_G, steps=2)
 
 
 def test_run_edits_end_to_end(tiny_G, stage_a, tmp_path):

@@ -10,6 +10,7 @@ import torch
 
 from innout_core.edit import EditConfig, SmoothConfig, run_edits, smooth_sr_block0
 from innout_core.composite import render_composite_video, sr_module
+from tests.innout_core.tiny_video import known_face_stage_a
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +23,7 @@ def tiny_G():
 @pytest.fixture(scope="module")
 def stage_a(tiny_G):
     """A 1-step stage-A result on 2 frames of a known face (neural resolution 16) and its cameras."""
-    from innout_core.eg3d.camera import orbit_labels
-    from innout_core.joint import JointConfig, run_stage_a
-
-    G = tiny_G
-    c = orbit_labels(2, 0.2, 0.1)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)), c, truncation_psi=0.7)
-        frames = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(1)).image.clamp(-1, 1)
-    cfg = JointConfig.preset("tiny-demo").model_copy(
-        update={"steps": 1, "neural_resolution": 16, "ood_resolution": 8, "mask_mode": "none", "checkpoint_every": 0})
-    return run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(2)), c
+    return known_face_stage_a(tiny_G, steps=1)
 
 
 @pytest.fixture(scope="module")

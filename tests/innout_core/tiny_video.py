@@ -42,3 +42,18 @@ def untrained_stage_a(n: int = 2):
     sa = StageAResult(ood_state=ood.ood_state(), phi=ood.phi.detach().clone(), ws=ws, losses=[], seconds=0.0,
                       neural_resolution=16)
     return G, sa, frames, c
+
+
+def known_face_stage_a(G, steps: int) -> tuple[StageAResult, torch.Tensor]:
+    """(a ``steps``-step stage-A result, cameras [2,25]) on 2 frames of a known face of ``G`` (psi 0.7), neural
+    resolution 16, 8^2 OOD planes, no masks, the release's constant SR noise."""
+    from innout_core.joint import JointConfig, run_stage_a
+
+    c = orbit_labels(2, 0.2, 0.1)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)), c, truncation_psi=0.7)
+        frames = G.synthesis(ws, c, noise_mode="const", generator=torch.Generator().manual_seed(1)).image.clamp(-1, 1)
+    cfg = JointConfig.preset("tiny-demo").model_copy(
+        update={"steps": steps, "neural_resolution": 16, "ood_resolution": 8, "mask_mode": "none",
+                "checkpoint_every": 0, "sr_noise": "const"})
+    return run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(2)), c
