@@ -9,34 +9,7 @@
 - :mod:`~innout_core.synthetic.eg3d_writer`: official-format EG3D pickles for the checkpoint reader's tests.
 """
 
-from innout_core.synthetic.videos import (
-    GENERATORS,
-    HELD_OUT_SEED,
-    GroundTruthVideo,
-    OccluderConfig,
-    SyntheticVideoConfig,
-    benchmark_videos,
-    ground_truth_suite,
-    make_ground_truth_video,
-    occluder_field,
-    save_ground_truth_video,
-    static_occluder_video,
-    suite_names,
-    suite_preview,
-)
+from innout_core.synthetic import videos as _videos
+from innout_core.synthetic.videos import *  # noqa: F403 - the ground-truth videos' public names
 
-__all__ = [
-    "OccluderConfig",
-    "SyntheticVideoConfig",
-    "GroundTruthVideo",
-    "occluder_field",
-    "make_ground_truth_video",
-    "save_ground_truth_video",
-    "benchmark_videos",
-    "static_occluder_video",
-    "ground_truth_suite",
-    "suite_names",
-    "suite_preview",
-    "HELD_OUT_SEED",
-    "GENERATORS",
-]
+__all__ = list(_videos.__all__)

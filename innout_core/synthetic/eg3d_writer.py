@@ -2,7 +2,8 @@
 
 Makes files in the ``torch_utils.persistence`` layout (persistent objects, by-reference classes, legacy tensor
 storage streams) from a generator or an :class:`~innout_core.eg3d.pickle_reader.OfficialNetwork`, so the safe
-reader and the converter can be tested without shipping an official pickle. Every ``module_src`` is a placeholder.
+reader and the converter can be tested without shipping an official pickle. No official source code is shipped:
+every ``module_src`` holds a short stand-in string.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def write_official_pickle(
     Persistent objects are ``_reconstruct_persistent_obj(meta)`` with the official meta (version 6); the module
     tree, class names and by-reference classes follow the official ``TriPlaneGenerator``; tensors are
     ``_rebuild_tensor_v2`` / ``_rebuild_parameter`` over ``_load_from_bytes`` legacy storage streams. Every
-    ``module_src`` is ``module_src`` (a placeholder: no official source is shipped), so the file reads with
+    ``module_src`` is the stand-in string ``module_src`` (no official source is shipped), so the file reads with
     :func:`read_official_pickle` and other state-level readers, but not with the official unpickler, which needs
     the real source to exec. Written atomically.
     """
