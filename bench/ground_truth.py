@@ -101,11 +101,13 @@ from bench.gt_metrics import (  # noqa: E402, F401
 )
 from bench.gt_runs import (  # noqa: E402, F401
     _auto_masks,
+    clean_fit_path,
     execute,
     execute_run,
     fit_json,
     fit_pti,
     fit_wplus,
+    fit_wplus_clean,
     fit_wplus_masked,
     _fit_wplus_unlocked,
     _generator,

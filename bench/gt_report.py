@@ -19,6 +19,7 @@ from bench.gt_plan import (
     VIDEOS,
     _read_json,
     _video_seed,
+    method_joint,
     pti_path,
     run_hash,
     run_path,
@@ -27,7 +28,7 @@ from bench.gt_plan import (
     videos,
     wplus_paths,
 )
-from bench.gt_runs import _generator, _video
+from bench.gt_runs import _generator, _video, clean_fit_path
 from innout_core.store import atomic_path, atomic_write_json
 
 
@@ -47,6 +48,7 @@ CLEAN_COLUMNS = [
     ("input_vs_clean", "input", ".2f"), ("wplus_vs_clean", "W+", ".2f"), ("pti_vs_clean", "PTI", ".2f"),
     ("composite_vs_clean", "In-N-Out composite", ".2f"), ("removal_vs_clean", "In-N-Out removal", ".2f"),
     ("removal_rule_vs_clean", "removal (rule)", ".2f"),
+    ("clean_fit_vs_clean", "W+ fit of the clean video", ".2f"),
 ]
 
 
@@ -73,7 +75,8 @@ def _derived(run: dict[str, Any]) -> dict[str, float | None]:
     pti = run.get("pti_current") or {}
     d |= {"input_vs_clean": ref.get("input_vs_clean_psnr_occ"), "wplus_vs_clean": wp.get("vs_clean_psnr_occ"),
           "pti_vs_clean": pti.get("vs_clean_psnr_occ"), "composite_vs_clean": m.get("recon_vs_clean_psnr_occ"),
-          "removal_vs_clean": m.get("removal_psnr_occ"), "removal_rule_vs_clean": m.get("removal_rule_psnr_occ")}
+          "removal_vs_clean": m.get("removal_psnr_occ"), "removal_rule_vs_clean": m.get("removal_rule_psnr_occ"),
+          "clean_fit_vs_clean": (run.get("clean_fit_current") or {}).get("vs_clean_psnr_occ")}
     return d
 
 
@@ -89,6 +92,7 @@ def merge(s: BenchSettings, plan: list[tuple[int, RunSpec]]) -> dict[str, Any]:
         wp = wplus.get(spec.video)
         d["wplus_current"] = wp["metrics"] if wp else None
         d["pti_current"] = (_read_json(pti_path(s, spec.video)) or {}).get("metrics")
+        d["clean_fit_current"] = (_read_json(clean_fit_path(s, spec.video)) or {}).get("metrics")
         d["settings_tag"], d["file"] = s.tag, run_path(s, spec).name
         d["priority"] = prio
         d["derived"] = _derived(d)
@@ -359,20 +363,30 @@ def combined(generator: str, seeds: list[int], frames: int = 8, wplus_epochs: in
             vals = [r[col] for r in runs if r.get(col) is not None]
             row[col] = sum(vals) / len(vals) if vals else None
         rows.append(row)
-    return {"generator": generator, "seeds": seeds, "rows": rows, "targets": issue_targets(rows, seeds)}
+    rec = method_joint(BenchSettings(generator=generator))  # type: ignore[arg-type]
+    return {"generator": generator, "seeds": seeds, "rows": rows, "targets": issue_targets(rows, seeds, rec)}
 
 
-def issue_targets(rows: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+def issue_targets(rows: list[dict[str, Any]], seeds: list[int], recommended: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
     """The occluder-aware start's targets on the cross-seed means: from user masks removal >= input + 10 dB and IoU
     >= 0.5; from automatic masks removal >= input + 8 dB and IoU >= 0.45; both: composite >= W+ on occluded
     frames, clean frames within 0.5 dB of W+, removal within 3 dB of the oracle's; the oracle >= +3 dB over W+ and
-    IoU >= 0.5. Only rows that ran on every planned (seed, video) count."""
+    IoU >= 0.5. Only rows that ran on every planned (seed, video) count; ``recommended`` (the ``RunSpec.joint`` of
+    :func:`method_joint`) picks the row where several settings share a start and masks."""
+    recommended = recommended or {}
     full = [r for r in rows if r["runs"] == r["planned"] and r["seeds"] == sorted(seeds)]
 
     def pick(start: str, masks: str) -> dict[str, Any] | None:
+        """The row of the recommended stage-A settings (:func:`method_joint`) where it ran everywhere, else the
+        row without overrides (the settings before them)."""
         cands = [r for r in full if r["spec"]["start"] == start and r["spec"]["masks"] == masks
                  and r["spec"]["blend_area"] == 0.05 and r["spec"]["steps"] == 1000 and r["spec"]["lr_w"] == 0]
-        return cands[0] if cands else None
+        for joint in (recommended, {}):
+            for r in cands:
+                if r["spec"]["joint"] == joint:
+                    return r
+        return None
 
     oracle, user, auto = pick("oracle", "user"), pick("wplus-masked", "user"), pick("wplus-masked", "auto-residual")
     t = MASKED_TARGETS

@@ -47,6 +47,7 @@ from innout_core.losses import (
     load_lpips,
     lpips_loss,
     masked_l2_loss,
+    share_mask_loss,
 )
 from innout_core.ood import OODField
 from innout_core.precision import autocast, maybe_compile, optimizer_step, use_amp
@@ -405,6 +406,9 @@ def run_stage_a(
                 terms["blend_entropy"] = blend_entropy_loss(r.blend.float(), cfg.blend_entropy_skew, red)
             if w.blend_area > 0:
                 terms["blend_area"] = blend_area_loss(r.blend.float(), r.is_coarse, red)
+            if w.blend_mask > 0 and region_raw is not None:
+                share = _features_to_image(r.ood_share.float(), R)
+                terms["blend_mask"] = share_mask_loss(share, region_raw[t : t + 1], red)
             if depth_raw is not None:
                 terms["depth"] = depth_loss(_features_to_image(r.depth.float(), R), depth_raw[t : t + 1],
                                             depth_kind, red)

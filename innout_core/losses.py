@@ -24,6 +24,7 @@ __all__ = [
     "lpips_loss",
     "blend_entropy_loss",
     "blend_area_loss",
+    "share_mask_loss",
     "latent_reg_loss",
     "delta_reg_loss",
     "align_depth",
@@ -124,6 +125,23 @@ def blend_area_loss(blend: Tensor, is_coarse: Tensor | None = None, reduction: R
     coarse = _reduce(torch.where(c, b, torch.zeros_like(b)).amax(dim=-1).square(), reduction)
     fine = _reduce(torch.where(~c, b, torch.zeros_like(b)).amax(dim=-1).square(), reduction)
     return 0.5 * (coarse + fine)
+
+
+def share_mask_loss(share: Tensor, region: Tensor, reduction: Reduction = "mean", eps: float = 1e-4) -> Tensor:
+    """Mask-supervised OOD share (ours, not in the paper or the release): binary cross-entropy of the composite's
+    per-pixel OOD share against the OOD region of the given masks, mean (or sum) over pixels.
+
+    The release uses masks only to fit the OOD-only render inside them (RAW_L2_O); nothing tells the composite to
+    *give* those rays to the OOD field, so a moving occluder that the OOD tri-plane draws blurrily keeps a share near
+    0.5 and the face field keeps part of it. This term says it directly.
+
+    Args:
+        share: [N,1,R,R] OOD share of the composite opacity in [0,1] (``CompositeRender.ood_share`` as an image).
+        region: [N,1,R,R] in [0,1], 1 = OOD (1 - mask).
+        eps: share clamp away from 0 and 1 (keeps the log finite).
+    """
+    p = share.clamp(eps, 1 - eps)
+    return _reduce(-(region * p.log() + (1 - region) * (1 - p).log()), reduction)
 
 
 def latent_reg_loss(ws: Tensor, w_avg: Tensor, squared: bool = True) -> Tensor:

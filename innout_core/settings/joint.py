@@ -65,6 +65,8 @@ class LossWeights(BaseModel):
     sr_l2_ood: float = Field(0.0, ge=0, description="SR_O: masked L2 of SR(OOD-only) inside the OOD mask (release 0)")
     blend_entropy: float = Field(1.0, ge=0, description="L_b: binary entropy of b**skew, mean over samples")
     blend_area: float = Field(1.0, ge=0, description="blend area (max_k b_k)^2 mean over rays (D2NeRF)")
+    blend_mask: float = Field(0.0, ge=0, description="ours (not the paper's or the release's): cross-entropy of the "
+                              "composite's OOD share against the masks' OOD region (needs masks; 0 = off)")
     latent: float = Field(0.0, ge=0, description="L_w: ||w_t - w_avg|| (squared per latent_squared)")
     delta: float = Field(0.0, ge=0, description="L_Delta: sum_i ||w_i - w_0|| over delta_count deltas")
     depth: float = Field(0.0, ge=0, description="L_D (paper Eq. 7): L1 of composite depth vs the user's monocular "

@@ -135,6 +135,25 @@ def test_quick_sweep_resumes_and_merges(gt, tmp_path, monkeypatch):
     assert all(0.0 <= r["iou"] <= 1.0 for r in study.values())
 
 
+def test_clean_video_fit_is_the_ceiling_column(gt, tmp_path, monkeypatch):
+    """The W+ fit of the clean frames (cached once per video) is closer to the clean truth on occluded frames than
+    the W+ fit of the occluded frames, and a masked-start run's merged row carries it."""
+    monkeypatch.setattr(gt.PATHS, "results", tmp_path / "results")
+    s = gt.BenchSettings(frames=2, wplus_epochs=40, quick=True)
+    spec = gt.RunSpec(video="bar", start="wplus-masked", steps=2, masks="user")
+    done = gt.execute(s, [(1, spec)], jobs=1, log=lambda *_: None)
+    assert done["failed"] == [] and len(done["done"]) == 1
+    clean_json = gt.clean_fit_path(s, "bar")
+    clean = json.loads(clean_json.read_text())["metrics"]["vs_clean_psnr_occ"]
+    occluded = json.loads(gt.wplus_paths(s, "bar")[0].read_text())["metrics"]["vs_clean_psnr_occ"]
+    assert clean > occluded + 1.0, (clean, occluded)
+    stamp = clean_json.stat().st_mtime_ns
+    gt.fit_wplus_clean(s, "bar")  # cached
+    assert clean_json.stat().st_mtime_ns == stamp
+    run = gt.merge(s, [(1, spec)])["runs"][0]
+    assert run["derived"]["clean_fit_vs_clean"] == pytest.approx(clean)
+
+
 def test_suite_has_a_static_occluder(gt):
     from innout_core.synthetic import benchmark_videos, ground_truth_suite
 

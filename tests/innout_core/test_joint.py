@@ -135,6 +135,28 @@ def test_on_step_sees_each_steps_gradients(video) -> None:
     assert res.losses == plain.losses and torch.equal(res.ws, plain.ws)
 
 
+def test_blend_mask_term_gives_the_masked_rays_to_the_ood_field(video) -> None:
+    """``weights.blend_mask`` (ours): the same run with the term ends with more OOD share inside the masks' OOD region
+    and less outside it than without; without masks the term is not computed."""
+    G, frames, c, ws, masks = video
+    base = _cfg(steps=30, lr_w=0.0, checkpoint_every=0)
+    base.weights.latent = base.weights.delta = 0.0
+    on = base.model_copy(deep=True)
+    on.weights.blend_mask = 1.0
+    ood = 1 - masks
+    shares = {}
+    for name, cfg in (("off", base), ("on", on)):
+        sa = run_stage_a(G, frames, c, ws, cfg, torch.Generator().manual_seed(3), masks=masks)
+        assert ("blend_mask" in sa.losses[0]) == (name == "on")
+        share = render_composite_video(G, sa, c, torch.Generator().manual_seed(4)).blend_map
+        share = torch.nn.functional.interpolate(share, size=masks.shape[-2:], mode="nearest")
+        shares[name] = (float(share[ood > 0.5].mean()), float(share[ood < 0.5].mean()))
+    assert shares["on"][0] > shares["off"][0] + 0.05 and shares["on"][1] < shares["off"][1], shares
+    free = run_stage_a(G, frames, c, ws, on.model_copy(update={"mask_mode": "none", "steps": 1}),
+                       torch.Generator().manual_seed(3))
+    assert "blend_mask" not in free.losses[0]
+
+
 @pytest.fixture(scope="module")
 def gt_video():
     """A ground-truth video (``bar`` of the suite, 3 frames: the tiny generator with a 3D occluder, true masks) and

@@ -16,6 +16,7 @@ from innout_core.losses import (
     latent_reg_loss,
     lpips_loss,
     masked_l2_loss,
+    share_mask_loss,
 )
 
 
@@ -35,6 +36,22 @@ def test_masked_l2_hand() -> None:
     region = torch.tensor([[[[1.0, 0.0]]]])  # only pixel 0 counted, 3 channels
     assert masked_l2_loss(x, y, region).item() == pytest.approx((1 + 4 + 9) / 3)
     assert masked_l2_loss(x, y, torch.zeros_like(region)).item() == 0.0  # empty region: 0, not NaN
+
+
+def test_share_mask_loss_is_binary_cross_entropy() -> None:
+    """Against torch's BCE (an independent implementation); the share is pushed towards the masks' OOD region."""
+    g = torch.Generator().manual_seed(0)
+    share = torch.rand(2, 1, 4, 4, generator=g) * 0.98 + 0.01
+    region = (torch.rand(2, 1, 4, 4, generator=g) > 0.5).float()
+    ref = torch.nn.functional.binary_cross_entropy(share, region)
+    assert share_mask_loss(share, region).item() == pytest.approx(ref.item(), rel=1e-6)
+    assert share_mask_loss(share, region, "sum").item() == pytest.approx(ref.item() * share.numel(), rel=1e-5)
+    s = share.clone().requires_grad_(True)
+    share_mask_loss(s, region).backward()
+    assert (s.grad[region > 0] < 0).all() and (s.grad[region == 0] > 0).all()  # share up on OOD, down on face
+    # a share of exactly 0 or 1 stays finite (clamped)
+    edge = share_mask_loss(torch.tensor([0.0, 1.0]).view(1, 1, 1, 2), torch.tensor([1.0, 0.0]).view(1, 1, 1, 2))
+    assert torch.isfinite(edge) and edge.item() == pytest.approx(-math.log(1e-4), rel=1e-3)
 
 
 def test_blend_entropy_hand() -> None:
