@@ -388,7 +388,8 @@ def issue_targets(rows: list[dict[str, Any]], seeds: list[int], recommended: dic
                     return r
         return None
 
-    oracle, user, auto = pick("oracle", "user"), pick("wplus-masked", "user"), pick("wplus-masked", "auto-residual")
+    oracle, user = pick("oracle", "user"), pick("wplus-masked", "user")
+    auto = pick("wplus-masked", "auto-refined") or pick("wplus-masked", "auto-residual")
     t = MASKED_TARGETS
     out: dict[str, Any] = {}
 

@@ -51,7 +51,13 @@ __all__ = [
     "clean_region",
     "residual_masks",
     "masks_from_share",
+    "refine_masks",
+    "MaskedFit",
 ]
+
+#: ``masked_fit(masks)`` -> per-frame latents [T,L,D] of a W+ fit whose pixel loss counts only the face region of
+#: ``masks`` ([T,1,H,W], 1 = face); injected by the caller (the inversion stage's settings), as ``share_pass`` is.
+MaskedFit = Callable[[Tensor], Tensor]
 
 
 def _check_video(x: Tensor, name: str, channels: int | None = None) -> None:
@@ -197,10 +203,33 @@ def render_reference(G: Any, ws: Tensor, cameras: Tensor, generator: torch.Gener
     return torch.cat(out)
 
 
+def refine_masks(G: Any, frames: Tensor, cameras: Tensor, masks: Tensor, masked_fit: MaskedFit,
+                 cfg: ResidualMaskConfig | None, generator: torch.Generator | None, rounds: int = 1,
+                 batch_size: int = 4) -> Tensor:
+    """Refinement rounds of residual masks: fit W+ on the face region of the current masks (``masked_fit``), then
+    take new residual masks against that fit's render.
+
+    The canonical render is blind to the occluder but also to each frame's expression, so its residual is diffuse;
+    the masked fit follows each frame's face and cannot paint what the masks hid, so where it still differs from the
+    frame is the occluder (measured on the `tiny-face` suite, seeds 0 and 1: mean IoU with the true occluder 0.39 ->
+    0.51). Each round replaces the masks (a union with the previous ones measured worse: it keeps their false area).
+
+    Args:
+        frames: [T,3,H,W] in [-1,1]. cameras: [T,25]. masks: [T,1,H,W] in {0,1}, 1 = face (the first round's).
+        masked_fit: :data:`MaskedFit`. cfg: residual thresholds. generator: ray samples of the renders.
+    Returns:
+        [T,1,H,W] float32 in {0,1}, 1 = face.
+    """
+    for _ in range(rounds):
+        ws = masked_fit(masks)
+        masks = residual_masks(frames, render_reference(G, ws, cameras, generator, batch_size), cfg)
+    return masks
+
+
 def auto_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, cfg: AutoMaskConfig | None,
                generator: torch.Generator, *, w_canonical: Tensor | None = None,
                share_pass: Callable[[Tensor, int, int], Tensor] | None = None,
-               parsing: Tensor | None = None) -> tuple[Tensor, str]:
+               parsing: Tensor | None = None, masked_fit: MaskedFit | None = None) -> tuple[Tensor, str]:
     """Automatic OOD masks of a video (stage A's ``mask_mode: auto``).
 
     Args:
@@ -213,6 +242,7 @@ def auto_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, cfg: AutoMas
             (stage A passes ``joint.first_pass_share``; injected so this module does not import joint).
         parsing: optional [T,1,H,W] in {0,1} from a user face-parsing model, 1 = may be OOD (a non-skin class);
             the OOD region is intersected with it.
+        masked_fit: needed for ``cfg.refine_rounds > 0`` (source 'residual'): :func:`refine_masks`.
     Returns:
         (masks [T,1,H,W] float32 in {0,1}, 1 = face, 0 = OOD; what was used, e.g. ``'residual vs canonical'``).
     """
@@ -221,9 +251,15 @@ def auto_masks(G: Any, frames: Tensor, cameras: Tensor, ws: Tensor, cfg: AutoMas
                                 or parsing.shape[2:] != frames.shape[2:]):
         raise BadInputError(f"parsing masks must be [{frames.shape[0]},1,{frames.shape[2]},{frames.shape[3]}], "
                             f"got {tuple(parsing.shape)}")
+    if c.source == "residual" and c.refine_rounds > 0 and masked_fit is None:
+        raise BadInputError("auto_mask.refine_rounds needs a masked W+ fit (masked_fit); set refine_rounds: 0")
     ref_ws, used = reference_latents(ws, w_canonical, c.reference)
     if c.source == "residual":
         masks = residual_masks(frames, render_reference(G, ref_ws, cameras, generator, c.batch_size), c.residual)
+        if c.refine_rounds > 0:
+            masks = refine_masks(G, frames, cameras, masks, masked_fit, c.residual, generator, c.refine_rounds,
+                                 c.batch_size)
+            used += f", refined {c.refine_rounds}x against the masked fit"
     else:
         if share_pass is None:
             raise BadInputError("automatic masks from the OOD share need a first stage-A pass (share_pass)")

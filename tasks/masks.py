@@ -2,7 +2,8 @@
 ``auto-masks`` variant's masked W+ fit and stage A.
 
 Evidence against a render that cannot paint the occluder: by default the W+ fit's shared canonical latent at every
-frame's camera (``joint.auto_mask``: source, reference, thresholds). Writes ``masks.safetensors`` (``masks``
+frame's camera (``joint.auto_mask``: source, reference, thresholds); with ``refine_rounds`` the masks are then
+refined against W+ fits on their face region (the inversion stage's W+ settings; one fit per round). Writes ``masks.safetensors`` (``masks``
 [T,1,H,W] in {0,1}, 1 = face), ``masks.json`` (what they came from, the OOD fraction per frame, and their IoU with
 the manifest's masks when the entry has some) and ``masks.png`` (a strip of frames with the OOD region tinted, for
 the report).
@@ -52,10 +53,13 @@ def mask_strip(frames: torch.Tensor, masks: torch.Tensor, n: int = STRIP_FRAMES,
 def run_auto_masks(job: VideoJob, mode: str) -> StageRecord:
     """Automatic masks of the video (or its first frame in image mode) from the face crops and the W+ fit."""
     from innout_core.auto_masks import auto_masks
+    from innout_core.inversion import invert_video
     from innout_core.joint import first_pass_share, mask_iou
 
     cfg = job.config
     jcfg = cfg.joint_config("auto-masks")
+    refine = jcfg.auto_mask.source == "residual" and jcfg.auto_mask.refine_rounds > 0
+    icfg = cfg.inversion_config("w+")
     stage = masks_stage(mode)
     inputs = [(read_record(job.stage_dir(s)) or StageRecord(stage=s, video=job.id)).output_hash
               for s in (FACE, invert_stage("w+", mode))]
@@ -69,9 +73,14 @@ def run_auto_masks(job: VideoJob, mode: str) -> StageRecord:
         t = load_face(job, dev, mode)
         inv, _ = load_inversion(job, "w+", mode, dev)
         share_pass = functools.partial(first_pass_share, G, t["crops"], t["cameras"], jcfg)
+
+        def masked_fit(masks: torch.Tensor) -> torch.Tensor:  # refinement rounds: the masked start's own recipe
+            return invert_video(G, t["crops"], t["cameras"], icfg, stage_generator(job, stage + "/refine", dev),
+                                masks=masks).ws
+
         masks, source = auto_masks(G, t["crops"], t["cameras"], inv.ws, jcfg.auto_mask,
                                    stage_generator(job, stage, dev), w_canonical=inv.w_canonical,
-                                   share_pass=share_pass)
+                                   share_pass=share_pass, masked_fit=masked_fit)
         masks = masks.float().cpu()
         save_tensors(d / "masks.safetensors", {"masks": masks})
         meta = {"source": source, "ood_fraction": [round(float(x), 5) for x in (1 - masks).flatten(1).mean(1)]}
@@ -86,4 +95,5 @@ def run_auto_masks(job: VideoJob, mode: str) -> StageRecord:
         return StageOutput({"masks": "masks.safetensors", "meta": "masks.json", "strip": "masks.png"}, info)
 
     return run_stage(job, stage, inputs, config_hash(jcfg.auto_mask, jcfg if jcfg.auto_mask.source == "share" else None,
-                                                       cfg.generator, str(cfg.checkpoint), cfg.seed), body)
+                                                       cfg.generator, str(cfg.checkpoint), cfg.seed,
+                                                       *([icfg] if refine else [])), body)

@@ -52,6 +52,10 @@ class AutoMaskConfig(BaseModel):
     residual: ResidualMaskConfig = Field(default_factory=ResidualMaskConfig, description="source 'residual' settings")
     share: ShareMaskConfig = Field(default_factory=ShareMaskConfig, description="source 'share' settings")
     batch_size: int = Field(4, ge=1, description="frames per reference render")
+    refine_rounds: int = Field(
+        0, ge=0, le=3, description="source 'residual': rounds of (W+ fit on the face region of the current masks, "
+        "then residual masks against that fit's render); the fit cannot paint what the masks hid and follows each "
+        "frame's face, so its residual marks the occluder more sharply (one W+ fit per round)")
 
 
 class LossWeights(BaseModel):

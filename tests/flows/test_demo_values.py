@@ -1,7 +1,9 @@
 """Behaviour kept through refactors: a short demo run (every stage and branch of the embedded default, real
 command, Prefect, Dask and Parquet) gives the metric values the code gave before (``tests/data/demo-values``,
-written by ``tests/flows/demo_reference.py`` on the code before the configuration and structure refactor), and one
-command parses its manifest and config once and prepares the run directory once."""
+written by ``tests/flows/demo_reference.py``; first on the code before the configuration and structure refactor,
+rewritten when the demo's behaviour changed on purpose: the mask-supervised OOD share and the automatic masks'
+refinement round in ``tiny-demo``), and one command parses its manifest and config once and prepares the run
+directory once."""
 
 from __future__ import annotations
 

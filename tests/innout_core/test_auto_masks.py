@@ -3,6 +3,8 @@ stage-A entry point (reference latents, face-parsing intersection, config valida
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ from innout_core.auto_masks import (
     masks_from_share,
     residual_error,
     reference_latents,
+    refine_masks,
     residual_masks,
     robust_threshold,
 )
@@ -181,6 +184,53 @@ def test_auto_masks_parsing_intersection(pasted):
     assert (1 - cut)[..., :60].sum() > 0 and (1 - cut)[..., 60:].sum() == 0 and (1 - plain)[..., 60:].sum() > 0
     with pytest.raises(BadInputError, match="parsing masks"):
         auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), parsing=parsing[:, :, :64])
+
+
+class _PixelGenerator:
+    """A stand-in generator whose latents are the images it renders ([n,3,H,W]): what a fit returns is what the
+    residual is taken against, with no rendering noise."""
+
+    def synthesis(self, ws, c, noise_mode="const", generator=None):
+        return SimpleNamespace(image=ws)
+
+
+def test_refinement_rounds_take_residual_masks_against_each_masked_fit():
+    """Each round fits on the face region of the previous masks and replaces them with residual masks against that
+    fit's render: a fit that shows the face and cannot paint the occluder gives the occluder back, however poor the
+    first masks were."""
+    occ = _moving_square()
+    g = torch.Generator().manual_seed(2)
+    clean = (torch.rand(occ.shape[0], 3, 48, 48, generator=g) * 2 - 1) * 0.3
+    frames = torch.where(occ.bool().expand_as(clean), torch.full_like(clean, 0.9), clean)
+    poor = torch.ones_like(occ)
+    poor[:, :, 30:, :] = 0  # the first masks hide the wrong place and miss the square
+    seen: list[torch.Tensor] = []
+
+    def fit(m: torch.Tensor) -> torch.Tensor:
+        seen.append(m.clone())
+        return clean
+
+    cfg = ResidualMaskConfig(blur=1, dilate=1, close_size=3)
+    out = refine_masks(_PixelGenerator(), frames, torch.zeros(occ.shape[0], 25), poor, fit, cfg, None, rounds=2)
+    assert len(seen) == 2 and torch.equal(seen[0], poor) and torch.equal(seen[1], out)  # round 2 from round 1's
+    assert mask_iou(1 - out, occ) > 0.9 and mask_iou(1 - poor, occ) == 0.0
+
+
+def test_auto_masks_refinement_needs_a_masked_fit(pasted):
+    G, frames, c, ws, masks = pasted
+    cfg = AutoMaskConfig(reference="frame", refine_rounds=1)
+    calls: list[torch.Tensor] = []
+
+    def fit(m: torch.Tensor) -> torch.Tensor:
+        calls.append(m)
+        return ws
+
+    plain, _ = auto_masks(G, frames, c, ws, cfg.model_copy(update={"refine_rounds": 0}), torch.Generator().manual_seed(0))
+    out, used = auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0), masked_fit=fit)
+    assert used == "residual vs frame, refined 1x against the masked fit"
+    assert len(calls) == 1 and torch.equal(calls[0], plain) and out.shape == plain.shape
+    with pytest.raises(BadInputError, match="refine_rounds"):
+        auto_masks(G, frames, c, ws, cfg, torch.Generator().manual_seed(0))
 
 
 def test_auto_masks_share_source_starts_its_first_pass_from_the_reference(pasted):

@@ -87,11 +87,17 @@ def test_auto_masks_stage_then_masked_start_then_stage_a(tmp_path) -> None:
     save_tensors(inv / "result.safetensors", {"ws": ws[:3].clone(), "w_canonical": wc})
     save_tensors(inv / "renders.safetensors", {"frames": crops.clone()})
     mrec = run_auto_masks(job, "video")
-    assert mrec.info["source"] == "residual vs canonical" and mrec.outputs["strip"] == "masks.png"
+    source = "residual vs canonical, refined 1x against the masked fit"  # tiny-demo: one refinement round
+    assert mrec.info["source"] == source and mrec.outputs["strip"] == "masks.png"
     masks = load_tensors(job.stage_dir("masks-auto") / "masks.safetensors", torch.device("cpu"))["masks"]
     jcfg = cfg.joint_config("auto-masks")
     gen = stage_generator(job, "masks-auto", torch.device("cpu"))
-    want, _ = auto_masks(G, crops, c, ws[:3], jcfg.auto_mask, gen, w_canonical=wc)
+
+    def masked_fit(m: torch.Tensor) -> torch.Tensor:  # the refinement's fit: the masked start's recipe
+        return invert_video(G, crops, c, cfg.inversion_config("w+"),
+                            stage_generator(job, "masks-auto/refine", torch.device("cpu")), masks=m).ws
+
+    want, _ = auto_masks(G, crops, c, ws[:3], jcfg.auto_mask, gen, w_canonical=wc, masked_fit=masked_fit)
     frame, _ = auto_masks(G, crops, c, ws[:3], AutoMaskConfig(reference="frame"),
                           stage_generator(job, "masks-auto", torch.device("cpu")))
     assert torch.equal(masks, want) and not torch.equal(masks, frame) and float(masks.min()) == 0
@@ -102,12 +108,12 @@ def test_auto_masks_stage_then_masked_start_then_stage_a(tmp_path) -> None:
                        stage_generator(job, "invert-w+-auto-masks", torch.device("cpu")), masks=masks)
     assert torch.equal(fit.ws, ref.ws)  # the masked fit, with the stage's masks
     rec = run_stage_a(job, "auto-masks", "video")
-    assert rec.info["mask_source"] == "residual vs canonical" and rec.info["start"] == "invert-w+-auto-masks"
+    assert rec.info["mask_source"] == source and rec.info["start"] == "invert-w+-auto-masks"
     stage = stage_a_name("auto-masks", "video")
     saved = load_tensors(job.stage_dir(stage) / "stage_a.safetensors", torch.device("cpu"))
     assert torch.equal(saved["masks"], masks) and torch.equal(saved["ws"], fit.ws)  # lr_w 0: the start kept
     sa = load_stage_a(job, "auto-masks", "video", torch.device("cpu"))
-    assert sa.mask_source == "residual vs canonical" and torch.equal(sa.masks, masks)
+    assert sa.mask_source == source and torch.equal(sa.masks, masks)
 
 
 def test_masked_start_refuses_masks_without_a_face_naming_the_file(tmp_path) -> None:
