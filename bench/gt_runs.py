@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,21 +66,32 @@ def _video(name: str, frames: int, seed: int, generator: str = "tiny") -> Any:
     return make_ground_truth_video(_generator(generator), ground_truth_suite(frames, seed, generator)[name])
 
 
-def fit_pti(s: BenchSettings, video_name: str) -> Path:
-    """PTI (:data:`PTI_CONFIG`) on the W+ fit's pivots, cached: its render vs the input and vs the clean truth."""
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold ``path``'s lock file: one process computes a cached result, the others wait and then find it."""
     import fcntl
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _fit_inputs(s: BenchSettings, video_name: str) -> tuple[Any, Any, int]:
+    """(generator, ground-truth video, the video's base seed) of a fit."""
+    return _generator(s.generator), _video(video_name, s.frames, s.seed, s.generator), _video_seed(s, video_name)
+
+
+def fit_pti(s: BenchSettings, video_name: str) -> Path:
+    """PTI (:data:`PTI_CONFIG`) on the W+ fit's pivots, cached: its render vs the input and vs the clean truth."""
     from innout_core.inversion import InversionConfig, InversionResult, invert_video, render_inversion
 
     path = pti_path(s, video_name)
     fit_wplus(s, video_name)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _exclusive(path):
         if path.is_file():
             return path
-        G = _generator(s.generator)
-        video = _video(video_name, s.frames, s.seed, s.generator)
-        base = _video_seed(s, video_name)
+        G, video, base = _fit_inputs(s, video_name)
         fit = torch.load(wplus_paths(s, video_name)[1], map_location="cpu")
         pivot = InversionResult(ws=fit["ws"], w_canonical=fit["w_canonical"], generator_state=None, losses=[],
                                 seconds=0.0)
@@ -106,19 +119,13 @@ def fit_wplus_clean(s: BenchSettings, video_name: str) -> Path:
     """The benchmark's W+ fit (:func:`wplus_config`) of the video's clean frames, as if no occluder were there,
     cached: its render vs the clean truth on the frames that *are* occluded. The ceiling of any inversion's face behind
     the occluder on this generator (the oracle's removal renders the true latents: no inversion reaches it)."""
-    import fcntl
-
     from innout_core.inversion import InversionConfig, invert_video
 
     path = clean_fit_path(s, video_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _exclusive(path):
         if path.is_file():
             return path
-        G = _generator(s.generator)
-        video = _video(video_name, s.frames, s.seed, s.generator)
-        base = _video_seed(s, video_name)
+        G, video, base = _fit_inputs(s, video_name)
         clean = video.clean.clamp(-1, 1)
         t0 = time.perf_counter()
         inv = invert_video(G, clean, video.cameras, InversionConfig(**wplus_config(s)),
