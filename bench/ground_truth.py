@@ -127,6 +127,7 @@ from bench.gt_report import (  # noqa: E402, F401
     auto_mask_study,
     checks,
     combined,
+    combined_plots,
     combined_markdown,
     _derived,
     example_strips,
@@ -218,6 +219,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         atomic_write_json(PATHS.results / f"{name}.json", {"bench": "ground_truth/seeds", "date": datetime.now(
             timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), **c})
         atomic_write_text(PATHS.results / f"{name}.md", md)
+        if not a.no_plots:
+            prefix = PATHS.docs / ("ground_truth" + ("" if a.generator == "tiny" else "_" + a.generator.replace("-", "_")))
+            for f in combined_plots(c, prefix):
+                print(f"wrote {f}")
         return c
     try:
         s = BenchSettings(frames=a.frames or (4 if a.quick else 8), seed=a.seed, quick=a.quick,

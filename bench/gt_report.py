@@ -337,6 +337,11 @@ def auto_mask_study(s: BenchSettings) -> dict[str, Any]:
     return out
 
 
+#: What :func:`combined` keeps of every run (the plots read them).
+PER_RUN_KEYS = ("seed", "video", "removal_gain", "iou", "gain_occ", "ood_share_on", "removal_vs_clean",
+                "input_vs_clean", "wplus_vs_clean", "clean_fit_vs_clean", "preview")
+
+
 def combined(generator: str, seeds: list[int], frames: int = 8, wplus_epochs: int = 100) -> dict[str, Any]:
     """Rows averaged over every (seed, video) run of the given seeds (each seed's plan), and the issue-20 targets
     on those means (:func:`issue_targets`). Nothing is recomputed: reads the per-run JSONs."""
@@ -351,14 +356,15 @@ def combined(generator: str, seeds: list[int], frames: int = 8, wplus_epochs: in
             planned[spec.config_key()] += 1
             specs.setdefault(spec.config_key(), spec)
         for r in merged["runs"]:
-            per_key[RunSpec(**r["spec"]).config_key()].append({**r["derived"], "seed": seed, "video": r["spec"]["video"]})
+            per_key[RunSpec(**r["spec"]).config_key()].append(
+                {**r["derived"], "seed": seed, "video": r["spec"]["video"],
+                 "preview": str(Path(r["settings_tag"]) / "runs" / Path(r["file"]).with_suffix(".png"))})
     rows = []
     for key, runs in per_key.items():
         row: dict[str, Any] = {"label": specs[key].label(), "spec": specs[key].model_dump(exclude={"video"}),
                                "runs": len(runs), "planned": planned[key],
                                "seeds": sorted({r["seed"] for r in runs}),
-                               "per_run": [{k: r.get(k) for k in ("seed", "video", "removal_gain", "iou", "gain_occ",
-                                                                  "ood_share_on", "removal_vs_clean")} for r in runs]}
+                               "per_run": [{k: r.get(k) for k in PER_RUN_KEYS} for r in runs]}
         for col, _, _ in COLUMNS + CLEAN_COLUMNS:
             vals = [r[col] for r in runs if r.get(col) is not None]
             row[col] = sum(vals) / len(vals) if vals else None
@@ -431,3 +437,57 @@ def combined_markdown(c: dict[str, Any]) -> str:
         lines.append(f"| {name} | not run | — | — |" if v is None else
                      f"| {name} ({v['target']}) | {v['value']:.2f} | `{v['settings']}` | {'yes' if v['met'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def combined_plots(c: dict[str, Any], prefix: Path) -> list[str]:
+    """Both seeds at a glance (the rows :func:`issue_targets` judged): per (seed, video) the face behind the occluder
+    against the clean truth -- input, W+, In-N-Out's removal from the true and the automatic masks, the oracle's, and
+    the W+ fit of the clean video (what any inversion reaches) -- beside the occluder IoU of the same rows
+    (``<prefix>_seeds.png``), and the preview strips of the true-mask row, every (seed, video)
+    (``<prefix>_seeds_examples.png``: input | composite | OOD share | removal | clean). Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    by_label = {r["label"]: r for r in c["rows"]}
+    picked = {name: by_label.get((c["targets"].get(key) or {}).get("settings")) for name, key in
+              (("true masks", "user: IoU"), ("automatic masks", "auto: IoU"), ("oracle", "oracle: IoU"))}
+    picked = {k: v for k, v in picked.items() if v is not None}
+    if not picked:
+        return []
+    runs = {name: {(p["seed"], p["video"]): p for p in row["per_run"]} for name, row in picked.items()}
+    keys = sorted(set.intersection(*(set(r) for r in runs.values())))
+    first = next(iter(runs.values()))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 4), gridspec_kw={"width_ratios": [2, 1]})
+    xs = np.arange(len(keys))
+    series = [("input", lambda k: first[k]["input_vs_clean"]), ("W+", lambda k: first[k]["wplus_vs_clean"])]
+    series += [(f"removal, {n}", (lambda n: lambda k: runs[n][k]["removal_vs_clean"])(n)) for n in runs]
+    series += [("W+ fit of the clean video", lambda k: first[k]["clean_fit_vs_clean"])]
+    width = 0.8 / len(series)
+    for i, (name, get) in enumerate(series):
+        ax.bar(xs + (i - len(series) / 2 + 0.5) * width, [get(k) or 0 for k in keys], width, label=name)
+    ax.set_ylim(10, 58)
+    ax.set_ylabel("PSNR vs clean, occluded frames (dB)")
+    ax.legend(fontsize=7, ncol=6, loc="upper left")
+    for i, n in enumerate(runs):
+        ax2.bar(xs + (i - len(runs) / 2 + 0.5) * (0.8 / len(runs)), [runs[n][k]["iou"] or 0 for k in keys],
+                0.8 / len(runs), label=n)
+    ax2.set_ylim(0, 1.15)
+    ax2.set_ylabel("occluder IoU (OOD share > 0.5)")
+    ax2.legend(fontsize=7, ncol=3, loc="upper left")
+    for a in (ax, ax2):
+        a.set_xticks(xs, [f"{v}\ns{s}" for s, v in keys], fontsize=6)
+    fig.suptitle(f"generator `{c['generator']}`, seeds {', '.join(map(str, c['seeds']))}", fontsize=9)
+    fig.tight_layout()
+    written = [_save_png(fig, Path(f"{prefix}_seeds.png"))]
+    tiles = [np.asarray(Image.open(png).convert("RGB")) for k in keys
+             if (png := PATHS.results / "ground_truth" / runs.get("true masks", first)[k]["preview"]).is_file()]
+    if tiles:
+        path = Path(f"{prefix}_seeds_examples.png")
+        with atomic_path(path) as tmp:
+            Image.fromarray(np.concatenate(tiles, axis=0)).save(tmp, format="PNG")
+        written.append(str(path))
+    return written

@@ -7,8 +7,10 @@ checkpoint ends with bitwise the same parameters as an uninterrupted one (same d
 
 Losses (each weight configurable; 0 skips the term): raw L2 and LPIPS of the composite at the neural resolution,
 masked OOD-only raw L2 (needs masks), SR L2 through the frozen SR, blend entropy of ``b**skew``, blend area
-``(max b)^2``, latent regulariser L_w and delta regulariser L_Delta. ``reduction``: ``mean`` (the release) or
-``sum`` (the paper's Eq. 5/6 sums over pixels and samples, for which its weights were set; see ``losses.py``).
+``(max b)^2``, latent regulariser L_w, delta regulariser L_Delta and (ours, not the paper's or the release's; needs
+masks) the mask-supervised OOD share ``blend_mask`` (:func:`innout_core.losses.share_mask_loss`). ``reduction``:
+``mean`` (the release) or ``sum`` (the paper's Eq. 5/6 sums over pixels and samples, for which its weights were set;
+see ``losses.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Losses of stage A / stage B: pixel L2, LPIPS, blend entropy, blend area, latent (L_w) and delta (L_Delta) terms.
+"""Losses of stage A / stage B: pixel L2, LPIPS, blend entropy, blend area, mask-supervised OOD share, latent (L_w)
+and delta (L_Delta) terms.
 
 All pixel inputs are float tensors in [-1, 1]. ``reduction`` picks how a term is reduced over its elements:
 ``"mean"`` (the release: every term a mean) or ``"sum"`` (the paper: Eq. 5 sums squared errors over pixels and

@@ -154,6 +154,36 @@ def test_clean_video_fit_is_the_ceiling_column(gt, tmp_path, monkeypatch):
     assert run["derived"]["clean_fit_vs_clean"] == pytest.approx(clean)
 
 
+def test_combined_plots_show_the_judged_rows(gt, tmp_path, monkeypatch):
+    """The cross-seed figure draws the rows the targets judged, every (seed, video) both have, and stacks the true-mask
+    row's preview strips in that order; nothing is drawn when no row was judged."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setattr(gt.PATHS, "results", tmp_path)
+    strips = {}
+    for i, (seed, video) in enumerate(((0, "bar"), (1, "box"))):
+        rel = Path(f"f8-s{seed}") / "runs" / f"{video}.png"
+        (tmp_path / "ground_truth" / rel).parent.mkdir(parents=True, exist_ok=True)
+        strips[(seed, video)] = np.full((4, 10, 3), 40 * (i + 1), np.uint8)
+        Image.fromarray(strips[(seed, video)]).save(tmp_path / "ground_truth" / rel)
+
+    def run(seed, video, removal, iou):
+        return {"seed": seed, "video": video, "removal_vs_clean": removal, "iou": iou, "input_vs_clean": 20.0,
+                "wplus_vs_clean": 21.0, "clean_fit_vs_clean": 38.0,
+                "preview": str(Path(f"f8-s{seed}") / "runs" / f"{video}.png")}
+
+    rows = [{"label": "user", "per_run": [run(1, "box", 30.0, 0.8), run(0, "bar", 31.0, 0.9)]},
+            {"label": "oracle", "per_run": [run(0, "bar", 45.0, 0.9), run(1, "box", 44.0, 0.9), run(1, "sphere", 1, 1)]}]
+    c = {"generator": "tiny", "seeds": [0, 1], "rows": rows,
+         "targets": {"user: IoU": {"settings": "user"}, "auto: IoU": None, "oracle: IoU": {"settings": "oracle"}}}
+    out = gt.combined_plots(c, tmp_path / "gt")
+    assert out == [str(tmp_path / "gt_seeds.png"), str(tmp_path / "gt_seeds_examples.png")]
+    stacked = np.asarray(Image.open(out[1]).convert("RGB"))
+    assert np.array_equal(stacked, np.concatenate([strips[(0, "bar")], strips[(1, "box")]]))  # sphere: oracle only
+    assert gt.combined_plots({**c, "targets": {}}, tmp_path / "none") == []
+
+
 def test_suite_has_a_static_occluder(gt):
     from innout_core.synthetic import benchmark_videos, ground_truth_suite
 
