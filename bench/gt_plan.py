@@ -42,7 +42,7 @@ VIDEOS = ("box", "sphere", "bar", "static")  # the `tiny` suite; see videos() fo
 GENERATORS = ("tiny", "tiny-face")
 
 
-MaskSource = Literal["none", "user", "auto-residual", "auto-refined", "auto-share"]
+MaskSource = Literal["none", "user", "auto-residual", "auto-refined", "auto-refined2", "auto-share"]
 
 
 #: Stage-A settings shared by every run (on top of JointConfig's field defaults): the tiny-demo architecture.
@@ -199,6 +199,7 @@ def sweep_plan(s: BenchSettings) -> list[tuple[int, RunSpec]]:
     add(1, start="wplus-masked", steps=1000, masks="user", joint=rec)
     add(1, start="wplus-masked", steps=1000, masks="auto-residual", auto={"reference": "canonical"}, joint=rec)
     add(1, start="wplus-masked", steps=1000, masks="auto-refined", joint=rec)
+    add(1, start="wplus-masked", steps=1000, masks="auto-refined2", joint=rec)
     # before the recommended stage-A settings (the release's constant SR noise, no mask-supervised share)
     add(1, start="oracle", steps=1000, masks="user")
     # issue 20: the occluder-aware start (masked W+ fit with the run's masks), user and automatic masks
@@ -255,8 +256,8 @@ def run_hash(s: BenchSettings, spec: RunSpec) -> str:
 
 
 def wplus_paths(s: BenchSettings, video: str, masks: str | None = None) -> tuple[Path, Path]:
-    """(metrics JSON, latents .pt) of the cached W+ fit of ``video``; ``masks`` ('user', 'auto-residual' or
-    'auto-refined'): the
+    """(metrics JSON, latents .pt) of the cached W+ fit of ``video``; ``masks`` ('user', 'auto-residual',
+    'auto-refined' or 'auto-refined2'): the
     masked fit with those masks."""
     h = settings_hash(settings_dump(s, {"quick"}), video, wplus_config(s))[:8]
     d = results_dir(s) / "wplus"

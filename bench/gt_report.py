@@ -337,6 +337,10 @@ def auto_mask_study(s: BenchSettings) -> dict[str, Any]:
     return out
 
 
+#: Which automatic masks the targets judge, first complete row wins (the ``tiny-demo`` default first).
+AUTO_PREFERENCE = ("auto-refined2", "auto-refined", "auto-residual")
+
+
 #: What :func:`combined` keeps of every run (the plots read them).
 PER_RUN_KEYS = ("seed", "video", "removal_gain", "iou", "gain_occ", "ood_share_on", "removal_vs_clean",
                 "input_vs_clean", "wplus_vs_clean", "clean_fit_vs_clean", "preview")
@@ -395,7 +399,7 @@ def issue_targets(rows: list[dict[str, Any]], seeds: list[int], recommended: dic
         return None
 
     oracle, user = pick("oracle", "user"), pick("wplus-masked", "user")
-    auto = pick("wplus-masked", "auto-refined") or pick("wplus-masked", "auto-residual")
+    auto = next((r for r in (pick("wplus-masked", m) for m in AUTO_PREFERENCE) if r is not None), None)
     t = MASKED_TARGETS
     out: dict[str, Any] = {}
 

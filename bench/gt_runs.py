@@ -190,21 +190,24 @@ def _fit_wplus_unlocked(s: BenchSettings, video_name: str, j_path: Path, pt_path
 def start_masks(s: BenchSettings, video_name: str, kind: str) -> torch.Tensor:
     """The masks of a masked start: the true ones (``'user'``) or residual masks against the unmasked W+ fit's
     canonical latent (``'auto-residual'``, :func:`innout_core.auto_masks.residual_masks` with its defaults), or those
-    after one refinement round against their masked fit's render (``'auto-refined'``, ``refine_masks``).
+    after one or two refinement rounds against their masked fit's render (``'auto-refined'``, ``'auto-refined2'``,
+    ``refine_masks``).
     [T,1,H,W] in {0,1}, 1 = face."""
     from innout_core import auto_masks as am
 
     video = _video(video_name, s.frames, s.seed, s.generator)
     if kind == "user":
         return video.masks
-    if kind == "auto-refined":  # one refinement round on the auto-residual masked fit (cached; made with `first`)
-        first = start_masks(s, video_name, "auto-residual")
-        _, pt = fit_wplus_masked(s, video_name, "auto-residual")
+    previous = {"auto-refined": "auto-residual", "auto-refined2": "auto-refined"}.get(kind)
+    if previous is not None:  # one more refinement round on the previous masks' masked fit (cached; made with them)
+        first = start_masks(s, video_name, previous)
+        _, pt = fit_wplus_masked(s, video_name, previous)
         ws = torch.load(pt, map_location="cpu")["ws"]
+        seed = _video_seed(s, video_name) + (6 if kind == "auto-refined" else 7)
         return am.refine_masks(_generator(s.generator), video.frames.clamp(-1, 1), video.cameras, first,
-                               lambda masks: ws, None, torch.Generator().manual_seed(_video_seed(s, video_name) + 6))
+                               lambda masks: ws, None, torch.Generator().manual_seed(seed))
     if kind != "auto-residual":
-        raise BadInputError(f"a masked start needs user, auto-residual or auto-refined masks, got {kind!r}")
+        raise BadInputError(f"a masked start needs user, auto-residual or auto-refined[2] masks, got {kind!r}")
     fit_wplus(s, video_name)
     fit = torch.load(wplus_paths(s, video_name)[1], map_location="cpu")
     T = video.frames.shape[0]
@@ -262,7 +265,7 @@ def _auto_masks(G: Any, video: Any, ws: torch.Tensor, spec: RunSpec, joint_cfg: 
     if reference == "canonical":
         ws = torch.load(wplus_paths(settings, spec.video)[1], map_location="cpu")["w_canonical"]
         ws = ws.expand(frames.shape[0], -1, -1).contiguous()
-    if spec.masks == "auto-refined":
+    if spec.masks.startswith("auto-refined"):
         raise BadInputError("auto-refined masks are a masked start's (start=wplus-masked)")
     if spec.masks == "auto-residual":
         cfg = am.ResidualMaskConfig(**opts)
@@ -319,7 +322,8 @@ def execute_run(s: BenchSettings, spec: RunSpec) -> str:
         masks = video.masks
     elif spec.start == "wplus-masked":  # the masks the start was fitted with
         masks = fit["masks"]
-        mask_info = {"method": "residual", "reference": "canonical", "refine_rounds": int(spec.masks == "auto-refined"),
+        rounds = {"auto-refined": 1, "auto-refined2": 2}.get(spec.masks, 0)
+        mask_info = {"method": "residual", "reference": "canonical", "refine_rounds": rounds,
                      "iou_vs_true": _mask_iou(1 - masks, 1 - video.masks)}
     elif spec.masks.startswith("auto"):
         masks, mask_info = _auto_masks(G, video, ws0, spec, cfg, base + 5, s)
