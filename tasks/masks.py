@@ -3,10 +3,10 @@
 
 Evidence against a render that cannot paint the occluder: by default the W+ fit's shared canonical latent at every
 frame's camera (``joint.auto_mask``: source, reference, thresholds); with ``refine_rounds`` the masks are then
-refined against W+ fits on their face region (the inversion stage's W+ settings; one fit per round). Writes ``masks.safetensors`` (``masks``
-[T,1,H,W] in {0,1}, 1 = face), ``masks.json`` (what they came from, the OOD fraction per frame, and their IoU with
-the manifest's masks when the entry has some) and ``masks.png`` (a strip of frames with the OOD region tinted, for
-the report).
+refined against W+ fits on their face region (the inversion stage's W+ settings; one fit per round). Writes
+``masks.safetensors`` (``masks`` [T,1,H,W] in {0,1}, 1 = face), ``masks.json`` (what they came from, the OOD
+fraction per frame, and their IoU with the manifest's masks when the entry has some) and ``masks.png`` (a strip of
+frames with the OOD region tinted, for the report).
 """
 
 from __future__ import annotations
