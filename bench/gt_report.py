@@ -337,7 +337,7 @@ def auto_mask_study(s: BenchSettings) -> dict[str, Any]:
     return out
 
 
-#: Which automatic masks the targets judge, first complete row wins (the ``tiny-demo`` default first).
+#: Which automatic masks the targets judge, first complete row wins (``tiny-demo``'s two refinement rounds first).
 AUTO_PREFERENCE = ("auto-refined2", "auto-refined", "auto-residual")
 
 

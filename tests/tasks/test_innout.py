@@ -87,7 +87,7 @@ def test_auto_masks_stage_then_masked_start_then_stage_a(tmp_path) -> None:
     save_tensors(inv / "result.safetensors", {"ws": ws[:3].clone(), "w_canonical": wc})
     save_tensors(inv / "renders.safetensors", {"frames": crops.clone()})
     mrec = run_auto_masks(job, "video")
-    source = "residual vs canonical, refined 1x against the masked fit"  # tiny-demo: one refinement round
+    source = "residual vs canonical, refined 2x against the masked fit"  # tiny-demo: two refinement rounds
     assert mrec.info["source"] == source and mrec.outputs["strip"] == "masks.png"
     masks = load_tensors(job.stage_dir("masks-auto") / "masks.safetensors", torch.device("cpu"))["masks"]
     jcfg = cfg.joint_config("auto-masks")
