@@ -23,7 +23,9 @@ frames have >= 1 % occluder):
   input vs clean as the baseline;
 * latent drift: mean over frames of ||w - w_avg|| (Frobenius over [14,512]), ||w - w_init|| and ||w - w_true||.
 Per video the W+ fit and a PTI fit on its pivots give the baselines (render vs input / clean truth), the true
-latents' render the ceiling.
+latents' render the ceiling, and (for masked-start runs) the W+ fit of the clean frames what an inversion reaches with
+nothing in the way. ``--seeds 0 1`` merges suite seeds into one table with the occluder-aware start's targets and
+draws ``docs/ground_truth[_tiny_face]_seeds[_examples].png``.
 
 Resumable: one JSON per run under ``bench/results/ground_truth/<tag>/runs/`` named by its settings and skipped when
 present with the same settings hash; W+ fits cached under ``.../<tag>/wplus/``. Parallel: ``--jobs N`` processes, one
