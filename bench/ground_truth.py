@@ -93,6 +93,7 @@ from bench.gt_metrics import (  # noqa: E402, F401
     curve,
     evaluate_composite,
     _frame_mean,
+    hidden_share,
     latent_drift,
     _mask_iou,
     masked_psnr,

@@ -97,6 +97,18 @@ def render_ws(G: Any, ws: torch.Tensor, cameras: torch.Tensor, gen_seed: int) ->
                           for t in range(ws.shape[0])]).clamp(-1, 1)
 
 
+def hidden_share(masks: torch.Tensor) -> float | None:
+    """How much of the occluder no frame looks behind: the pixels occluded in *every* frame, as a share of the mean
+    occluder area of the occluded frames (image space; the camera moves little in the suite). 1 = an occluder that
+    never moves or leaves, 0 = one that uncovers, in some frame, everything it hides. masks: [T,1,H,W], 1 = face.
+    None without an occluder."""
+    ood = (1 - masks) > 0.5
+    area = ood.flatten(1).sum(1).float()
+    if not (area > 0).any():
+        return None
+    return float(ood.all(0).sum()) / float(area[area > 0].mean())
+
+
 def curve(values: list[float], n: int = 20) -> list[float]:
     """At most ``n + 1`` evenly spaced points of a loss history (first and last included)."""
     if not values:

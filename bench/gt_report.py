@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bench.gt_metrics import _mask_iou, render_ws
+from bench.gt_metrics import _mask_iou, hidden_share, render_ws
 from bench.gt_plan import (
     BenchSettings,
     PATHS,
@@ -374,7 +374,10 @@ def combined(generator: str, seeds: list[int], frames: int = 8, wplus_epochs: in
             row[col] = sum(vals) / len(vals) if vals else None
         rows.append(row)
     rec = method_joint(BenchSettings(generator=generator))  # type: ignore[arg-type]
-    return {"generator": generator, "seeds": seeds, "rows": rows, "targets": issue_targets(rows, seeds, rec)}
+    hidden = {f"s{seed}/{v}": hidden_share(_video(v, frames, seed, generator).masks)
+              for seed in seeds for v in videos(BenchSettings(generator=generator))}  # type: ignore[arg-type]
+    return {"generator": generator, "seeds": seeds, "rows": rows, "targets": issue_targets(rows, seeds, rec),
+            "hidden_share": hidden}
 
 
 def issue_targets(rows: list[dict[str, Any]], seeds: list[int], recommended: dict[str, Any] | None = None
@@ -436,6 +439,9 @@ def combined_markdown(c: dict[str, Any]) -> str:
     for r in sorted(c["rows"], key=lambda r: r["label"]):
         cells = [format(r[k], f) if r.get(k) is not None else "—" for k, _, f in cols]
         lines.append(f"| `{r['label']}` | {r['runs']}/{r['planned']} | " + " | ".join(cells) + " |")
+    if c.get("hidden_share"):
+        lines += ["", "Share of the occluder no frame looks behind (pixels occluded in every frame / mean occluder "
+                  "area of the occluded frames): " + ", ".join(f"{k} {v:.2f}" for k, v in c["hidden_share"].items() if v is not None)]
     lines += ["", "| target | measured | settings | met |", "|---|---|---|---|"]
     for name, v in c["targets"].items():
         lines.append(f"| {name} | not run | — | — |" if v is None else

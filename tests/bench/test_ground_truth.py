@@ -184,6 +184,22 @@ def test_combined_plots_show_the_judged_rows(gt, tmp_path, monkeypatch):
     assert gt.combined_plots({**c, "targets": {}}, tmp_path / "none") == []
 
 
+def test_hidden_share_of_static_moving_and_absent_occluders(gt):
+    masks = torch.ones(4, 1, 8, 8)
+    masks[:, :, 2:4, 2:4] = 0  # the same 4 pixels in every frame: nothing behind them is ever seen
+    assert gt.hidden_share(masks) == 1.0
+    moving = torch.ones(4, 1, 8, 8)
+    for t in range(4):
+        moving[t, :, 0:2, 2 * t : 2 * t + 2] = 0  # never twice on the same pixel
+    assert gt.hidden_share(moving) == 0.0
+    half = torch.ones(2, 1, 8, 8)
+    half[0, :, 0:2, 0:4] = 0
+    half[1, :, 0:2, 2:6] = 0  # 8 pixels per frame, 4 of them in both
+    assert gt.hidden_share(half) == pytest.approx(0.5)
+    both = torch.cat([torch.ones(1, 1, 8, 8), masks[:2]])  # a frame without the occluder looks behind all of it
+    assert gt.hidden_share(both) == 0.0 and gt.hidden_share(torch.ones(3, 1, 8, 8)) is None
+
+
 def test_suite_has_a_static_occluder(gt):
     from innout_core.synthetic import benchmark_videos, ground_truth_suite
 
