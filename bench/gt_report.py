@@ -440,8 +440,9 @@ def combined_markdown(c: dict[str, Any]) -> str:
         cells = [format(r[k], f) if r.get(k) is not None else "—" for k, _, f in cols]
         lines.append(f"| `{r['label']}` | {r['runs']}/{r['planned']} | " + " | ".join(cells) + " |")
     if c.get("hidden_share"):
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in c["hidden_share"].items() if v is not None)
         lines += ["", "Share of the occluder no frame looks behind (pixels occluded in every frame / mean occluder "
-                  "area of the occluded frames): " + ", ".join(f"{k} {v:.2f}" for k, v in c["hidden_share"].items() if v is not None)]
+                  f"area of the occluded frames): {shares}"]
     lines += ["", "| target | measured | settings | met |", "|---|---|---|---|"]
     for name, v in c["targets"].items():
         lines.append(f"| {name} | not run | — | — |" if v is None else

@@ -145,12 +145,8 @@ def fit_json(s: BenchSettings, video_name: str) -> Path:
 
 def fit_wplus(s: BenchSettings, video_name: str) -> str:
     """Fit W+ to one video (cached): writes the latents (.pt) and the W+ baseline figures (JSON); returns the JSON."""
-    import fcntl
-
     j_path, pt_path = wplus_paths(s, video_name)
-    pt_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(pt_path.with_suffix(".lock"), "w") as lock:  # one fit per video, whichever process asks first
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _exclusive(pt_path):  # one fit per video, whichever process asks first
         if not (j_path.is_file() and pt_path.is_file()):
             _fit_wplus_unlocked(s, video_name, j_path, pt_path)
     return str(j_path)
@@ -220,14 +216,10 @@ def fit_wplus_masked(s: BenchSettings, video_name: str, kind: str) -> tuple[Path
     """The masked W+ fit of a video with ``kind`` masks (:func:`start_masks`), cached: latents (.pt, with the masks)
     and figures (JSON: render vs input on the face region, vs the clean truth on the occluder region and on whole
     occluded frames). Returns (JSON path, .pt path)."""
-    import fcntl
-
     from innout_core.inversion import InversionConfig, invert_video
 
     j_path, pt_path = wplus_paths(s, video_name, kind)
-    pt_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(pt_path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _exclusive(pt_path):
         if j_path.is_file() and pt_path.is_file():
             return j_path, pt_path
         G = _generator(s.generator)
@@ -256,6 +248,8 @@ def fit_wplus_masked(s: BenchSettings, video_name: str, kind: str) -> tuple[Path
 def _auto_masks(G: Any, video: Any, ws: torch.Tensor, spec: RunSpec, joint_cfg: Any, seed: int,
                 settings: BenchSettings) -> tuple[torch.Tensor, dict[str, Any]]:
     """Automatic masks for ``spec.masks`` ('auto-residual' or 'auto-share'); returns (masks [T,1,H,W], info)."""
+    if spec.masks.startswith("auto-refined"):
+        raise BadInputError("auto-refined masks are a masked start's (start=wplus-masked)")
     from innout_core import auto_masks as am
 
     frames, cams = video.frames.clamp(-1, 1), video.cameras
@@ -265,8 +259,6 @@ def _auto_masks(G: Any, video: Any, ws: torch.Tensor, spec: RunSpec, joint_cfg: 
     if reference == "canonical":
         ws = torch.load(wplus_paths(settings, spec.video)[1], map_location="cpu")["w_canonical"]
         ws = ws.expand(frames.shape[0], -1, -1).contiguous()
-    if spec.masks.startswith("auto-refined"):
-        raise BadInputError("auto-refined masks are a masked start's (start=wplus-masked)")
     if spec.masks == "auto-residual":
         cfg = am.ResidualMaskConfig(**opts)
         recon = render_ws(G, ws, cams, seed)

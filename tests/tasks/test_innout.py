@@ -118,7 +118,8 @@ def test_auto_masks_stage_then_masked_start_then_stage_a(tmp_path) -> None:
 
 def test_masked_start_refuses_masks_without_a_face_naming_the_file(tmp_path) -> None:
     """User masks that mark no face pixel (e.g. inverted: 1 = occluder) stop the masked fit with a one-line error that
-    names the masks file; the masks stage is skipped when done with the same inputs and redone when they change."""
+    names the masks file; the masks stage is skipped when done with the same inputs and redone when they change (the
+    W+ settings count only while refinement rounds fit with them)."""
     from innout_core.store import StageRecord, read_record, write_record
     from tasks.inversion import run_invert
     from tasks.masks import run_auto_masks
@@ -148,3 +149,13 @@ def test_masked_start_refuses_masks_without_a_face_naming_the_file(tmp_path) -> 
     write_record(job.stage_dir("invert-w+"), rec.model_copy(update={"output_hash": "b"}))  # the W+ fit changed
     redone = run_auto_masks(job, "video")
     assert redone.finished != first.finished
+
+    # the refinement rounds fit with the W+ stage's settings: other settings redo the masks, unless no round runs
+    def rerun(**over):
+        cfg_over = PipelineConfig.from_preset("tiny-demo", **over)
+        return run_auto_masks(VideoJob(tmp_path / "run", "run", job.video, cfg_over), "video")
+
+    refit = rerun(inversion={"steps": 2})
+    assert refit.finished != redone.finished
+    no_rounds = rerun(inversion={"steps": 1}, joint={"auto_mask": {"refine_rounds": 0}})
+    assert rerun(inversion={"steps": 2}, joint={"auto_mask": {"refine_rounds": 0}}).finished == no_rounds.finished
